@@ -1,0 +1,152 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/bulkhead-dev/bulkhead/internal/stream/streampb"
+)
+
+// Server implements the PolicyStream service on top of a Hub.
+type Server struct {
+	pb.UnimplementedPolicyStreamServer
+
+	Hub  *Hub
+	Auth Authenticator
+	Log  logr.Logger
+	// StatusFunc answers Status for authorized users; nil makes Status
+	// Unimplemented.
+	StatusFunc func(ctx context.Context) (*pb.StatusResponse, error)
+	// OnSession, when set, is told when an agent session opens (+1) and
+	// closes (-1).
+	OnSession func(node string, delta int)
+}
+
+var _ pb.PolicyStreamServer = (*Server)(nil)
+
+func bearer(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if t, ok := strings.CutPrefix(v, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+	}
+	return ""
+}
+
+func authStatus(err error) error {
+	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		return status.Error(codes.Unauthenticated, err.Error())
+	case errors.Is(err, ErrForbidden):
+		return status.Error(codes.PermissionDenied, err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
+
+// Watch implements the stream: authenticate, read Hello, check the node,
+// send a snapshot, then a delta whenever the node's policy changes, while
+// recording the agent's acks in the hub.
+func (s *Server) Watch(st pb.PolicyStream_WatchServer) error {
+	ctx := st.Context()
+	id, err := s.Auth.AuthenticateAgent(ctx, bearer(ctx))
+	if err != nil {
+		s.Log.Info("refused agent", "reason", err.Error())
+		return authStatus(err)
+	}
+	first, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil || hello.GetNode() == "" {
+		return status.Error(codes.InvalidArgument, "the first message must be a Hello naming the node")
+	}
+	log := s.Log.WithValues("node", hello.GetNode(), "user", id.User)
+	if hello.GetNode() != id.Node {
+		log.Info("refused hello for another node", "tokenNode", id.Node)
+		return status.Errorf(codes.PermissionDenied, "token is bound to node %q, not %q", id.Node, hello.GetNode())
+	}
+	if err := s.Hub.WaitReady(ctx); err != nil {
+		return status.FromContextError(err).Err()
+	}
+	node := id.Node
+	notify, unsubscribe := s.Hub.subscribe(node)
+	defer unsubscribe()
+	if s.OnSession != nil {
+		s.OnSession(node, 1)
+		defer s.OnSession(node, -1)
+	}
+	log.Info("agent connected", "agentEpoch", hello.GetEpoch(), "agentGeneration", hello.GetGeneration())
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			a := m.GetAck()
+			if a == nil {
+				recvErr <- status.Error(codes.InvalidArgument, "after Hello only Acks may be sent")
+				return
+			}
+			if !s.Hub.Ack(node, a.GetEpoch(), a.GetGeneration(), a.GetError()) {
+				log.V(1).Info("ignored ack", "epoch", a.GetEpoch(), "generation", a.GetGeneration())
+			} else if a.GetError() != "" {
+				log.Info("agent failed to apply", "generation", a.GetGeneration(), "error", a.GetError())
+			}
+		}
+	}()
+
+	gen, pol, _ := s.Hub.current(node)
+	if err := st.Send(&pb.ControllerMessage{Epoch: s.Hub.Epoch(), Generation: gen, Body: &pb.ControllerMessage_Snapshot{Snapshot: ToProto(pol)}}); err != nil {
+		return err
+	}
+	sentGen, sent := gen, pol
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-recvErr:
+			if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
+				return nil
+			}
+			log.V(1).Info("agent stream ended", "reason", err.Error())
+			return err
+		case <-notify:
+		}
+		gen, pol, d := s.Hub.current(node)
+		if gen <= sentGen {
+			continue
+		}
+		if gen != sentGen+1 || d == nil || d.GetBaseGeneration() != sentGen {
+			d = Diff(sent, pol)
+			d.BaseGeneration = sentGen
+		}
+		msg := &pb.ControllerMessage{Epoch: s.Hub.Epoch(), Generation: gen, Body: &pb.ControllerMessage_Delta{Delta: d}}
+		if err := st.Send(msg); err != nil {
+			return err
+		}
+		sentGen, sent = gen, pol
+	}
+}
+
+// Status implements the CLI's status call: the caller's own token must
+// pass TokenReview and a SubjectAccessReview for listing zones.
+func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	if s.StatusFunc == nil {
+		return nil, status.Error(codes.Unimplemented, "status is not served")
+	}
+	if _, err := s.Auth.AuthorizeUser(ctx, bearer(ctx), "list", "zones"); err != nil {
+		return nil, authStatus(err)
+	}
+	return s.StatusFunc(ctx)
+}
