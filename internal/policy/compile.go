@@ -1,0 +1,1114 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/bulkhead-dev/bulkhead/internal/ir"
+)
+
+// Set kinds.
+const (
+	setNPRule   = iota // peers of one NetworkPolicy rule
+	setNPNamed         // pods of one egress NetworkPolicy rule resolving a named port to one number
+	setZones           // members of a list of zones (with "world": the complement, negated)
+	setZPNamed         // pods of a zone list resolving a ZonePolicy named port to one number
+	setQEntry          // one quarantine allow-list entry (cidr or pods)
+	setPod             // one pod's addresses
+	setDNS             // kube-dns pods
+)
+
+type setDesc struct {
+	kind   int
+	npKey  string
+	egress bool
+	idx    int
+	names  []string
+	zpName string
+	proto  ir.Protocol
+	port   uint16
+	podKey string
+	qKey   string
+}
+
+type setState struct {
+	name     string
+	desc     setDesc
+	users    map[string]int // node -> endpoints referencing the set
+	prefixes []netip.Prefix
+	built    bool
+}
+
+type epState struct {
+	node       string
+	ep         ir.Endpoint
+	sets       []string
+	structSels []*podSel
+	structAll  bool
+}
+
+type nodeState struct {
+	np    *ir.NodePolicy
+	stale bool
+}
+
+type compileState struct {
+	eps        map[string]*epState
+	nodeEps    map[string]map[string]bool
+	dirty      map[string]bool
+	all        bool
+	sets       map[string]*setState
+	staleSets  map[string]bool
+	allStale   bool
+	selUsers   map[*podSel]map[string]bool // selector -> sets built from it
+	selMembers map[*podSel]map[string]bool // selector -> member pod keys
+	selByNS    map[string]map[*podSel]bool
+	selGlobal  map[*podSel]bool
+	structDeps map[*podSel]map[string]bool // selector -> endpoints whose rule structure depends on its members
+	structAll  map[string]bool             // endpoints whose rule structure depends on every pod
+	zoneSets   map[string]bool             // sets recomputed when zone membership or pod addresses change
+	anyPodSets map[string]bool             // sets recomputed on any pod change
+	podSets    map[string]map[string]bool  // pod key -> setPod sets
+	npSets     map[string]map[string]bool  // NetworkPolicy key -> sets
+	nodes      map[string]*nodeState
+	dirtyNodes map[string]bool
+	quarPods   []*podInfo
+	namedMemo  map[string][]namedGroup
+}
+
+func (c *compileState) init() {
+	c.eps = map[string]*epState{}
+	c.nodeEps = map[string]map[string]bool{}
+	c.dirty = map[string]bool{}
+	c.sets = map[string]*setState{}
+	c.staleSets = map[string]bool{}
+	c.selUsers = map[*podSel]map[string]bool{}
+	c.selMembers = map[*podSel]map[string]bool{}
+	c.selByNS = map[string]map[*podSel]bool{}
+	c.selGlobal = map[*podSel]bool{}
+	c.structDeps = map[*podSel]map[string]bool{}
+	c.structAll = map[string]bool{}
+	c.zoneSets = map[string]bool{}
+	c.anyPodSets = map[string]bool{}
+	c.podSets = map[string]map[string]bool{}
+	c.npSets = map[string]map[string]bool{}
+	c.nodes = map[string]*nodeState{}
+	c.dirtyNodes = map[string]bool{}
+}
+
+func addTo[K comparable, V comparable](m map[K]map[V]bool, k K, v V) {
+	s := m[k]
+	if s == nil {
+		s = map[V]bool{}
+		m[k] = s
+	}
+	s[v] = true
+}
+
+// ---- change propagation ----
+
+func (e *Engine) globalChanged() {
+	e.c.all = true
+	e.c.allStale = true
+}
+
+func (e *Engine) podChanged(old, cur *podInfo, nsChanged bool) {
+	c := &e.c
+	p := cur
+	if p == nil {
+		p = old
+	}
+	key := p.key
+	c.dirty[key] = true
+	addrChanged := old == nil || cur == nil || !slices.Equal(old.ips, cur.ips)
+	portsChanged := old == nil || cur == nil || !slices.Equal(old.ports, cur.ports)
+	if addrChanged || old.zone != cur.zone {
+		for s := range c.zoneSets {
+			c.staleSets[s] = true
+		}
+	}
+	for s := range c.anyPodSets {
+		c.staleSets[s] = true
+	}
+	for s := range c.podSets[key] {
+		c.staleSets[s] = true
+	}
+	wasQ := old != nil && len(old.quar) > 0
+	isQ := cur != nil && len(cur.quar) > 0
+	if wasQ || isQ {
+		c.all = true
+	} else if len(c.quarPods) > 0 {
+		// quarantined endpoints' chains resolve named ports per peer
+		for _, q := range c.quarPods {
+			c.dirty[q.key] = true
+		}
+	}
+	for k := range c.structAll {
+		c.dirty[k] = true
+	}
+	check := func(s *podSel) {
+		members := c.selMembers[s]
+		was := members[key]
+		is := cur != nil && e.selMatches(s, cur)
+		if was == is && (!is || (!addrChanged && !portsChanged)) {
+			return
+		}
+		if is {
+			members[key] = true
+		} else {
+			delete(members, key)
+		}
+		for name := range c.selUsers[s] {
+			c.staleSets[name] = true
+		}
+		for ep := range c.structDeps[s] {
+			c.dirty[ep] = true
+		}
+	}
+	for s := range c.selByNS[p.ns] {
+		check(s)
+	}
+	for s := range c.selGlobal {
+		check(s)
+	}
+}
+
+func (e *Engine) npChanged(old, cur *npInfo) {
+	c := &e.c
+	n := cur
+	if n == nil {
+		n = old
+	}
+	for _, p := range e.podsByNS[n.ns] {
+		if (old != nil && old.podSel.Matches(p.labels)) || (cur != nil && cur.podSel.Matches(p.labels)) {
+			e.stats.SelectorEvaluations++
+			c.dirty[p.key] = true
+		}
+	}
+	for s := range c.npSets[n.key] {
+		c.staleSets[s] = true
+	}
+}
+
+// ---- sets ----
+
+func (e *Engine) descSels(d setDesc) []*podSel {
+	switch d.kind {
+	case setNPRule:
+		n := e.nps[d.npKey]
+		if n == nil {
+			return nil
+		}
+		rules := n.in
+		if d.egress {
+			rules = n.eg
+		}
+		if d.idx >= len(rules) {
+			return nil
+		}
+		var out []*podSel
+		for _, p := range rules[d.idx].peers {
+			if p.sel != nil {
+				out = append(out, p.sel)
+			}
+		}
+		return out
+	case setQEntry:
+		if qp := e.qEntry(d); qp != nil && qp.pods != nil {
+			return []*podSel{qp.pods}
+		}
+	case setDNS:
+		return []*podSel{e.dnsSel}
+	}
+	return nil
+}
+
+func (e *Engine) qEntry(d setDesc) *qPeer {
+	q := e.quars[d.qKey]
+	if q == nil {
+		return nil
+	}
+	l := q.ingress
+	if d.egress {
+		l = q.egress
+	}
+	if d.idx >= len(l) {
+		return nil
+	}
+	return &l[d.idx]
+}
+
+func (e *Engine) watchSel(s *podSel) {
+	c := &e.c
+	if _, ok := c.selMembers[s]; ok {
+		return
+	}
+	m := map[string]bool{}
+	if s.nsSel == nil {
+		for _, p := range e.podsByNS[s.fixedNS] {
+			if e.selMatches(s, p) {
+				m[p.key] = true
+			}
+		}
+		addTo(c.selByNS, s.fixedNS, s)
+	} else {
+		for _, p := range e.pods {
+			if e.selMatches(s, p) {
+				m[p.key] = true
+			}
+		}
+		c.selGlobal[s] = true
+	}
+	c.selMembers[s] = m
+}
+
+func (e *Engine) unwatchSel(s *podSel) {
+	c := &e.c
+	delete(c.selMembers, s)
+	delete(c.selGlobal, s)
+	if m := c.selByNS[s.fixedNS]; m != nil {
+		delete(m, s)
+	}
+}
+
+// useSet makes sure a set exists with the descriptor; it returns the name.
+func (e *Engine) useSet(name string, d setDesc) string {
+	c := &e.c
+	if s, ok := c.sets[name]; ok {
+		return s.name
+	}
+	s := &setState{name: name, desc: d, users: map[string]int{}}
+	c.sets[name] = s
+	c.staleSets[name] = true
+	for _, sel := range e.descSels(d) {
+		e.watchSel(sel)
+		addTo(c.selUsers, sel, name)
+	}
+	switch d.kind {
+	case setZones:
+		c.zoneSets[name] = true
+	case setNPNamed, setZPNamed:
+		c.anyPodSets[name] = true
+		c.zoneSets[name] = true
+	case setPod:
+		addTo(c.podSets, d.podKey, name)
+	}
+	if d.npKey != "" {
+		addTo(c.npSets, d.npKey, name)
+	}
+	return name
+}
+
+func (e *Engine) dropSet(s *setState) {
+	c := &e.c
+	delete(c.sets, s.name)
+	delete(c.staleSets, s.name)
+	delete(c.zoneSets, s.name)
+	delete(c.anyPodSets, s.name)
+	if m := c.podSets[s.desc.podKey]; m != nil {
+		delete(m, s.name)
+		if len(m) == 0 {
+			delete(c.podSets, s.desc.podKey)
+		}
+	}
+	if m := c.npSets[s.desc.npKey]; m != nil {
+		delete(m, s.name)
+		if len(m) == 0 {
+			delete(c.npSets, s.desc.npKey)
+		}
+	}
+	for sel, users := range c.selUsers {
+		if users[s.name] {
+			delete(users, s.name)
+			if len(users) == 0 {
+				delete(c.selUsers, sel)
+				if len(c.structDeps[sel]) == 0 {
+					e.unwatchSel(sel)
+				}
+			}
+		}
+	}
+}
+
+func (e *Engine) podIPRanges(keys map[string]bool) []netip.Addr {
+	var out []netip.Addr
+	for k := range keys {
+		if p := e.pods[k]; p != nil {
+			out = append(out, p.ips...)
+		}
+	}
+	return out
+}
+
+func hostsOf(addrs []netip.Addr) []ipRange {
+	out := make([]ipRange, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, prefixRange(hostPrefix(a)))
+	}
+	return out
+}
+
+// zoneMembers returns the member addresses of one zone name (a real zone
+// or "unzoned"), as ranges. CIDR zone members exclude pod addresses.
+func (e *Engine) zoneMembers(name string, podRanges []ipRange) []ipRange {
+	if name == zoneUnzoned {
+		var addrs []netip.Addr
+		for _, p := range e.pods {
+			if p.zone == "" {
+				addrs = append(addrs, p.ips...)
+			}
+		}
+		return hostsOf(addrs)
+	}
+	z := e.zones[name]
+	if z == nil {
+		return nil
+	}
+	if z.pods {
+		var addrs []netip.Addr
+		for _, p := range e.pods {
+			if p.zone == name {
+				addrs = append(addrs, p.ips...)
+			}
+		}
+		return hostsOf(addrs)
+	}
+	return subtract(z.effNets, podRanges)
+}
+
+func (e *Engine) allPodRanges() []ipRange {
+	var addrs []netip.Addr
+	for _, p := range e.pods {
+		addrs = append(addrs, p.ips...)
+	}
+	return normalize(hostsOf(addrs))
+}
+
+func (e *Engine) buildSet(s *setState) []netip.Prefix {
+	e.stats.SetsRebuilt++
+	d := s.desc
+	switch d.kind {
+	case setNPRule:
+		n := e.nps[d.npKey]
+		if n == nil {
+			return nil
+		}
+		rules := n.in
+		if d.egress {
+			rules = n.eg
+		}
+		if d.idx >= len(rules) {
+			return nil
+		}
+		var addrs []netip.Addr
+		var blocks []ipRange
+		for _, p := range rules[d.idx].peers {
+			if p.sel != nil {
+				addrs = append(addrs, e.podIPRanges(e.c.selMembers[p.sel])...)
+			} else {
+				blocks = append(blocks, p.block.ranges...)
+			}
+		}
+		if len(blocks) == 0 {
+			return hostPrefixes(addrs)
+		}
+		return toPrefixes(normalize(append(blocks, hostsOf(addrs)...)))
+	case setNPNamed:
+		n := e.nps[d.npKey]
+		if n == nil || d.idx >= len(n.eg) {
+			return nil
+		}
+		for _, g := range e.npNamedGroups(n, d.idx) {
+			if g.proto == d.proto && g.port == d.port {
+				return hostPrefixes(slices.Clone(g.addrs))
+			}
+		}
+		return nil
+	case setZPNamed:
+		zp := e.zps[d.zpName]
+		if zp == nil {
+			return nil
+		}
+		for _, g := range e.zpNamedGroups(zp, d.names) {
+			if g.proto == d.proto && g.port == d.port {
+				return hostPrefixes(slices.Clone(g.addrs))
+			}
+		}
+		return nil
+	case setZones:
+		podRanges := e.allPodRanges()
+		var rs []ipRange
+		world := false
+		for _, n := range d.names {
+			if n == zoneWorld {
+				world = true
+				continue
+			}
+			rs = append(rs, e.zoneMembers(n, podRanges)...)
+		}
+		rs = normalize(rs)
+		if world {
+			nonworld := slices.Clone(podRanges)
+			for _, z := range e.zoneList {
+				if !z.pods {
+					nonworld = append(nonworld, z.effNets...)
+				}
+			}
+			rs = subtract(normalize(nonworld), rs)
+		}
+		return toPrefixes(rs)
+	case setQEntry:
+		qp := e.qEntry(d)
+		if qp == nil {
+			return nil
+		}
+		if qp.cidr != nil {
+			return toPrefixes(qp.cidr.ranges)
+		}
+		if qp.pods != nil {
+			return hostPrefixes(e.podIPRanges(e.c.selMembers[qp.pods]))
+		}
+	case setPod:
+		if p := e.pods[d.podKey]; p != nil {
+			return hostPrefixes(slices.Clone(p.ips))
+		}
+	case setDNS:
+		return hostPrefixes(e.podIPRanges(e.c.selMembers[e.dnsSel]))
+	}
+	return nil
+}
+
+// ---- named port groups ----
+
+type namedGroup struct {
+	proto ir.Protocol
+	port  uint16
+	addrs []netip.Addr
+}
+
+func groupNamed(specs []portSpec, each func(func(p *podInfo, ip netip.Addr))) []namedGroup {
+	type k struct {
+		proto ir.Protocol
+		port  uint16
+	}
+	m := map[k][]netip.Addr{}
+	each(func(p *podInfo, ip netip.Addr) {
+		seen := map[k]bool{}
+		for _, s := range specs {
+			if s.name == "" {
+				continue
+			}
+			if n, ok := p.resolve(s.name, s.proto); ok && !seen[k{s.proto, n}] {
+				seen[k{s.proto, n}] = true
+				m[k{s.proto, n}] = append(m[k{s.proto, n}], ip)
+			}
+		}
+	})
+	out := make([]namedGroup, 0, len(m))
+	for key, addrs := range m {
+		out = append(out, namedGroup{proto: key.proto, port: key.port, addrs: addrs})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].proto != out[j].proto {
+			return out[i].proto < out[j].proto
+		}
+		return out[i].port < out[j].port
+	})
+	return out
+}
+
+func (e *Engine) npNamedGroups(n *npInfo, idx int) []namedGroup {
+	memoKey := fmt.Sprintf("np|%s|%d", n.key, idx)
+	if g, ok := e.c.namedMemo[memoKey]; ok {
+		return g
+	}
+	r := &n.eg[idx]
+	g := groupNamed(r.ports.specs, func(fn func(*podInfo, netip.Addr)) {
+		for _, p := range e.pods {
+			for _, ip := range p.ips {
+				if e.npPeerMatches(r, end{p, ip}) {
+					fn(p, ip)
+				}
+			}
+		}
+	})
+	if e.c.namedMemo != nil {
+		e.c.namedMemo[memoKey] = g
+	}
+	return g
+}
+
+func (e *Engine) zpNamedGroups(zp *zpInfo, names []string) []namedGroup {
+	memoKey := "zp|" + zp.name + "|" + strings.Join(names, ",")
+	if g, ok := e.c.namedMemo[memoKey]; ok {
+		return g
+	}
+	g := groupNamed(zp.ports.specs, func(fn func(*podInfo, netip.Addr)) {
+		for _, p := range e.pods {
+			if slices.Contains(names, p.zoneName()) {
+				for _, ip := range p.ips {
+					fn(p, ip)
+				}
+			}
+		}
+	})
+	if e.c.namedMemo != nil {
+		e.c.namedMemo[memoKey] = g
+	}
+	return g
+}
+
+// ---- flush ----
+
+func (e *Engine) flush() {
+	c := &e.c
+	if c.all {
+		for k := range e.pods {
+			c.dirty[k] = true
+		}
+		for k := range c.eps {
+			c.dirty[k] = true
+		}
+		c.all = false
+	}
+	if c.allStale {
+		for name := range c.sets {
+			c.staleSets[name] = true
+		}
+		c.allStale = false
+	}
+	if len(c.dirty) == 0 && len(c.staleSets) == 0 {
+		return
+	}
+	c.quarPods = c.quarPods[:0]
+	for _, p := range e.pods {
+		if len(p.quar) > 0 {
+			c.quarPods = append(c.quarPods, p)
+		}
+	}
+	sort.Slice(c.quarPods, func(i, j int) bool { return c.quarPods[i].key < c.quarPods[j].key })
+	c.namedMemo = map[string][]namedGroup{}
+	defer func() { c.namedMemo = nil }()
+
+	var unused []*setState
+	unref := func(node string, names []string) {
+		for _, n := range names {
+			s := c.sets[n]
+			if s == nil {
+				continue
+			}
+			s.users[node]--
+			if s.users[node] <= 0 {
+				delete(s.users, node)
+				e.nodeDirty(node)
+			}
+			if len(s.users) == 0 {
+				unused = append(unused, s)
+			}
+		}
+	}
+	for key := range c.dirty {
+		old := c.eps[key]
+		if old != nil {
+			unref(old.node, old.sets)
+			for _, sel := range old.structSels {
+				if m := c.structDeps[sel]; m != nil {
+					delete(m, key)
+				}
+			}
+			delete(c.structAll, key)
+			delete(c.eps, key)
+			if m := c.nodeEps[old.node]; m != nil {
+				delete(m, key)
+			}
+			e.nodeDirty(old.node)
+		}
+		p := e.pods[key]
+		if p == nil {
+			continue
+		}
+		st := e.compileEndpoint(p)
+		c.eps[key] = st
+		addTo(c.nodeEps, p.node, key)
+		for _, n := range st.sets {
+			c.sets[n].users[p.node]++
+		}
+		for _, sel := range st.structSels {
+			addTo(c.structDeps, sel, key)
+		}
+		if st.structAll {
+			c.structAll[key] = true
+		}
+		e.nodeDirty(p.node)
+	}
+	clear(c.dirty)
+	for _, s := range unused {
+		if len(s.users) == 0 && c.sets[s.name] == s {
+			e.dropSet(s)
+		}
+	}
+	for name := range c.staleSets {
+		s := c.sets[name]
+		if s == nil {
+			continue
+		}
+		pre := s.prefixes
+		s.prefixes = e.buildSet(s)
+		if !s.built || !slices.Equal(pre, s.prefixes) {
+			for node := range s.users {
+				e.nodeDirty(node)
+			}
+		}
+		s.built = true
+	}
+	clear(c.staleSets)
+}
+
+func (e *Engine) nodeDirty(node string) {
+	if node == "" {
+		return
+	}
+	e.c.dirtyNodes[node] = true
+	if ns := e.c.nodes[node]; ns != nil {
+		ns.stale = true
+	}
+}
+
+// TakeDirtyNodes returns the sorted nodes whose NodePolicy may differ from
+// what it was at the previous call, and forgets them.
+func (e *Engine) TakeDirtyNodes() []string {
+	e.flush()
+	out := make([]string, 0, len(e.c.dirtyNodes))
+	for n := range e.c.dirtyNodes {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	clear(e.c.dirtyNodes)
+	return out
+}
+
+// NodePolicy returns the compiled policy of a node; never nil. It is
+// cached and shared: callers must not mutate it.
+func (e *Engine) NodePolicy(node string) *ir.NodePolicy {
+	e.flush()
+	ns := e.c.nodes[node]
+	if ns != nil && !ns.stale {
+		return ns.np
+	}
+	e.stats.NodesRebuilt++
+	np := &ir.NodePolicy{Node: node, Endpoints: []ir.Endpoint{}, Sets: []ir.AddressSet{}}
+	keys := make([]string, 0, len(e.c.nodeEps[node]))
+	for k := range e.c.nodeEps[node] {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	setNames := map[string]bool{}
+	for _, k := range keys {
+		st := e.c.eps[k]
+		np.Endpoints = append(np.Endpoints, st.ep)
+		for _, s := range st.sets {
+			setNames[s] = true
+		}
+	}
+	names := make([]string, 0, len(setNames))
+	for n := range setNames {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := e.c.sets[n].prefixes
+		if p == nil {
+			p = []netip.Prefix{}
+		}
+		np.Sets = append(np.Sets, ir.AddressSet{Name: n, Prefixes: p})
+	}
+	if node == "" {
+		return np
+	}
+	e.c.nodes[node] = &nodeState{np: np}
+	return np
+}
+
+// ---- endpoint compilation ----
+
+type epBuilder struct {
+	e     *Engine
+	p     *podInfo
+	sets  map[string]bool
+	st    *epState
+	sels  map[*podSel]bool
+	tiers []ir.Tier
+}
+
+func (b *epBuilder) use(name string, d setDesc) ir.PeerMatch {
+	b.e.useSet(name, d)
+	b.sets[name] = true
+	return ir.PeerMatch{Set: name}
+}
+
+func (b *epBuilder) zones(names []string) ir.PeerMatch {
+	names = slices.Compact(slices.Sorted(slices.Values(names)))
+	pm := b.use("Zones/"+strings.Join(names, ","), setDesc{kind: setZones, names: names})
+	pm.Negate = slices.Contains(names, zoneWorld)
+	return pm
+}
+
+func (e *Engine) compileEndpoint(p *podInfo) *epState {
+	e.stats.EndpointsCompiled++
+	st := &epState{node: p.node}
+	b := &epBuilder{e: e, p: p, sets: map[string]bool{}, st: st, sels: map[*podSel]bool{}}
+	st.ep = ir.Endpoint{Name: p.key, IPs: slices.Clone(p.ips), Quarantined: len(p.quar) > 0}
+	for _, q := range p.quar {
+		if q.cut {
+			st.ep.CutConnections = true
+		}
+	}
+	st.ep.Ingress = b.chain(false)
+	st.ep.Egress = b.chain(true)
+	for n := range b.sets {
+		st.sets = append(st.sets, n)
+	}
+	sort.Strings(st.sets)
+	for s := range b.sels {
+		st.structSels = append(st.structSels, s)
+	}
+	return st
+}
+
+func tier(kind ir.TierKind, rules []ir.Rule) []ir.Tier {
+	if len(rules) == 0 {
+		return nil
+	}
+	return []ir.Tier{{Kind: kind, Rules: rules}}
+}
+
+func (b *epBuilder) chain(egress bool) ir.Chain {
+	var c ir.Chain
+	c.Tiers = append(c.Tiers, tier(ir.TierQuarantine, b.quarantineRules(egress))...)
+	c.Tiers = append(c.Tiers, tier(ir.TierAdmin, b.adminRules(egress))...)
+	np, isolated := b.npRules(egress)
+	c.Tiers = append(c.Tiers, tier(ir.TierNetworkPolicy, np)...)
+	if !isolated {
+		c.Tiers = append(c.Tiers, tier(ir.TierBaseline, b.baselineRules())...)
+	}
+	return c
+}
+
+// qPortSet is the union of the ports that quarantines' allow-lists admit
+// for the peer in one direction; dst resolves named ports.
+func (e *Engine) qPortSet(qs []*quarInfo, egress bool, peer end, dst *podInfo) portSet {
+	var ps portSet
+	for _, q := range qs {
+		list := q.ingress
+		if egress {
+			list = q.egress
+		}
+		for i := range list {
+			if !e.qPeerMatches(&list[i], peer) {
+				continue
+			}
+			if r, ok := list[i].ports.resolved(dst); ok {
+				if r == nil {
+					return portSet{all: true}
+				}
+				ps = ps.union(portSet{ranges: r})
+			}
+		}
+		if egress && q.dns && e.isDNS(peer.pod) {
+			ps = ps.union(portSet{ranges: []ir.PortRange{{Protocol: ir.TCP, From: 53, To: 53}, {Protocol: ir.UDP, From: 53, To: 53}}})
+		}
+	}
+	return ps
+}
+
+func (b *epBuilder) quarantineRules(egress bool) []ir.Rule {
+	e, p := b.e, b.p
+	var rules []ir.Rule
+	quarantined := len(p.quar) > 0
+	for _, q := range e.c.quarPods {
+		if q == p {
+			continue
+		}
+		var ps portSet
+		for _, ip := range q.ips {
+			// the peer's own list, as seen from this endpoint
+			var peerPS portSet
+			if egress { // q is the destination
+				peerPS = e.qPortSet(q.quar, false, end{p, p.ips[0]}, q)
+			} else { // q is the source
+				peerPS = e.qPortSet(q.quar, true, end{p, p.ips[0]}, p)
+			}
+			if quarantined {
+				var own portSet
+				if egress {
+					own = e.qPortSet(p.quar, true, end{q, ip}, q)
+				} else {
+					own = e.qPortSet(p.quar, false, end{q, ip}, p)
+				}
+				peerPS = peerPS.intersect(own)
+			}
+			ps = peerPS
+			break
+		}
+		set := b.use("Pod/"+q.key, setDesc{kind: setPod, podKey: q.key})
+		if !ps.empty() {
+			rules = append(rules, ir.Rule{ID: q.quar[0].id, Peer: set, Ports: ps.irPorts(), Action: ir.Accept})
+		}
+		rules = append(rules, ir.Rule{ID: q.quar[0].id, Peer: set, Action: ir.Deny})
+	}
+	if !quarantined {
+		return rules
+	}
+	for _, q := range p.quar {
+		list := q.ingress
+		dir := "ingress"
+		if egress {
+			list = q.egress
+			dir = "egress"
+		}
+		for i := range list {
+			qp := &list[i]
+			var peer ir.PeerMatch
+			switch {
+			case qp.zone != "":
+				peer = b.zones([]string{qp.zone})
+			default:
+				peer = b.use(qp.id, setDesc{kind: setQEntry, qKey: q.key, egress: egress, idx: i})
+			}
+			_ = dir
+			if !egress || !qp.ports.hasNamed() {
+				ports, ok := qp.ports.resolved(p)
+				if !ok {
+					continue
+				}
+				rules = append(rules, ir.Rule{ID: qp.id, Peer: peer, Ports: ports, Action: ir.Accept})
+				continue
+			}
+			// egress with named ports: numeric part for the whole entry,
+			// named part per destination pod
+			if num := qp.ports.numeric(); len(num) > 0 {
+				rules = append(rules, ir.Rule{ID: qp.id, Peer: peer, Ports: num, Action: ir.Accept})
+			}
+			keys := e.Pods()
+			for _, k := range keys {
+				d := e.pods[k]
+				if d == p || !e.qPeerMatches(qp, end{d, d.ips[0]}) {
+					continue
+				}
+				named := portList{specs: slices.DeleteFunc(slices.Clone(qp.ports.specs), func(s portSpec) bool { return s.name == "" })}
+				if r, ok := named.resolved(d); ok {
+					rules = append(rules, ir.Rule{ID: qp.id, Peer: b.use("Pod/"+d.key, setDesc{kind: setPod, podKey: d.key}), Ports: r, Action: ir.Accept})
+				}
+			}
+		}
+		if egress && q.dns {
+			rules = append(rules, ir.Rule{ID: q.id + "/dns", Peer: b.use("Peer/kube-dns", setDesc{kind: setDNS}),
+				Ports: []ir.PortRange{{Protocol: ir.TCP, From: 53, To: 53}, {Protocol: ir.UDP, From: 53, To: 53}}, Action: ir.Accept})
+		}
+	}
+	rules = append(rules, ir.Rule{ID: p.quar[0].id, Action: ir.Deny})
+	return rules
+}
+
+func (b *epBuilder) adminRules(egress bool) []ir.Rule {
+	e, p := b.e, b.p
+	if len(e.zones) == 0 && len(e.zpList) == 0 {
+		return nil
+	}
+	local := p.zoneName()
+	var lz *zoneInfo
+	if p.zone != "" {
+		lz = e.zones[p.zone]
+	}
+	var rules []ir.Rule
+	for _, zp := range e.zpList {
+		var peers []string
+		if egress {
+			if !zp.hasFrom(local) {
+				continue
+			}
+			peers = zp.to
+		} else {
+			if !zp.hasTo(local) {
+				continue
+			}
+			peers = zp.from
+		}
+		// keep only names that can match anything
+		var valid []string
+		for _, n := range peers {
+			if n == zoneUnzoned || n == zoneWorld || e.zones[n] != nil {
+				valid = append(valid, n)
+			}
+		}
+		if len(valid) == 0 {
+			continue
+		}
+		type group struct {
+			names  []string
+			action ir.Action
+		}
+		var groups []group
+		switch zp.action {
+		case "Accept":
+			groups = []group{{valid, ir.Accept}}
+		case "Pass":
+			groups = []group{{valid, ir.Pass}}
+		default:
+			if zp.auditOnly {
+				groups = []group{{valid, ir.Audit}}
+				break
+			}
+			var deny, audit []string
+			for _, n := range valid {
+				var pz *zoneInfo
+				if n != zoneUnzoned && n != zoneWorld {
+					pz = e.zones[n]
+				}
+				if effectiveAudit(lz, pz) {
+					audit = append(audit, n)
+				} else {
+					deny = append(deny, n)
+				}
+			}
+			if len(deny) > 0 {
+				groups = append(groups, group{deny, ir.Deny})
+			}
+			if len(audit) > 0 {
+				groups = append(groups, group{audit, ir.Audit})
+			}
+		}
+		for _, g := range groups {
+			peer := b.zones(g.names)
+			if !egress || !zp.ports.hasNamed() {
+				ports, ok := zp.ports.resolved(p)
+				if !egress && !ok {
+					continue
+				}
+				if egress {
+					ports = zp.ports.numeric()
+					if !zp.ports.all && len(ports) == 0 {
+						continue
+					}
+				}
+				rules = append(rules, ir.Rule{ID: zp.id, Peer: peer, Ports: ports, Action: g.action, Log: zp.log})
+				continue
+			}
+			if num := zp.ports.numeric(); len(num) > 0 {
+				rules = append(rules, ir.Rule{ID: zp.id, Peer: peer, Ports: num, Action: g.action, Log: zp.log})
+			}
+			names := slices.Compact(slices.Sorted(slices.Values(g.names)))
+			b.st.structAll = true
+			for _, ng := range e.zpNamedGroups(zp, names) {
+				name := fmt.Sprintf("%s/%s/%s/%d", zp.id, strings.Join(names, ","), ng.proto, ng.port)
+				pm := b.use(name, setDesc{kind: setZPNamed, zpName: zp.name, names: names, proto: ng.proto, port: ng.port})
+				rules = append(rules, ir.Rule{ID: zp.id, Peer: pm, Ports: []ir.PortRange{{Protocol: ng.proto, From: ng.port, To: ng.port}}, Action: g.action, Log: zp.log})
+			}
+		}
+	}
+	// zone boundary
+	for _, z := range e.zoneList {
+		if z == lz {
+			continue
+		}
+		act := ir.Deny
+		if effectiveAudit(lz, z) {
+			act = ir.Audit
+		}
+		id := "ZoneBoundary/" + z.name
+		if !egress && lz != nil {
+			id = "ZoneBoundary/" + lz.name
+		}
+		rules = append(rules, ir.Rule{ID: id, Peer: b.zones([]string{z.name}), Action: act})
+	}
+	if lz != nil {
+		act := ir.Deny
+		if lz.audit() {
+			act = ir.Audit
+		}
+		pm := b.zones([]string{lz.name})
+		pm.Negate = true
+		rules = append(rules, ir.Rule{ID: "ZoneBoundary/" + lz.name, Peer: pm, Action: act})
+	}
+	return rules
+}
+
+func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
+	e, p := b.e, b.p
+	pols := e.selecting(p, egress, nil)
+	if len(pols) == 0 {
+		return nil, false
+	}
+	var rules []ir.Rule
+	for _, n := range pols {
+		list := n.in
+		if egress {
+			list = n.eg
+		}
+		for i := range list {
+			r := &list[i]
+			peer := ir.PeerMatch{}
+			if !r.allPeers {
+				peer = b.use(r.id, setDesc{kind: setNPRule, npKey: n.key, egress: egress, idx: i})
+			}
+			if !egress || !r.ports.hasNamed() {
+				ports, ok := r.ports.resolved(p)
+				if egress {
+					ports, ok = r.ports.numeric(), true
+					if r.ports.all {
+						ports = nil
+					}
+				}
+				if !ok {
+					continue
+				}
+				rules = append(rules, ir.Rule{ID: r.id, Peer: peer, Ports: ports, Action: ir.Accept})
+				continue
+			}
+			if num := r.ports.numeric(); len(num) > 0 {
+				rules = append(rules, ir.Rule{ID: r.id, Peer: peer, Ports: num, Action: ir.Accept})
+			}
+			// named ports resolve per destination pod
+			onlySels := !r.allPeers
+			for _, pe := range r.peers {
+				if pe.sel == nil {
+					onlySels = false
+				} else {
+					b.sels[pe.sel] = true
+					e.watchSel(pe.sel)
+				}
+			}
+			if !onlySels {
+				b.st.structAll = true
+			}
+			for _, g := range e.npNamedGroups(n, i) {
+				name := fmt.Sprintf("%s/%s/%d", r.id, g.proto, g.port)
+				pm := b.use(name, setDesc{kind: setNPNamed, npKey: n.key, egress: true, idx: i, proto: g.proto, port: g.port})
+				rules = append(rules, ir.Rule{ID: r.id, Peer: pm, Ports: []ir.PortRange{{Protocol: g.proto, From: g.port, To: g.port}}, Action: ir.Accept})
+			}
+		}
+	}
+	rules = append(rules, ir.Rule{ID: pols[0].isoID, Action: ir.Deny})
+	return rules, true
+}
+
+func (b *epBuilder) baselineRules() []ir.Rule {
+	p := b.p
+	if p.zone == "" {
+		return nil
+	}
+	z := b.e.zones[p.zone]
+	if z == nil || !z.intraDeny {
+		return nil
+	}
+	act := ir.Deny
+	if z.audit() {
+		act = ir.Audit
+	}
+	return []ir.Rule{{ID: "ZoneBaseline/" + z.name, Peer: b.zones([]string{z.name}), Action: act}}
+}
+
+func zoneSetName(zone string) string { return "Zones/" + zone }
