@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/stdr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	"github.com/bulkhead-dev/bulkhead/internal/stream"
+)
+
+// Options are the bulkhead-agent command's flags.
+type Options struct {
+	Node           string
+	Controllers    string
+	CAFile         string
+	TokenFile      string
+	NetNS          string
+	Backend        string
+	StateDir       string
+	MetricsAddr    string
+	HealthAddr     string
+	ResyncInterval time.Duration
+	Verbosity      int
+}
+
+// Bind registers the flags.
+func (o *Options) Bind(fs *flag.FlagSet) {
+	fs.StringVar(&o.Node, "node", os.Getenv("NODE_NAME"), "name of the node this agent enforces (default $NODE_NAME)")
+	fs.StringVar(&o.Controllers, "controller", "", "controller address host:port; a comma-separated list is tried in turn")
+	fs.StringVar(&o.CAFile, "ca-file", "", "PEM CA bundle of the controller (ConfigMap bulkhead-ca, key ca.crt)")
+	fs.StringVar(&o.TokenFile, "token-file", "", "node-bound ServiceAccount token (audience bulkhead), re-read on every connect")
+	fs.StringVar(&o.NetNS, "netns", "", "network namespace to program, e.g. /run/netns/node-1 (default: the agent's own)")
+	fs.StringVar(&o.Backend, "backend", "auto", "dataplane backend: "+strings.Join(Backends(), ", ")+" or ebpf")
+	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/bulkhead", "directory for the agent's persisted state")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", ":9090", "Prometheus metrics listen address; empty disables")
+	fs.StringVar(&o.HealthAddr, "health-addr", ":9091", "/healthz and /readyz listen address; empty disables")
+	fs.DurationVar(&o.ResyncInterval, "resync-interval", 30*time.Second, "re-enforce the current policy this often to repair drift; 0 disables")
+	fs.IntVar(&o.Verbosity, "v", 0, "log verbosity")
+}
+
+// Validate returns every problem with the flags at once.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.Node == "" {
+		errs = append(errs, errors.New("--node is required"))
+	}
+	if o.Controllers == "" {
+		errs = append(errs, errors.New("--controller is required"))
+	}
+	for _, a := range o.controllers() {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("--controller %q: %w", a, err))
+		}
+	}
+	for flagName, f := range map[string]string{"--ca-file": o.CAFile, "--token-file": o.TokenFile} {
+		if f == "" {
+			errs = append(errs, fmt.Errorf("%s is required", flagName))
+		} else if _, err := os.Stat(f); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", flagName, err))
+		}
+	}
+	if o.ResyncInterval < 0 {
+		errs = append(errs, fmt.Errorf("--resync-interval %s is negative", o.ResyncInterval))
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Options) controllers() []string {
+	var out []string
+	for _, a := range strings.Split(o.Controllers, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Main runs the agent until ctx ends.
+func Main(ctx context.Context, o Options) error {
+	stdr.SetVerbosity(o.Verbosity)
+	log := stdr.New(nil).WithName("bulkhead-agent")
+	ctx = logr.NewContext(ctx, log)
+	backend, err := NewBackend(o.Backend, o.NetNS, log)
+	if err != nil {
+		return err
+	}
+	defer backend.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := New(Config{
+		Node:        o.Node,
+		Controllers: o.controllers(),
+		Dial: func(addr string) (*grpc.ClientConn, error) {
+			return stream.Dial(stream.ClientConfig{Address: addr, CAFile: o.CAFile, TokenFile: o.TokenFile})
+		},
+		Backend:        backend,
+		StateDir:       o.StateDir,
+		ResyncInterval: o.ResyncInterval,
+		Metrics:        NewMetrics(reg),
+		Log:            log,
+	})
+	if err != nil {
+		return err
+	}
+	if o.MetricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		if err := serveHTTP(ctx, log, "metrics", o.MetricsAddr, mux); err != nil {
+			return err
+		}
+	}
+	if o.HealthAddr != "" {
+		if err := serveHTTP(ctx, log, "health", o.HealthAddr, HealthHandler(a)); err != nil {
+			return err
+		}
+	}
+	log.Info("starting", "node", o.Node, "controllers", o.Controllers, "backend", backend.Name(), "netns", o.NetNS)
+	return a.Run(ctx)
+}
+
+// HealthHandler serves /healthz (always ok while the process runs) and
+// /readyz (ok once a snapshot has been enforced).
+func HealthHandler(a *Agent) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !a.Ready() {
+			http.Error(w, "no snapshot enforced yet", http.StatusServiceUnavailable)
+			return
+		}
+		s := a.Applied()
+		fmt.Fprintf(w, "ok epoch=%s generation=%d\n", s.Epoch, s.Generation)
+	})
+	return mux
+}
+
+func serveHTTP(ctx context.Context, log logr.Logger, what, addr string, h http.Handler) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening for %s on %s: %w", what, addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error(err, "http server stopped", "server", what)
+		}
+	}()
+	return nil
+}
