@@ -31,7 +31,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.endPort) || (has(self.port) && type(self.port) == int)",message="endPort requires a numeric port",fieldPath=".endPort"
 // +kubebuilder:validation:XValidation:rule="!has(self.endPort) || !has(self.port) || type(self.port) != int || self.endPort >= self.port",message="endPort must not be below port",fieldPath=".endPort"
 // +kubebuilder:validation:XValidation:rule="!has(self.port) || type(self.port) != int || (self.port >= 1 && self.port <= 65535)",message="port must be between 1 and 65535",fieldPath=".port"
-// +kubebuilder:validation:XValidation:rule="!has(self.port) || type(self.port) != string || (size(self.port) <= 15 && self.port.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.port.matches('[a-z]'))",message="a named port must be an IANA_SVC_NAME: at most 15 lower-case letters, digits and '-', with at least one letter",fieldPath=".port"
+// +kubebuilder:validation:XValidation:rule="!has(self.port) || type(self.port) != string || (size(self.port) >= 1 && size(self.port) <= 15)",message="a named port must be an IANA_SVC_NAME of at most 15 characters",fieldPath=".port"
 type PolicyPort struct {
 	// Protocol is TCP, UDP or SCTP. Defaults to TCP.
 	// +kubebuilder:default=TCP

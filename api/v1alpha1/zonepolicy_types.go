@@ -19,7 +19,7 @@ const (
 )
 
 // ZonePolicySpec judges flows from one set of zones to another.
-// +kubebuilder:validation:XValidation:rule="!self.auditOnly || self.action == 'Deny'",message="auditOnly is only meaningful with action Deny",fieldPath=".auditOnly"
+// +kubebuilder:validation:XValidation:rule="!has(self.auditOnly) || !self.auditOnly || self.action == 'Deny'",message="auditOnly is only meaningful with action Deny",fieldPath=".auditOnly"
 type ZonePolicySpec struct {
 	// Priority orders ZonePolicies in the admin tier: lower first, ties
 	// broken by name.

@@ -4,14 +4,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	"strings"
 	"testing"
+
+	"github.com/go-logr/logr"
 
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 
@@ -21,11 +24,37 @@ import (
 // K8sVersion is the control-plane version hack/controlplane.sh builds.
 const K8sVersion = "v1.37.2"
 
-// RepoRoot returns the repository's root directory.
+// RepoRoot returns the repository's root directory: BULKHEAD_REPO if set,
+// else the nearest parent of the working directory, then of the
+// executable, whose go.mod declares Bulkhead's module. Builds use
+// -trimpath, so source file paths cannot be used. It returns "" when no
+// checkout is found.
 func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	if d := os.Getenv("BULKHEAD_REPO"); d != "" {
+		return d
+	}
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if exe, err := os.Executable(); err == nil {
+		starts = append(starts, filepath.Dir(exe))
+	}
+	for _, dir := range starts {
+		for d := dir; ; d = filepath.Dir(d) {
+			if data, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil &&
+				strings.HasPrefix(string(data), "module "+modulePath+"\n") {
+				return d
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	return ""
 }
+
+const modulePath = "github.com/bulkhead-dev/bulkhead"
 
 // AssetsDir returns the directory holding kube-apiserver and etcd:
 // KUBEBUILDER_ASSETS if set, else the cache hack/controlplane.sh fills.
@@ -90,6 +119,7 @@ type Env struct {
 // builds them.
 func Start(t testing.TB) *Env {
 	t.Helper()
+	ctrllog.SetLogger(logr.Discard())
 	dir := AssetsDir()
 	for _, b := range []string{"kube-apiserver", "etcd"} {
 		if _, err := exec.LookPath(filepath.Join(dir, b)); err != nil {
