@@ -1,0 +1,612 @@
+//go:build linux
+
+package nftables
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/bulkhead-dev/bulkhead/dataplane"
+	"github.com/bulkhead-dev/bulkhead/dataplane/conntrack"
+	"github.com/bulkhead-dev/bulkhead/internal/ir"
+	"github.com/bulkhead-dev/bulkhead/internal/netns"
+)
+
+// elementChunk is the most set elements sent in one netlink message: one
+// message carries all its elements in one attribute with a 16-bit length,
+// and the kernel silently keeps only a prefix past 64 KiB.
+const elementChunk = 1000
+
+// socketBuffer is the forced send and receive buffer of the netlink
+// socket, so that large transactions and their acks fit.
+const socketBuffer = 16 << 20
+
+// Backend enforces an ir.NodePolicy in one nftables table it owns.
+type Backend struct {
+	opts  Options
+	log   logr.Logger
+	ns    vnetns.NsHandle
+	conn  *nftables.Conn
+	table *nftables.Table
+
+	mu sync.Mutex
+	// applied is the state the kernel holds after the last successful
+	// transaction, nil when unknown (first Sync, failed Sync, Uninstall).
+	applied *state
+	policy  *ir.NodePolicy
+	// pendingCut holds endpoints whose revocation failed; retried next Sync.
+	pendingCut map[string]bool
+	ruleIDs    map[uint32]string
+	stats      Stats
+}
+
+var _ dataplane.Dataplane = (*Backend)(nil)
+
+// New opens a netlink connection in the namespace opts.NetNSPath (the
+// current one when empty). It changes nothing in the kernel: the table is
+// written by the first Sync.
+func New(opts Options) (*Backend, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	b := &Backend{opts: opts, log: opts.Logger.WithName("nftables"), ns: vnetns.None(), ruleIDs: map[uint32]string{}, pendingCut: map[string]bool{}}
+	copts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(forceBuffers)}
+	if opts.NetNSPath != "" {
+		h, err := netns.Open(opts.NetNSPath)
+		if err != nil {
+			return nil, fmt.Errorf("opening nftables backend: %w", err)
+		}
+		b.ns = h
+		copts = append(copts, nftables.WithNetNSFd(int(h)))
+	}
+	c, err := nftables.New(copts...)
+	if err != nil {
+		if b.ns.IsOpen() {
+			b.ns.Close()
+		}
+		return nil, fmt.Errorf("opening nftables netlink connection: %w", err)
+	}
+	b.conn = c
+	b.table = &nftables.Table{Name: opts.TableName, Family: nftables.TableFamilyINet}
+	return b, nil
+}
+
+func forceBuffers(c *netlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("netlink socket: %w", err)
+	}
+	var serr error
+	cerr := rc.Control(func(fd uintptr) {
+		for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, socketBuffer); err != nil {
+				serr = errors.Join(serr, fmt.Errorf("setsockopt %d: %w", opt, err))
+			}
+		}
+	})
+	if cerr != nil {
+		return cerr
+	}
+	if serr != nil {
+		// Without CAP_NET_ADMIN the forced sizes fail; fall back to the
+		// capped ones.
+		_ = c.SetWriteBuffer(socketBuffer)
+		_ = c.SetReadBuffer(socketBuffer)
+	}
+	return nil
+}
+
+// Name implements dataplane.Dataplane.
+func (b *Backend) Name() string { return "nftables" }
+
+// TableName is the name of the inet table the backend owns.
+func (b *Backend) TableName() string { return b.opts.TableName }
+
+// Stats returns the backend's transaction counters.
+func (b *Backend) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stats
+}
+
+// RuleID returns the rule ID of a numeric id from an nflog prefix.
+func (b *Backend) RuleID(num uint32) (string, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	id, ok := b.ruleIDs[num]
+	return id, ok
+}
+
+// Sync implements dataplane.Dataplane.
+func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
+	if err := Validate(desired); err != nil {
+		return fmt.Errorf("validating policy for nftables: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	log := logr.FromContextOrDiscard(ctx).WithName("nftables")
+	if log.GetSink() == nil {
+		log = b.log
+	}
+	want := compile(desired, compileOptions{logGroup: b.opts.NFLogGroup, logOn: !b.opts.DisableNFLog})
+	for k, v := range want.ruleIDs {
+		b.ruleIDs[k] = v
+	}
+	old := b.applied
+	oldPolicy := b.policy
+
+	start := time.Now()
+	mode := ""
+	var ops int
+	var err error
+	switch {
+	case old == nil:
+		mode = "rebuild"
+		ops, err = b.rebuild(want)
+	default:
+		d := diff(old, want)
+		switch {
+		case d.empty():
+			if verr := b.verifyLocked(old); verr != nil {
+				log.Info("drift detected, rebuilding table", "table", b.opts.TableName, "reason", verr.Error())
+				b.stats.DriftRepairs++
+				mode = "rebuild"
+				ops, err = b.rebuild(want)
+			} else {
+				mode = "noop"
+			}
+		case d.ops > b.opts.MaxDeltaOps || d.ops*2 > want.ruleCount()+want.elementCount():
+			mode = "rebuild"
+			ops, err = b.rebuild(want)
+		default:
+			mode = "delta"
+			ops, err = b.applyDelta(old, want, d)
+		}
+	}
+	if err != nil {
+		b.applied, b.policy = nil, nil
+		b.stats.Failures++
+		return fmt.Errorf("programming nft table %s (%s): %w", b.opts.TableName, mode, err)
+	}
+	b.applied, b.policy = want, desired
+	b.stats.LastOps = ops
+	b.stats.LastDuration = time.Since(start)
+	switch mode {
+	case "rebuild":
+		b.stats.Rebuilds++
+	case "delta":
+		b.stats.Deltas++
+	case "noop":
+		b.stats.NoOps++
+	}
+	log.V(1).Info("synced", "mode", mode, "ops", ops, "duration", b.stats.LastDuration)
+
+	if b.opts.DisableConnectionCutting {
+		return nil
+	}
+	cut := revoked(oldPolicy, old, desired, want)
+	for name := range b.pendingCut {
+		cut[name] = true
+	}
+	if len(cut) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(cut))
+	for n := range cut {
+		if ep := desired.Endpoint(n); ep != nil && ep.CutConnections {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	res, cerr := conntrack.Revoke(ctx, b.opts.NetNSPath, desired, names)
+	b.stats.ConnectionsCut += res.Deleted
+	if cerr != nil {
+		for _, n := range names {
+			b.pendingCut[n] = true
+		}
+		return fmt.Errorf("cutting revoked connections: %w", cerr)
+	}
+	clear(b.pendingCut)
+	if res.Deleted > 0 {
+		log.Info("cut revoked connections", "deleted", res.Deleted, "endpoints", names)
+	}
+	return nil
+}
+
+// revoked returns the endpoints whose verdicts may have narrowed: new
+// endpoints after an unknown state, endpoints whose chains changed, and
+// endpoints whose rules reference a set whose contents changed.
+func revoked(oldPolicy *ir.NodePolicy, old *state, desired *ir.NodePolicy, want *state) map[string]bool {
+	out := map[string]bool{}
+	for i := range desired.Endpoints {
+		n := desired.Endpoints[i].Name
+		if old == nil || oldPolicy == nil {
+			out[n] = true
+			continue
+		}
+		ok, had := old.endpointKey[n]
+		if !had || ok != want.endpointKey[n] {
+			out[n] = true
+			continue
+		}
+		for _, s := range want.endpointSets[n] {
+			a, b := oldPolicy.Set(s), desired.Set(s)
+			if a == nil || b == nil || !equalPrefixes(a.Prefixes, b.Prefixes) {
+				out[n] = true
+				break
+			}
+		}
+	}
+	return out
+}
+
+func equalPrefixes(a, b []netip.Prefix) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Verify compares the kernel's table with the state of the last
+// successful Sync and returns an error describing the first differences.
+func (b *Backend) Verify(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.applied == nil {
+		return errors.New("no policy applied")
+	}
+	return b.verifyLocked(b.applied)
+}
+
+// Close implements dataplane.Dataplane. The table stays in force.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var err error
+	if b.conn != nil {
+		err = b.conn.CloseLasting()
+		b.conn = nil
+	}
+	if b.ns.IsOpen() {
+		b.ns.Close()
+		b.ns = vnetns.None()
+	}
+	return err
+}
+
+// Uninstall implements dataplane.Dataplane: it deletes the table.
+func (b *Backend) Uninstall(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.applied, b.policy = nil, nil
+	// Add then delete, so that a missing table is not an error.
+	b.conn.AddTable(b.table)
+	b.conn.DelTable(b.table)
+	if err := b.conn.Flush(); err != nil {
+		return fmt.Errorf("deleting nft table %s: %w", b.opts.TableName, err)
+	}
+	return nil
+}
+
+// --- transactions ---
+
+type txn struct {
+	c   *nftables.Conn
+	t   *nftables.Table
+	ops int
+	err error
+}
+
+func (x *txn) set(s *setSpec) *nftables.Set {
+	kt := nftables.TypeIPAddr
+	if s.v6 {
+		kt = nftables.TypeIP6Addr
+	}
+	return &nftables.Set{Table: x.t, Name: s.name, KeyType: kt, Interval: true, Comment: s.comment}
+}
+
+func (x *txn) vmap(m *vmapSpec) *nftables.Set {
+	kt := nftables.TypeIPAddr
+	if m.v6 {
+		kt = nftables.TypeIP6Addr
+	}
+	return &nftables.Set{Table: x.t, Name: m.name, KeyType: kt, IsMap: true, DataType: nftables.TypeVerdict}
+}
+
+func (x *txn) chain(c *chainSpec) *nftables.Chain {
+	ch := &nftables.Chain{Table: x.t, Name: c.name}
+	if c.base {
+		p := nftables.ChainPriority(c.prio)
+		pol := nftables.ChainPolicyAccept
+		ch.Type = nftables.ChainTypeFilter
+		ch.Hooknum = nftables.ChainHookForward
+		ch.Priority = &p
+		ch.Policy = &pol
+	}
+	return ch
+}
+
+func (x *txn) addSet(s *setSpec) {
+	ns := x.set(s)
+	if err := x.c.AddSet(ns, nil); err != nil {
+		x.err = errors.Join(x.err, fmt.Errorf("adding set %s: %w", s.name, err))
+	}
+	x.ops++
+	x.elements(ns, s.elementsOf(s.ranges), true)
+}
+
+func (x *txn) elements(s *nftables.Set, es []elem, add bool) {
+	for i := 0; i < len(es); i += elementChunk {
+		j := min(i+elementChunk, len(es))
+		batch := make([]nftables.SetElement, 0, j-i)
+		for _, e := range es[i:j] {
+			batch = append(batch, nftables.SetElement{Key: e.key, IntervalEnd: e.end})
+		}
+		var err error
+		if add {
+			err = x.c.SetAddElements(s, batch)
+		} else {
+			err = x.c.SetDeleteElements(s, batch)
+		}
+		if err != nil {
+			x.err = errors.Join(x.err, fmt.Errorf("set %s elements: %w", s.Name, err))
+		}
+		x.ops += j - i
+	}
+}
+
+func (x *txn) vmapElements(m *nftables.Set, elems map[netip.Addr]string, add bool) {
+	keys := make([]netip.Addr, 0, len(elems))
+	for a := range elems {
+		keys = append(keys, a)
+	}
+	sortAddrs(keys)
+	for i := 0; i < len(keys); i += elementChunk {
+		j := min(i+elementChunk, len(keys))
+		batch := make([]nftables.SetElement, 0, j-i)
+		for _, a := range keys[i:j] {
+			e := nftables.SetElement{Key: a.AsSlice()}
+			if add {
+				e.VerdictData = &expr.Verdict{Kind: expr.VerdictJump, Chain: elems[a]}
+			}
+			batch = append(batch, e)
+		}
+		var err error
+		if add {
+			err = x.c.SetAddElements(m, batch)
+		} else {
+			err = x.c.SetDeleteElements(m, batch)
+		}
+		if err != nil {
+			x.err = errors.Join(x.err, fmt.Errorf("map %s elements: %w", m.Name, err))
+		}
+		x.ops += j - i
+	}
+}
+
+func (x *txn) rules(c *chainSpec) {
+	ch := x.chain(c)
+	for _, r := range c.rules {
+		nr := &nftables.Rule{Table: x.t, Chain: ch, Exprs: r.exprs}
+		if r.comment != "" {
+			nr.UserData = commentUserData(r.comment)
+		}
+		x.c.AddRule(nr)
+		x.ops++
+	}
+}
+
+func (x *txn) flush() error {
+	if x.err != nil {
+		return x.err
+	}
+	return x.c.Flush()
+}
+
+// rebuild replaces the whole table in one transaction.
+func (b *Backend) rebuild(st *state) (int, error) {
+	x := &txn{c: b.conn, t: b.table}
+	x.c.AddTable(b.table)
+	x.c.DelTable(b.table)
+	x.c.AddTable(b.table)
+	x.ops += 3
+	for _, n := range sortedKeys(st.sets) {
+		x.addSet(st.sets[n])
+	}
+	order := st.sortedChains()
+	for _, n := range order {
+		if !st.chains[n].base {
+			x.c.AddChain(x.chain(st.chains[n]))
+			x.ops++
+		}
+	}
+	for _, n := range sortedKeys(st.vmaps) {
+		m := x.vmap(st.vmaps[n])
+		if err := x.c.AddSet(m, nil); err != nil {
+			x.err = errors.Join(x.err, err)
+		}
+		x.ops++
+		x.vmapElements(m, st.vmaps[n].elems, true)
+	}
+	for _, n := range order {
+		c := st.chains[n]
+		if c.base {
+			x.c.AddChain(x.chain(c))
+			x.ops++
+		}
+		x.rules(c)
+	}
+	return x.ops, x.flush()
+}
+
+// delta is the difference between two states.
+type delta struct {
+	ops           int
+	newSets       []string
+	delSets       []string
+	setAdds       map[string][]ipRange
+	setDels       map[string][]ipRange
+	newChains     []string
+	changedChains []string
+	delChains     []string
+	vmapAdds      map[string]map[netip.Addr]string
+	vmapDels      map[string]map[netip.Addr]string
+}
+
+func (d *delta) empty() bool { return d.ops == 0 }
+
+func diff(old, want *state) *delta {
+	d := &delta{setAdds: map[string][]ipRange{}, setDels: map[string][]ipRange{}, vmapAdds: map[string]map[netip.Addr]string{}, vmapDels: map[string]map[netip.Addr]string{}}
+	for _, n := range sortedKeys(want.sets) {
+		w := want.sets[n]
+		o, ok := old.sets[n]
+		if !ok {
+			d.newSets = append(d.newSets, n)
+			d.ops += 1 + 2*len(w.ranges)
+			continue
+		}
+		if equalRanges(o.ranges, w.ranges) && o.comment == w.comment {
+			continue
+		}
+		have := map[ipRange]bool{}
+		for _, r := range o.ranges {
+			have[r] = true
+		}
+		keep := map[ipRange]bool{}
+		for _, r := range w.ranges {
+			if have[r] {
+				keep[r] = true
+			} else {
+				d.setAdds[n] = append(d.setAdds[n], r)
+			}
+		}
+		for _, r := range o.ranges {
+			if !keep[r] {
+				d.setDels[n] = append(d.setDels[n], r)
+			}
+		}
+		d.ops += 2 * (len(d.setAdds[n]) + len(d.setDels[n]))
+	}
+	for _, n := range sortedKeys(old.sets) {
+		if _, ok := want.sets[n]; !ok {
+			d.delSets = append(d.delSets, n)
+			d.ops++
+		}
+	}
+	for _, n := range sortedKeys(want.chains) {
+		w := want.chains[n]
+		o, ok := old.chains[n]
+		switch {
+		case !ok:
+			d.newChains = append(d.newChains, n)
+			d.ops += 1 + len(w.rules)
+		case !equalRules(o.rules, w.rules):
+			d.changedChains = append(d.changedChains, n)
+			d.ops += 1 + len(w.rules)
+		}
+	}
+	for _, n := range sortedKeys(old.chains) {
+		if _, ok := want.chains[n]; !ok {
+			d.delChains = append(d.delChains, n)
+			d.ops += 2
+		}
+	}
+	for _, n := range sortedKeys(want.vmaps) {
+		w, o := want.vmaps[n], old.vmaps[n]
+		for a, c := range w.elems {
+			if oc, ok := o.elems[a]; !ok || oc != c {
+				if d.vmapAdds[n] == nil {
+					d.vmapAdds[n] = map[netip.Addr]string{}
+				}
+				d.vmapAdds[n][a] = c
+				d.ops++
+				if ok {
+					if d.vmapDels[n] == nil {
+						d.vmapDels[n] = map[netip.Addr]string{}
+					}
+					d.vmapDels[n][a] = oc
+					d.ops++
+				}
+			}
+		}
+		for a, c := range o.elems {
+			if _, ok := w.elems[a]; !ok {
+				if d.vmapDels[n] == nil {
+					d.vmapDels[n] = map[netip.Addr]string{}
+				}
+				d.vmapDels[n][a] = c
+				d.ops++
+			}
+		}
+	}
+	return d
+}
+
+// applyDelta applies d in one transaction. Order: new sets and elements,
+// new chains, rewritten chains, map elements, then removals of chains and
+// sets nothing references any more.
+func (b *Backend) applyDelta(old, want *state, d *delta) (int, error) {
+	x := &txn{c: b.conn, t: b.table}
+	for _, n := range d.newSets {
+		x.addSet(want.sets[n])
+	}
+	for _, n := range sortedKeys(d.setDels) {
+		s := want.sets[n]
+		x.elements(x.set(s), s.elementsOf(d.setDels[n]), false)
+	}
+	for _, n := range sortedKeys(d.setAdds) {
+		s := want.sets[n]
+		x.elements(x.set(s), s.elementsOf(d.setAdds[n]), true)
+	}
+	for _, n := range d.newChains {
+		x.c.AddChain(x.chain(want.chains[n]))
+		x.ops++
+	}
+	for _, n := range d.newChains {
+		x.rules(want.chains[n])
+	}
+	for _, n := range d.changedChains {
+		x.c.FlushChain(x.chain(want.chains[n]))
+		x.ops++
+		x.rules(want.chains[n])
+	}
+	for _, n := range sortedKeys(d.vmapDels) {
+		x.vmapElements(x.vmap(want.vmaps[n]), d.vmapDels[n], false)
+	}
+	for _, n := range sortedKeys(d.vmapAdds) {
+		x.vmapElements(x.vmap(want.vmaps[n]), d.vmapAdds[n], true)
+	}
+	for _, n := range d.delChains {
+		x.c.FlushChain(x.chain(old.chains[n]))
+	}
+	for _, n := range d.delChains {
+		x.c.DelChain(x.chain(old.chains[n]))
+		x.ops += 2
+	}
+	for _, n := range d.delSets {
+		x.c.DelSet(x.set(old.sets[n]))
+		x.ops++
+	}
+	return x.ops, x.flush()
+}
+
+func sortAddrs(a []netip.Addr) { slices.SortFunc(a, netip.Addr.Compare) }

@@ -1,0 +1,71 @@
+//go:build linux
+
+package nftables
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/bulkhead-dev/bulkhead/dataplane"
+	"github.com/bulkhead-dev/bulkhead/internal/netns"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+)
+
+// newBackend opens a backend on nsPath and uninstalls it when the test
+// ends.
+func newBackend(t testing.TB, nsPath string, opts Options) *Backend {
+	t.Helper()
+	opts.NetNSPath = nsPath
+	if opts.NFLogGroup == 0 {
+		opts.NFLogGroup = 7
+	}
+	b, err := New(opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Uninstall(context.Background()); err != nil {
+			t.Errorf("Uninstall: %v", err)
+		}
+		if err := b.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return b
+}
+
+func newDataplane(t *testing.T, nsPath string) dataplane.Dataplane {
+	return newBackend(t, nsPath, Options{})
+}
+
+// nsOnly creates a bare namespace for tests that need no pods.
+func nsOnly(t testing.TB) string {
+	t.Helper()
+	testenv.RequireRoot(t)
+	name := "bh-nft-" + randHex()
+	if err := netns.Create(name); err != nil {
+		t.Fatalf("creating netns: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := netns.Delete(name); err != nil {
+			t.Errorf("deleting netns: %v", err)
+		}
+	})
+	return netns.Path(name)
+}
+
+// nft runs the nft command inside the namespace.
+func nft(t testing.TB, nsPath string, args ...string) string {
+	t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		testenv.SkipOrFail(t, "nft not installed")
+	}
+	name := nsPath[strings.LastIndex(nsPath, "/")+1:]
+	out, err := exec.Command("ip", append([]string{"netns", "exec", name, "nft"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}

@@ -1,0 +1,174 @@
+//go:build linux
+
+package nftables
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+)
+
+func commentUserData(c string) []byte {
+	return userdata.AppendString(nil, userdata.TypeComment, c)
+}
+
+// exprKinds names the expression types of a rule, so that a rule read
+// back from the kernel can be compared with the one the backend wrote.
+func exprKinds(es []expr.Any) string {
+	var b strings.Builder
+	for _, e := range es {
+		switch v := e.(type) {
+		case *expr.Verdict:
+			fmt.Fprintf(&b, "verdict(%d,%s) ", v.Kind, v.Chain)
+		case *expr.Lookup:
+			fmt.Fprintf(&b, "lookup(%s,%v) ", v.SetName, v.Invert)
+		case *expr.Cmp:
+			fmt.Fprintf(&b, "cmp(%d,%x) ", v.Op, v.Data)
+		case *expr.Range:
+			fmt.Fprintf(&b, "range(%x,%x) ", v.FromData, v.ToData)
+		case *expr.Payload:
+			fmt.Fprintf(&b, "payload(%d,%d,%d) ", v.Base, v.Offset, v.Len)
+		case *expr.Log:
+			fmt.Fprintf(&b, "log(%d,%s) ", v.Group, bytes.TrimRight(v.Data, "\x00"))
+		default:
+			fmt.Fprintf(&b, "%T ", e)
+		}
+	}
+	return b.String()
+}
+
+// verifyLocked compares the kernel's table with st: chains, the rules of
+// every chain (expression kinds, operands and comments), sets and their
+// elements, and map elements.
+func (b *Backend) verifyLocked(st *state) error {
+	var errs []error
+	chains, err := b.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("listing chains: %w", err)
+	}
+	have := map[string]bool{}
+	for _, c := range chains {
+		if c.Table.Name == b.opts.TableName {
+			have[c.Name] = true
+		}
+	}
+	for _, n := range sortedKeys(st.chains) {
+		if !have[n] {
+			errs = append(errs, fmt.Errorf("chain %s missing", n))
+			continue
+		}
+		delete(have, n)
+		rules, err := b.conn.GetRules(b.table, &nftables.Chain{Name: n, Table: b.table})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listing rules of chain %s: %w", n, err))
+			continue
+		}
+		want := st.chains[n].rules
+		if len(rules) != len(want) {
+			errs = append(errs, fmt.Errorf("chain %s has %d rules, want %d", n, len(rules), len(want)))
+			continue
+		}
+		for i, r := range rules {
+			c, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			if c != want[i].comment {
+				errs = append(errs, fmt.Errorf("chain %s rule %d: comment %q, want %q", n, i, c, want[i].comment))
+				continue
+			}
+			if g, w := exprKinds(r.Exprs), exprKinds(want[i].exprs); g != w {
+				errs = append(errs, fmt.Errorf("chain %s rule %d: expressions %s, want %s", n, i, g, w))
+			}
+		}
+	}
+	for n := range have {
+		errs = append(errs, fmt.Errorf("unexpected chain %s", n))
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	sets, err := b.conn.GetSets(b.table)
+	if err != nil {
+		return fmt.Errorf("listing sets: %w", err)
+	}
+	hs := map[string]*nftables.Set{}
+	for _, s := range sets {
+		hs[s.Name] = s
+	}
+	for _, n := range sortedKeys(st.sets) {
+		s := st.sets[n]
+		ks, ok := hs[n]
+		if !ok {
+			errs = append(errs, fmt.Errorf("set %s missing", n))
+			continue
+		}
+		delete(hs, n)
+		els, err := b.conn.GetSetElements(ks)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listing elements of set %s: %w", n, err))
+			continue
+		}
+		if g, w := elemKeys(els), elemKeysOf(s.elementsOf(s.ranges)); g != w {
+			errs = append(errs, fmt.Errorf("set %s: elements differ (%d in kernel, %d wanted)", n, len(els), len(s.elementsOf(s.ranges))))
+		}
+	}
+	for _, n := range sortedKeys(st.vmaps) {
+		m := st.vmaps[n]
+		ks, ok := hs[n]
+		if !ok {
+			errs = append(errs, fmt.Errorf("map %s missing", n))
+			continue
+		}
+		delete(hs, n)
+		els, err := b.conn.GetSetElements(ks)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listing elements of map %s: %w", n, err))
+			continue
+		}
+		got := map[netip.Addr]string{}
+		for _, e := range els {
+			a, _ := netip.AddrFromSlice(e.Key)
+			c := ""
+			if e.VerdictData != nil {
+				c = e.VerdictData.Chain
+			}
+			got[a] = c
+		}
+		if len(got) != len(m.elems) {
+			errs = append(errs, fmt.Errorf("map %s has %d elements, want %d", n, len(got), len(m.elems)))
+			continue
+		}
+		for a, c := range m.elems {
+			if got[a] != c {
+				errs = append(errs, fmt.Errorf("map %s element %v: %q, want %q", n, a, got[a], c))
+			}
+		}
+	}
+	for n := range hs {
+		errs = append(errs, fmt.Errorf("unexpected set %s", n))
+	}
+	return errors.Join(errs...)
+}
+
+func elemKeys(els []nftables.SetElement) string {
+	ks := make([]string, 0, len(els))
+	for _, e := range els {
+		ks = append(ks, fmt.Sprintf("%x/%v", e.Key, e.IntervalEnd))
+	}
+	sort.Strings(ks)
+	return strings.Join(ks, ",")
+}
+
+func elemKeysOf(els []elem) string {
+	ks := make([]string, 0, len(els))
+	for _, e := range els {
+		ks = append(ks, fmt.Sprintf("%x/%v", e.key, e.end))
+	}
+	sort.Strings(ks)
+	return strings.Join(ks, ",")
+}
