@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the Go benchmarks (and a bounded fuzzing pass over the engine), and
+# prints results in benchstat format. Record what matters in
+# docs/benchmarks.md together with this command.
+# Usage: hack/bench.sh [go test -bench regexp] [packages...]
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+export GOFLAGS="${GOFLAGS:--trimpath}"
+KUBEBUILDER_ASSETS=$("$root/hack/controlplane.sh")
+export KUBEBUILDER_ASSETS
+pattern="${1:-.}"
+shift || true
+pkgs=("$@")
+((${#pkgs[@]})) || pkgs=(./...)
+go test -run '^$' -bench "$pattern" -benchmem -count "${BENCH_COUNT:-5}" -timeout 60m "${pkgs[@]}"
+if [[ -z "${SKIP_FUZZ:-}" ]] && grep -rqs 'func FuzzEngine' internal/policy; then
+  go test -run '^$' -fuzz '^FuzzEngine$' -fuzztime "${FUZZ_TIME:-2m}" ./internal/policy
+fi
