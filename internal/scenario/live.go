@@ -1,0 +1,93 @@
+package scenario
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+)
+
+// LoadLive reads Namespaces, Pods, NetworkPolicies, Zones, ZonePolicies
+// and Quarantines from the cluster of a kubeconfig file ("" uses the
+// default loading rules: $KUBECONFIG, ~/.kube/config).
+func LoadLive(ctx context.Context, kubeconfig string) (*Scenario, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if kubeconfig != "" {
+		rules.ExplicitPath = kubeconfig
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	return LoadLiveConfig(ctx, cfg)
+}
+
+// LoadLiveConfig is LoadLive with a ready client configuration. Bulkhead
+// kinds whose CRDs are not installed are skipped with a warning.
+func LoadLiveConfig(ctx context.Context, cfg *rest.Config) (*Scenario, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating dynamic client: %w", err)
+	}
+	s := &Scenario{}
+	nss, err := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing namespaces: %w", err)
+	}
+	for i := range nss.Items {
+		s.Objects = append(s.Objects, Object{Kind: "Namespace", Obj: &nss.Items[i]})
+	}
+	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing pods: %w", err)
+	}
+	for i := range pods.Items {
+		s.Objects = append(s.Objects, Object{Kind: "Pod", Obj: &pods.Items[i]})
+	}
+	nps, err := cs.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing networkpolicies: %w", err)
+	}
+	for i := range nps.Items {
+		s.Objects = append(s.Objects, Object{Kind: "NetworkPolicy", Obj: &nps.Items[i]})
+	}
+	for _, k := range []struct {
+		kind, resource string
+		newObj         func() any
+	}{
+		{"Zone", "zones", func() any { return &v1alpha1.Zone{} }},
+		{"ZonePolicy", "zonepolicies", func() any { return &v1alpha1.ZonePolicy{} }},
+		{"Quarantine", "quarantines", func() any { return &v1alpha1.Quarantine{} }},
+	} {
+		gvr := schema.GroupVersionResource{Group: v1alpha1.GroupVersion.Group, Version: v1alpha1.GroupVersion.Version, Resource: k.resource}
+		list, err := dyn.Resource(gvr).List(ctx, metav1.ListOptions{})
+		if apierrors.IsNotFound(err) {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("%s: the CRD is not installed; skipping", k.resource))
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing %s: %w", k.resource, err)
+		}
+		for _, u := range list.Items {
+			obj := k.newObj()
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj); err != nil {
+				return nil, fmt.Errorf("decoding %s %s: %w", k.kind, u.GetName(), err)
+			}
+			s.Objects = append(s.Objects, Object{Kind: k.kind, Obj: obj})
+		}
+	}
+	return s, nil
+}
