@@ -76,6 +76,16 @@ func (h *Hub) MarkReady() {
 	}
 }
 
+// Ready reports whether MarkReady was called.
+func (h *Hub) Ready() bool {
+	select {
+	case <-h.ready:
+		return true
+	default:
+		return false
+	}
+}
+
 // WaitReady blocks until MarkReady or ctx ends.
 func (h *Hub) WaitReady(ctx context.Context) error {
 	select {

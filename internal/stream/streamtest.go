@@ -62,4 +62,3 @@ func Serve(lis net.Listener, b *certs.Bundle, srv *Server, opts ...grpc.ServerOp
 		<-done
 	}, nil
 }
-

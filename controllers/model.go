@@ -1,0 +1,386 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/ir"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/stream"
+)
+
+// Kinds tracked for status, as policy.ObjectRef.Kind.
+const (
+	KindZone          = "Zone"
+	KindZonePolicy    = "ZonePolicy"
+	KindQuarantine    = "Quarantine"
+	KindNetworkPolicy = "NetworkPolicy"
+)
+
+// Model is the controller's in-memory state: the engine, the hub it
+// publishes to, and what each policy object needs for status.
+type Model struct {
+	log      logr.Logger
+	hub      *stream.Hub
+	debounce time.Duration
+	metrics  *Metrics
+	now      func() time.Time
+
+	mu      sync.Mutex
+	eng     *policy.Engine
+	objs    map[policy.ObjectRef]*objTrack
+	k8sNode map[string]bool // Node objects
+	pending map[string]bool // nodes to publish besides the engine's dirty ones
+	events  int             // changes since the last publish
+
+	kick chan struct{}
+
+	// notify, when set, is told about objects whose status may have
+	// changed. It must not block.
+	notifyMu sync.Mutex
+	notify   func(policy.ObjectRef)
+}
+
+type objTrack struct {
+	acceptErr string
+	changed   bool
+	// required is, per desired node, the first generation that contains
+	// the object's current form.
+	required   map[string]uint64
+	enforcedAt map[string]time.Time
+}
+
+// NewModel returns a model publishing to hub. debounce coalesces bursts
+// of changes into one publish.
+func NewModel(hub *stream.Hub, debounce time.Duration, m *Metrics, log logr.Logger) *Model {
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	md := &Model{
+		log: log.WithName("model"), hub: hub, debounce: debounce, metrics: m, now: time.Now,
+		eng: policy.New(), objs: map[policy.ObjectRef]*objTrack{}, k8sNode: map[string]bool{}, pending: map[string]bool{},
+		kick: make(chan struct{}, 1),
+	}
+	hub.SetOnAck(md.onAck)
+	return md
+}
+
+// Hub returns the hub the model publishes to.
+func (m *Model) Hub() *stream.Hub { return m.hub }
+
+// SetNotify registers the status notifier.
+func (m *Model) SetNotify(f func(policy.ObjectRef)) {
+	m.notifyMu.Lock()
+	m.notify = f
+	m.notifyMu.Unlock()
+}
+
+func (m *Model) notifyRef(ref policy.ObjectRef) {
+	m.notifyMu.Lock()
+	f := m.notify
+	m.notifyMu.Unlock()
+	if f != nil {
+		f(ref)
+	}
+}
+
+func (m *Model) changed() {
+	m.events++
+	m.metrics.QueueDepth.Set(float64(m.events))
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (m *Model) track(ref policy.ObjectRef, err error) {
+	t := m.objs[ref]
+	if t == nil {
+		t = &objTrack{required: map[string]uint64{}, enforcedAt: map[string]time.Time{}}
+		m.objs[ref] = t
+	}
+	t.acceptErr = errString(err)
+	t.changed = true
+}
+
+// Upsert feeds one watched object into the engine.
+func (m *Model) Upsert(obj any) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		m.eng.SetPod(o)
+	case *corev1.Namespace:
+		m.eng.SetNamespace(o)
+	case *corev1.Node:
+		if !m.k8sNode[o.Name] {
+			m.k8sNode[o.Name] = true
+			m.pending[o.Name] = true
+		}
+	case *networkingv1.NetworkPolicy:
+		m.track(policy.ObjectRef{Kind: KindNetworkPolicy, Namespace: o.Namespace, Name: o.Name}, m.eng.SetNetworkPolicy(o))
+	case *v1alpha1.Zone:
+		m.track(policy.ObjectRef{Kind: KindZone, Name: o.Name}, m.eng.SetZone(o))
+	case *v1alpha1.ZonePolicy:
+		m.track(policy.ObjectRef{Kind: KindZonePolicy, Name: o.Name}, m.eng.SetZonePolicy(o))
+	case *v1alpha1.Quarantine:
+		m.track(policy.ObjectRef{Kind: KindQuarantine, Namespace: o.Namespace, Name: o.Name}, m.eng.SetQuarantine(o))
+	default:
+		m.log.Info("ignoring object of unexpected type", "type", fmt.Sprintf("%T", obj))
+		return
+	}
+	m.changed()
+}
+
+// Delete removes one watched object from the engine.
+func (m *Model) Delete(obj any) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		m.eng.DeletePod(o.Namespace, o.Name)
+	case *corev1.Namespace:
+		m.eng.DeleteNamespace(o.Name)
+	case *corev1.Node:
+		delete(m.k8sNode, o.Name)
+		m.pending[o.Name] = true
+	case *networkingv1.NetworkPolicy:
+		m.eng.DeleteNetworkPolicy(o.Namespace, o.Name)
+		delete(m.objs, policy.ObjectRef{Kind: KindNetworkPolicy, Namespace: o.Namespace, Name: o.Name})
+	case *v1alpha1.Zone:
+		m.eng.DeleteZone(o.Name)
+		delete(m.objs, policy.ObjectRef{Kind: KindZone, Name: o.Name})
+	case *v1alpha1.ZonePolicy:
+		m.eng.DeleteZonePolicy(o.Name)
+		delete(m.objs, policy.ObjectRef{Kind: KindZonePolicy, Name: o.Name})
+	case *v1alpha1.Quarantine:
+		m.eng.DeleteQuarantine(o.Namespace, o.Name)
+		delete(m.objs, policy.ObjectRef{Kind: KindQuarantine, Namespace: o.Namespace, Name: o.Name})
+	default:
+		return
+	}
+	m.changed()
+}
+
+// Run publishes after changes, coalescing those that arrive within the
+// debounce interval, until ctx ends.
+func (m *Model) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.kick:
+		}
+		if m.debounce > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(m.debounce):
+			}
+		}
+		m.Publish()
+	}
+}
+
+// Publish recompiles the dirty nodes, publishes their policies and
+// refreshes status tracking. Run calls it; tests and start-up may too.
+func (m *Model) Publish() {
+	var notify []policy.ObjectRef
+	m.mu.Lock()
+	start := m.now()
+	dirty := m.eng.TakeDirtyNodes()
+	for _, n := range dirty {
+		delete(m.pending, n)
+		m.hub.Publish(n, m.eng.NodePolicy(n))
+	}
+	for n := range m.pending {
+		np := m.eng.NodePolicy(n)
+		if np == nil || (len(np.Endpoints) == 0 && !m.k8sNode[n]) {
+			// No pods and no Node object: the node is gone.
+			m.hub.Publish(n, &ir.NodePolicy{Node: n})
+			m.hub.Forget(n)
+		} else {
+			m.hub.Publish(n, np)
+		}
+	}
+	clear(m.pending)
+	m.events = 0
+	m.metrics.QueueDepth.Set(0)
+	m.metrics.ComputeSeconds.Observe(m.now().Sub(start).Seconds())
+	if len(dirty) > 0 {
+		notify = m.retrackLocked(false)
+	} else {
+		notify = m.retrackLocked(true)
+	}
+	m.mu.Unlock()
+	for _, r := range notify {
+		m.notifyRef(r)
+	}
+}
+
+// retrackLocked updates, per object, the nodes it must be enforced on and
+// the generation each must reach. With onlyChanged, objects whose form did
+// not change keep their node set (nothing was recompiled).
+func (m *Model) retrackLocked(onlyChanged bool) []policy.ObjectRef {
+	var out []policy.ObjectRef
+	for ref, t := range m.objs {
+		if onlyChanged && !t.changed {
+			continue
+		}
+		nodes := m.eng.ObjectNodes(ref)
+		if ref.Kind == KindQuarantine {
+			// A quarantine must be enforced where its pods run, even
+			// when its allow-list compiles to no rule.
+			for _, p := range m.eng.QuarantinedPods(ref.Namespace, ref.Name) {
+				if p.Node != "" {
+					nodes = append(nodes, p.Node)
+				}
+			}
+		}
+		want := map[string]bool{}
+		moved := t.changed
+		for _, n := range nodes {
+			want[n] = true
+			if _, ok := t.required[n]; !ok || t.changed {
+				if g := m.hub.Generation(n); g != t.required[n] || !ok {
+					t.required[n] = g
+					delete(t.enforcedAt, n)
+					moved = true
+				}
+			}
+		}
+		for n := range t.required {
+			if !want[n] {
+				delete(t.required, n)
+				delete(t.enforcedAt, n)
+				moved = true
+			}
+		}
+		t.changed = false
+		if moved {
+			out = append(out, ref)
+		}
+	}
+	return out
+}
+
+func (m *Model) onAck(node string) {
+	var out []policy.ObjectRef
+	m.mu.Lock()
+	for ref, t := range m.objs {
+		if _, ok := t.required[node]; ok {
+			out = append(out, ref)
+		}
+	}
+	m.mu.Unlock()
+	for _, r := range out {
+		m.notifyRef(r)
+	}
+}
+
+// NodePolicy returns the engine's current policy for a node (recompiling
+// if needed); for tests and the CLI. Do not modify it.
+func (m *Model) NodePolicy(node string) *ir.NodePolicy {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.eng.NodePolicy(node)
+}
+
+// Realization is an object's enforcement as of now.
+type Realization struct {
+	AcceptErr string
+	Desired   []string
+	Enforced  []string
+	Lagging   []string
+	// Failed maps node to its error message.
+	Failed     map[string]string
+	EnforcedAt time.Time
+	// NodeEnforcedAt is when each enforced node acknowledged.
+	NodeEnforcedAt map[string]time.Time
+	// Zone facts (Kind Zone only).
+	Zone policy.ZoneInfo
+	// MatchedPods (Kind Quarantine only) as namespace/name, with nodes.
+	MatchedPods []policy.PodRef
+	Known       bool
+}
+
+// Realization computes an object's enforcement from the hub's acks.
+func (m *Model) Realization(ref policy.ObjectRef) Realization {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := Realization{Failed: map[string]string{}, NodeEnforcedAt: map[string]time.Time{}}
+	t := m.objs[ref]
+	if t == nil {
+		return r
+	}
+	r.Known = true
+	r.AcceptErr = t.acceptErr
+	switch ref.Kind {
+	case KindZone:
+		r.Zone = m.eng.ZoneStatus(ref.Name)
+	case KindQuarantine:
+		r.MatchedPods = m.eng.QuarantinedPods(ref.Namespace, ref.Name)
+	}
+	for n, req := range t.required {
+		r.Desired = append(r.Desired, n)
+		st, _ := m.hub.State(n)
+		switch {
+		case st.Acked >= req:
+			r.Enforced = append(r.Enforced, n)
+			at, ok := t.enforcedAt[n]
+			if !ok {
+				at = st.AckedAt
+				t.enforcedAt[n] = at
+			}
+			r.NodeEnforcedAt[n] = at
+			if at.After(r.EnforcedAt) {
+				r.EnforcedAt = at
+			}
+		case st.Err != "" && st.ErrGeneration >= req:
+			r.Failed[n] = st.Err
+			r.Lagging = append(r.Lagging, n)
+		default:
+			r.Lagging = append(r.Lagging, n)
+		}
+	}
+	sort.Strings(r.Desired)
+	sort.Strings(r.Enforced)
+	sort.Strings(r.Lagging)
+	return r
+}
+
+// Objects returns every tracked object, sorted.
+func (m *Model) Objects() []policy.ObjectRef {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]policy.ObjectRef, 0, len(m.objs))
+	for r := range m.objs {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		return a.Name < b.Name
+	})
+	return out
+}
