@@ -6,14 +6,15 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	stdlog "log"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/go-logr/stdr"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/bulkhead-dev/bulkhead/controllers"
 )
@@ -42,14 +43,17 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.TLSCAFile, "tls-ca-file", "", "CA bundle of a supplied certificate, published in ConfigMap bulkhead-ca")
 	fs.StringVar(&sans, "tls-extra-sans", "", "comma-separated extra DNS names or IPs for a generated certificate")
 	fs.StringVar(&agentUsers, "agent-users", "", "comma-separated usernames agent tokens may carry (default system:serviceaccount:<namespace>:bulkhead-agent; * for any node-bound token)")
-	zo := zap.Options{}
-	zo.BindFlags(fs)
+	verbosity := fs.Int("v", 0, "log verbosity")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	o.ExtraSANs = controllers.ParseList(sans)
 	o.AgentUsers = controllers.ParseList(agentUsers)
-	log := zap.New(zap.UseFlagOptions(&zo))
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	stdr.SetVerbosity(*verbosity)
+	log := stdr.New(stdlog.New(os.Stderr, "", stdlog.LstdFlags|stdlog.Lmicroseconds))
 	ctrl.SetLogger(log)
 	ctx = ctrl.LoggerInto(ctx, log)
 	var cfg *rest.Config
