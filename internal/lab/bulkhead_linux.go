@@ -1,0 +1,278 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+)
+
+// Binary names of the product's daemons.
+const (
+	ControllerBinary = "bulkhead-controller"
+	AgentBinary      = "bulkhead-agent"
+	// CAConfigMap is where the controller publishes its CA bundle.
+	CAConfigMap = "bulkhead-ca"
+)
+
+// RepoRoot finds the Bulkhead source tree: $BULKHEAD_REPO, then the first
+// parent of the working directory or of the executable whose go.mod
+// declares module github.com/bulkhead-dev/bulkhead, then the tree this
+// package was compiled from. It returns "" when none is found.
+func RepoRoot() string {
+	var starts []string
+	if d := os.Getenv("BULKHEAD_REPO"); d != "" {
+		starts = append(starts, d)
+	}
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if exe, err := os.Executable(); err == nil {
+		starts = append(starts, filepath.Dir(exe))
+	}
+	starts = append(starts, testenv.RepoRoot())
+	for _, s := range starts {
+		for d := s; ; d = filepath.Dir(d) {
+			if isRepo(d) {
+				return d
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	return ""
+}
+
+func isRepo(d string) bool {
+	f, err := os.Open(filepath.Join(d, "go.mod"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.TrimSpace(sc.Text()) == "module github.com/bulkhead-dev/bulkhead" {
+			return true
+		}
+	}
+	return false
+}
+
+// Binaries are the controller and agent executables a lab runs.
+type Binaries struct {
+	Controller, Agent string
+	// How says where they came from, for the user.
+	How string
+	// Missing is why there are none; then the lab runs without
+	// enforcement.
+	Missing string
+}
+
+// FindBinaries looks for bulkhead-controller and bulkhead-agent next to
+// the running executable, then on PATH, then builds them from the
+// repository into binDir with `go build -trimpath`. When the repository
+// has no such commands yet, Missing says so.
+func FindBinaries(ctx context.Context, repo, binDir string, progress func(string)) Binaries {
+	if exe, err := os.Executable(); err == nil {
+		dir := filepath.Dir(exe)
+		c, a := filepath.Join(dir, ControllerBinary), filepath.Join(dir, AgentBinary)
+		if isExec(c) && isExec(a) {
+			return Binaries{Controller: c, Agent: a, How: "next to " + exe}
+		}
+	}
+	c, cerr := exec.LookPath(ControllerBinary)
+	a, aerr := exec.LookPath(AgentBinary)
+	if cerr == nil && aerr == nil {
+		return Binaries{Controller: c, Agent: a, How: "from PATH"}
+	}
+	if repo == "" {
+		return Binaries{Missing: "bulkhead-controller and bulkhead-agent are neither next to this executable nor on PATH, and no source tree was found to build them (set BULKHEAD_REPO)"}
+	}
+	var absent []string
+	for _, b := range []string{ControllerBinary, AgentBinary} {
+		if st, err := os.Stat(filepath.Join(repo, "cmd", b)); err != nil || !st.IsDir() {
+			absent = append(absent, "cmd/"+b)
+		}
+	}
+	if len(absent) > 0 {
+		return Binaries{Missing: fmt.Sprintf("the repository %s has no %s yet", repo, strings.Join(absent, " or "))}
+	}
+	progress(fmt.Sprintf("building %s and %s from %s (go build -trimpath)", ControllerBinary, AgentBinary, repo))
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return Binaries{Missing: fmt.Sprintf("creating %s: %v", binDir, err)}
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", binDir+"/", "./cmd/"+ControllerBinary, "./cmd/"+AgentBinary)
+	cmd.Dir = repo
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return Binaries{Missing: fmt.Sprintf("building them from %s failed: %v\n%s", repo, err, out)}
+	}
+	return Binaries{
+		Controller: filepath.Join(binDir, ControllerBinary), Agent: filepath.Join(binDir, AgentBinary),
+		How: "built from " + repo + " into " + binDir,
+	}
+}
+
+func isExec(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+}
+
+// freeAddrs returns n distinct, currently unused addresses on 127.0.0.1.
+func freeAddrs(n int) ([]string, error) {
+	// Hold every listener until all ports are chosen so none repeats.
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var out []string
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("picking a free port: %w", err)
+		}
+		ls = append(ls, l)
+		out = append(out, "127.0.0.1:"+strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	}
+	return out, nil
+}
+
+// startBulkhead starts the controller, waits for its CA ConfigMap, and
+// starts one agent per node. It records every process in st as it goes,
+// so Down can stop what started even if a later step fails.
+func startBulkhead(ctx context.Context, cs kubernetes.Interface, st *State, dir string, bins Binaries, progress func(string)) error {
+	l := Layout{dir}
+	if err := EnsureAgentIdentity(ctx, cs, st.Plan, dir); err != nil {
+		return err
+	}
+	addrs, err := freeAddrs(3)
+	if err != nil {
+		return err
+	}
+	st.StreamAddr = addrs[0]
+	args := []string{
+		"--kubeconfig-file", l.Kubeconfig(),
+		"--stream-addr", addrs[0],
+		"--namespace", SystemNamespace,
+		"--metrics-addr", addrs[1],
+		"--health-addr", addrs[2],
+	}
+	progress(fmt.Sprintf("starting %s (stream %s, log %s)", ControllerBinary, addrs[0], l.Log("controller")))
+	p, err := startDetached(exec.Command(bins.Controller, args...), l.Log("controller"))
+	if err != nil {
+		return err
+	}
+	st.Processes["controller"] = p
+	if err := st.Save(dir); err != nil {
+		return err
+	}
+	progress("waiting for the controller's CA bundle (ConfigMap " + SystemNamespace + "/" + CAConfigMap + ")")
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		cm, err := cs.CoreV1().ConfigMaps(SystemNamespace).Get(ctx, CAConfigMap, metav1.GetOptions{})
+		if err == nil && cm.Data["ca.crt"] != "" {
+			if err := writeFileAtomic(l.CA(), []byte(cm.Data["ca.crt"]), 0o644); err != nil {
+				return err
+			}
+			break
+		}
+		if err != nil && !apierrors.IsNotFound(err) && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !p.Alive() {
+			return fmt.Errorf("%s exited; last lines of %s:\n%s", ControllerBinary, p.Log, tailFile(p.Log, 20))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s published no ConfigMap %s/%s with ca.crt within 90s; see %s", ControllerBinary, SystemNamespace, CAConfigMap, p.Log)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	var health []string
+	for _, n := range st.Plan.Nodes {
+		aa, err := freeAddrs(2)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(l.AgentState(n.Name), 0o700); err != nil {
+			return fmt.Errorf("creating agent state dir: %w", err)
+		}
+		args := []string{
+			"--node", n.Name,
+			"--controller", st.StreamAddr,
+			"--ca-file", l.CA(),
+			"--token-file", l.Token(n.Name),
+			"--netns", "/run/netns/" + n.Name,
+			"--backend", st.Backend,
+			"--state-dir", l.AgentState(n.Name),
+			"--metrics-addr", aa[0],
+			"--health-addr", aa[1],
+		}
+		progress(fmt.Sprintf("starting %s for %s (backend %s)", AgentBinary, n.Name, st.Backend))
+		p, err := startDetached(exec.Command(bins.Agent, args...), l.Log("agent-"+n.Name))
+		if err != nil {
+			return err
+		}
+		st.Processes["agent-"+n.Name] = p
+		health = append(health, aa[1])
+		if err := st.Save(dir); err != nil {
+			return err
+		}
+	}
+	progress("waiting for the agents' health endpoints")
+	for i, n := range st.Plan.Nodes {
+		p := st.Processes["agent-"+n.Name]
+		if err := waitHTTP(ctx, "http://"+health[i]+"/healthz", p, 30*time.Second); err != nil {
+			return fmt.Errorf("agent for %s: %w", n.Name, err)
+		}
+	}
+	return nil
+}
+
+// waitHTTP waits until url answers with any HTTP status below 500 while p
+// stays alive.
+func waitHTTP(ctx context.Context, url string, p Proc, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	hc := &http.Client{Timeout: time.Second}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := hc.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode < 500 {
+				return nil
+			}
+		}
+		if !p.Alive() {
+			return fmt.Errorf("process exited; last lines of %s:\n%s", p.Log, tailFile(p.Log, 20))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not answer within %s; see %s", url, timeout, p.Log)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

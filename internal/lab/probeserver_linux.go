@@ -1,0 +1,169 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/netns"
+)
+
+// probeRequest is the line a probe client sends; the server answers
+// "ok <ns/pod>\n" so the client can check it reached the right pod.
+const probeRequest = "bulkhead-probe"
+
+// Listeners are the probe sockets open in pod namespaces.
+type Listeners struct {
+	mu     sync.Mutex
+	closed bool
+	closes []func() error
+	wg     sync.WaitGroup
+}
+
+// Close stops every listener and waits for their goroutines.
+func (l *Listeners) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	cs := l.closes
+	l.closes = nil
+	l.mu.Unlock()
+	var errs []error
+	for _, c := range cs {
+		if err := c(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	l.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Listen opens, inside each pod's namespace, a TCP and/or UDP listener
+// on every given port (SCTP probes are skipped: the kernel has no SCTP
+// sockets; see RawSCTPListener). Sockets stay in the namespace they were
+// created in, so serving happens on ordinary goroutines.
+func Listen(pods []PodPlan, ports []Probe) (*Listeners, error) {
+	l := &Listeners{}
+	for _, pod := range pods {
+		for _, pr := range ports {
+			if err := l.listenOne(pod, pr); err != nil {
+				return nil, errors.Join(err, l.Close())
+			}
+		}
+	}
+	return l, nil
+}
+
+func (l *Listeners) listenOne(pod PodPlan, pr Probe) error {
+	id := pod.Key()
+	addr := ":" + strconv.Itoa(pr.Port)
+	switch pr.Protocol {
+	case "TCP":
+		var ln net.Listener
+		err := netns.Do(netns.Path(pod.Netns), func() error {
+			var err error
+			ln, err = net.Listen("tcp", addr)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("listening on TCP/%d in %s: %w", pr.Port, pod.Netns, err)
+		}
+		l.add(ln.Close)
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			serveTCP(ln, id)
+		}()
+	case "UDP":
+		var pc net.PacketConn
+		err := netns.Do(netns.Path(pod.Netns), func() error {
+			var err error
+			pc, err = net.ListenPacket("udp", addr)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("listening on UDP/%d in %s: %w", pr.Port, pod.Netns, err)
+		}
+		l.add(pc.Close)
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			serveUDP(pc, id)
+		}()
+	}
+	return nil
+}
+
+func (l *Listeners) add(c func() error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closes = append(l.closes, c)
+}
+
+func serveTCP(ln net.Listener, id string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go func() {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil && line == "" {
+				return
+			}
+			_ = line
+			_, _ = fmt.Fprintf(c, "ok %s\n", id)
+		}()
+	}
+}
+
+func serveUDP(pc net.PacketConn, id string) {
+	buf := make([]byte, 2048)
+	reply := []byte("ok " + id + "\n")
+	for {
+		_, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		_, _ = pc.WriteTo(reply, from)
+	}
+}
+
+// ServeProbes runs the probe server daemon: it loads the state in dir,
+// listens on the served ports in every pod namespace, writes
+// DIR/probes.ready, and serves until ctx ends.
+func ServeProbes(ctx context.Context, dir string) error {
+	st, err := LoadState(dir)
+	if err != nil {
+		return err
+	}
+	l, err := Listen(st.Plan.Pods, st.ServedPorts)
+	if err != nil {
+		return fmt.Errorf("probe server: %w", err)
+	}
+	defer l.Close()
+	var names []string
+	for _, p := range st.ServedPorts {
+		names = append(names, p.String())
+	}
+	if err := writeFileAtomic(Layout{dir}.ProbesReady(), []byte(strings.Join(names, ",")+"\n"), 0o600); err != nil {
+		return err
+	}
+	fmt.Printf("probe server: listening on %s in %d pod namespaces\n", strings.Join(names, ","), len(st.Plan.Pods))
+	<-ctx.Done()
+	return nil
+}
