@@ -54,6 +54,9 @@ type Backend struct {
 
 var _ dataplane.Dataplane = (*Backend)(nil)
 
+// ErrClosed is returned by calls on a closed Backend.
+var ErrClosed = errors.New("nftables backend closed")
+
 // New opens a netlink connection in the namespace opts.NetNSPath (the
 // current one when empty). It changes nothing in the kernel: the table is
 // written by the first Sync.
@@ -136,6 +139,9 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.conn == nil {
+		return ErrClosed
+	}
 	log := logr.FromContextOrDiscard(ctx).WithName("nftables")
 	if log.GetSink() == nil {
 		log = b.log
@@ -153,8 +159,15 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	var err error
 	switch {
 	case old == nil:
-		mode = "rebuild"
-		ops, err = b.rebuild(want)
+		// After a restart the kernel may already hold exactly this
+		// state: adopt it without writing.
+		if b.verifyLocked(want) == nil {
+			mode = "noop"
+			b.stats.Adopted++
+		} else {
+			mode = "rebuild"
+			ops, err = b.rebuild(want)
+		}
 	default:
 		d := diff(old, want)
 		switch {
@@ -271,6 +284,9 @@ func equalPrefixes(a, b []netip.Prefix) bool {
 func (b *Backend) Verify(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.conn == nil {
+		return ErrClosed
+	}
 	if b.applied == nil {
 		return errors.New("no policy applied")
 	}
@@ -297,6 +313,9 @@ func (b *Backend) Close() error {
 func (b *Backend) Uninstall(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.conn == nil {
+		return ErrClosed
+	}
 	b.applied, b.policy = nil, nil
 	// Add then delete, so that a missing table is not an error.
 	b.conn.AddTable(b.table)

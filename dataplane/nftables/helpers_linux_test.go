@@ -4,6 +4,7 @@ package nftables
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"strings"
 	"testing"
@@ -26,7 +27,7 @@ func newBackend(t testing.TB, nsPath string, opts Options) *Backend {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := b.Uninstall(context.Background()); err != nil {
+		if err := b.Uninstall(context.Background()); err != nil && !errors.Is(err, ErrClosed) {
 			t.Errorf("Uninstall: %v", err)
 		}
 		if err := b.Close(); err != nil {

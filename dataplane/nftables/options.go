@@ -64,6 +64,10 @@ type Stats struct {
 	// DriftRepairs counts rebuilds caused by a kernel table that differed
 	// from the applied state.
 	DriftRepairs int
+	// Adopted counts first Syncs that found the kernel table already
+	// equal to the desired state (e.g. after an agent restart) and wrote
+	// nothing; they also count as NoOps.
+	Adopted int
 	// Failures counts failed transactions.
 	Failures int
 	// LastOps is the number of objects (table, sets, elements, chains,

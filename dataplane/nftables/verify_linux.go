@@ -13,6 +13,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func commentUserData(c string) []byte {
@@ -55,8 +57,25 @@ func (b *Backend) verifyLocked(st *state) error {
 	}
 	have := map[string]bool{}
 	for _, c := range chains {
-		if c.Table.Name == b.opts.TableName {
-			have[c.Name] = true
+		if c.Table.Name != b.opts.TableName {
+			continue
+		}
+		have[c.Name] = true
+		w, ok := st.chains[c.Name]
+		if !ok {
+			continue
+		}
+		if isBase := c.Hooknum != nil; isBase != w.base {
+			errs = append(errs, fmt.Errorf("chain %s: base chain %v, want %v", c.Name, isBase, w.base))
+			continue
+		}
+		if w.base {
+			if c.Priority == nil || int32(*c.Priority) != w.prio || *c.Hooknum != *nftables.ChainHookForward {
+				errs = append(errs, fmt.Errorf("chain %s: hook or priority changed", c.Name))
+			}
+			if c.Policy == nil || *c.Policy != nftables.ChainPolicyAccept {
+				errs = append(errs, fmt.Errorf("chain %s: policy changed", c.Name))
+			}
 		}
 	}
 	for _, n := range sortedKeys(st.chains) {
@@ -133,11 +152,7 @@ func (b *Backend) verifyLocked(st *state) error {
 		got := map[netip.Addr]string{}
 		for _, e := range els {
 			a, _ := netip.AddrFromSlice(e.Key)
-			c := ""
-			if e.VerdictData != nil {
-				c = e.VerdictData.Chain
-			}
-			got[a] = c
+			got[a] = verdictChain(e)
 		}
 		if len(got) != len(m.elems) {
 			errs = append(errs, fmt.Errorf("map %s has %d elements, want %d", n, len(got), len(m.elems)))
@@ -153,6 +168,24 @@ func (b *Backend) verifyLocked(st *state) error {
 		errs = append(errs, fmt.Errorf("unexpected set %s", n))
 	}
 	return errors.Join(errs...)
+}
+
+// verdictChain returns the jump target of a verdict map element. The
+// library leaves the verdict attributes undecoded in Val.
+func verdictChain(e nftables.SetElement) string {
+	if e.VerdictData != nil {
+		return e.VerdictData.Chain
+	}
+	ad, err := netlink.NewAttributeDecoder(e.Val)
+	if err != nil {
+		return ""
+	}
+	for ad.Next() {
+		if ad.Type() == unix.NFTA_VERDICT_CHAIN {
+			return strings.TrimRight(string(ad.Bytes()), "\x00")
+		}
+	}
+	return ""
 }
 
 func elemKeys(els []nftables.SetElement) string {
