@@ -486,8 +486,8 @@ func tierRules(r ir.Rule, d ir.Direction, v6 bool, o compileOptions, ids map[uin
 }
 
 // LogPrefix returns the nflog prefix of a rule: "bh <verdict><dir> <id>"
-// with verdict D (drop), A (audit) or L (logged accept or pass) and dir E
-// or I. It is at most 16 bytes.
+// with verdict D (drop), A (audit) or F (an accept rule with Log set), dir
+// E or I, and id the rule's RuleNumber in hex. It is 14 bytes.
 func LogPrefix(verdict byte, d ir.Direction, num uint32) string {
 	dir := byte('I')
 	if d == ir.Egress {
@@ -509,7 +509,7 @@ func actionExprs(r ir.Rule, d ir.Direction, num uint32, o compileOptions) ([]exp
 	switch r.Action {
 	case ir.Accept:
 		if o.logOn && r.Log {
-			ex = append(ex, logExpr(o, LogPrefix('L', d, num)))
+			ex = append(ex, logExpr(o, LogPrefix('F', d, num)))
 		}
 		return append(ex, &expr.Verdict{Kind: expr.VerdictAccept}), "accept"
 	case ir.Deny:
@@ -518,9 +518,8 @@ func actionExprs(r ir.Rule, d ir.Direction, num uint32, o compileOptions) ([]exp
 		}
 		return append(ex, &expr.Verdict{Kind: expr.VerdictDrop}), "drop"
 	case ir.Pass:
-		if o.logOn && r.Log {
-			ex = append(ex, logExpr(o, LogPrefix('L', d, num)))
-		}
+		// Log is not honoured on Pass: the final verdict is not known
+		// here; the deciding rule below logs it.
 		return append(ex, &expr.Verdict{Kind: expr.VerdictReturn}), "return"
 	default: // ir.Audit
 		if o.logOn {
