@@ -13,8 +13,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
 // Scenario is what the lab reads from the multi-document YAML (or JSON)
@@ -195,13 +199,17 @@ func objName(u *unstructured.Unstructured) string {
 	return u.GetName()
 }
 
-func fromUnstructured(u *unstructured.Unstructured, into any) error {
+var strictCodecs = serializer.NewCodecFactory(testenv.Scheme(), serializer.EnableStrict)
+
+// fromUnstructured decodes strictly: unknown and duplicate fields are
+// errors that name the field path.
+func fromUnstructured(u *unstructured.Unstructured, into runtime.Object) error {
 	js, err := u.MarshalJSON()
 	if err != nil {
 		return err
 	}
-	if err := yaml.UnmarshalStrict(js, into); err != nil {
-		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "error unmarshaling JSON: while decoding JSON: "))
+	if _, _, err := strictCodecs.UniversalDeserializer().Decode(js, nil, into); err != nil {
+		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "strict decoding error: "))
 	}
 	return nil
 }
