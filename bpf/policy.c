@@ -1,0 +1,476 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// Bulkhead per-endpoint policy for tc (TCX or clsact) on the node-side
+// interface of a pod. The Go side (dataplane/ebpf) compiles the whole tier
+// walk of every chain into two lookups:
+//
+//   remote address -> identity        (LPM trie ident_N)
+//   (ifindex, identity, dir, proto, port prefix) -> verdict   (LPM trie pol_N)
+//
+// N is the active buffer named by config[0].active; the Go side writes the
+// inactive buffer completely, then flips the index, so a packet never sees
+// a half-written policy. A miss in pol_N is the default allow.
+//
+// New connections create an entry in the conntrack map ct (LRU hash) and
+// emit one ring-buffer event; packets of known connections (both
+// directions) pass on the conntrack entry alone. Drops emit at most one
+// event per tuple and second.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+// TCX return codes (linux/bpf.h of 6.6+); equal to TC_ACT_UNSPEC and
+// TC_ACT_SHOT, so one program serves TCX and clsact.
+#define VERDICT_NEXT (-1)
+#define VERDICT_DROP 2
+
+// Chain directions, as ir.Direction.
+#define DIR_INGRESS 0 // to the pod: the tc egress hook of the node-side veth
+#define DIR_EGRESS 1  // from the pod: the tc ingress hook
+
+#define PROTO_TCP 6
+#define PROTO_UDP 17
+#define PROTO_SCTP 132
+#define PROTO_ICMPV6 58
+
+// verdict.flags
+#define VF_DENY 1
+#define VF_AUDIT 2
+#define VF_LOG 4
+
+// ct_val.flags
+#define CT_AUDITED 1
+#define CT_CLOSING 2
+
+// event.kind
+#define EV_NEW 1
+#define EV_DROP 2
+
+// event.flags
+#define EVF_AUDITED 1
+#define EVF_V6 2
+
+// config.flags
+#define CFG_EVENTS_NEW 1
+#define CFG_EVENTS_DROP 2
+
+#define SEC_NS 1000000000ULL
+#define CT_TIMEOUT_TCP (6 * 3600 * SEC_NS)
+#define CT_TIMEOUT_TCP_CLOSING (10 * SEC_NS)
+#define CT_TIMEOUT_OTHER (120 * SEC_NS)
+#define DROP_EVENT_INTERVAL SEC_NS
+
+struct config {
+	__u32 active;
+	__u32 flags;
+};
+
+struct ident_key {
+	__u32 prefixlen;
+	__u8 addr[16]; // IPv4 as ::ffff:a.b.c.d
+};
+
+struct pol_key {
+	__u32 prefixlen; // 80 fixed bits + port prefix bits
+	__u32 ifindex;
+	__u32 identity;
+	__u8 dir;
+	__u8 proto; // TCP, UDP, SCTP; 0 for every other protocol
+	__be16 port;
+};
+
+struct verdict {
+	__u32 rule; // index into the Go side's rule table; 0: default
+	__u8 flags;
+	__u8 tier;
+	__u8 pad[2];
+};
+
+struct ct_key {
+	__u32 ifindex;
+	__u8 local[16];
+	__u8 remote[16];
+	__be16 lport;
+	__be16 rport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct ct_val {
+	__u64 created;
+	__u64 seen;
+	__u64 packets;
+	__u64 bytes;
+	__u32 rule;
+	__u32 identity;
+	__u8 origin; // chain direction of the first packet
+	__u8 flags;
+	__u8 tier;
+	__u8 pad[5];
+};
+
+struct event {
+	__u64 ts;
+	__u32 ifindex;
+	__u32 rule;
+	__u32 identity;
+	__u8 kind;
+	__u8 dir;
+	__u8 proto;
+	__u8 tier;
+	__u8 flags;
+	__u8 pad[3];
+	__be16 sport;
+	__be16 dport;
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+// counters, per CPU
+#define STAT_EVENTS_LOST 0
+#define STAT_NEW 1
+#define STAT_DROP 2
+#define STAT_MAX 4
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} config_map SEC(".maps");
+
+#define IDENT_MAX (1 << 18)
+#define POL_MAX (1 << 20)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, IDENT_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ident_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ident0 SEC(".maps"), ident1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, POL_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pol_key);
+	__type(value, struct verdict);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pol0 SEC(".maps"), pol1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ct_key);
+	__type(value, struct ct_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct ct_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} drop_seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__type(value, struct event);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} stats SEC(".maps");
+
+struct pkt {
+	__u8 src[16];
+	__u8 dst[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 v6;
+	__u8 pass; // never judged (IPv6 neighbour discovery)
+};
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&stats, &idx);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline void map4(__u8 *out, __be32 a)
+{
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, &a, 4);
+}
+
+// parse fills p; it returns 0 for IP packets worth judging, 1 to let the
+// packet go unjudged, -1 on a malformed packet (dropped).
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	__u32 off = ETH_HLEN;
+	__u8 proto;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+			return -1;
+		if (ip.ihl < 5)
+			return -1;
+		map4(p->src, ip.saddr);
+		map4(p->dst, ip.daddr);
+		proto = ip.protocol;
+		// Non-first fragments carry no ports: judge them as port 0.
+		if (ip.frag_off & bpf_htons(0x1fff)) {
+			p->proto = proto;
+			return 0;
+		}
+		off += ip.ihl * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+			return -1;
+		__builtin_memcpy(p->src, &ip6.saddr, 16);
+		__builtin_memcpy(p->dst, &ip6.daddr, 16);
+		p->v6 = 1;
+		proto = ip6.nexthdr;
+		off += sizeof(ip6);
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			__u8 hdr[2];
+			if (proto != 0 && proto != 43 && proto != 60 && proto != 44)
+				break;
+			if (bpf_skb_load_bytes(skb, off, hdr, 2) < 0)
+				return -1;
+			if (proto == 44) { // fragment header
+				__be16 fo;
+				if (bpf_skb_load_bytes(skb, off + 2, &fo, 2) < 0)
+					return -1;
+				proto = hdr[0];
+				off += 8;
+				if (fo & bpf_htons(0xfff8)) {
+					p->proto = proto;
+					return 0;
+				}
+				continue;
+			}
+			proto = hdr[0];
+			off += (hdr[1] + 1) * 8;
+		}
+	} else {
+		return 1;
+	}
+	p->proto = proto;
+	switch (proto) {
+	case PROTO_TCP: {
+		__u8 h[14];
+		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+			return -1;
+		__builtin_memcpy(&p->sport, h, 2);
+		__builtin_memcpy(&p->dport, h + 2, 2);
+		p->tcp_flags = h[13];
+		break;
+	}
+	case PROTO_UDP:
+	case PROTO_SCTP: {
+		__be16 ports[2];
+		if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+			return -1;
+		p->sport = ports[0];
+		p->dport = ports[1];
+		break;
+	}
+	case PROTO_ICMPV6: {
+		__u8 type;
+		if (bpf_skb_load_bytes(skb, off, &type, 1) < 0)
+			return -1;
+		// Router and neighbour discovery keep the link alive.
+		if (type >= 133 && type <= 137)
+			return 1;
+		break;
+	}
+	}
+	return 0;
+}
+
+static __always_inline void emit(struct __sk_buff *skb, struct pkt *p, __u8 kind, __u8 dir,
+				 struct verdict *v, __u32 identity, __u8 audited)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_EVENTS_LOST);
+		return;
+	}
+	e->ts = bpf_ktime_get_ns();
+	e->ifindex = skb->ifindex;
+	e->rule = v ? v->rule : 0;
+	e->tier = v ? v->tier : 3;
+	e->identity = identity;
+	e->kind = kind;
+	e->dir = dir;
+	e->proto = p->proto;
+	e->flags = (audited ? EVF_AUDITED : 0) | (p->v6 ? EVF_V6 : 0);
+	e->pad[0] = 0;
+	e->pad[1] = 0;
+	e->pad[2] = 0;
+	e->sport = p->sport;
+	e->dport = p->dport;
+	__builtin_memcpy(e->src, p->src, 16);
+	__builtin_memcpy(e->dst, p->dst, 16);
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	struct pkt p = {};
+	int r = parse(skb, &p);
+	if (r < 0)
+		return VERDICT_DROP;
+	if (r > 0)
+		return VERDICT_NEXT;
+
+	struct ct_key k = {};
+	k.ifindex = skb->ifindex;
+	k.proto = p.proto;
+	if (dir == DIR_EGRESS) {
+		__builtin_memcpy(k.local, p.src, 16);
+		__builtin_memcpy(k.remote, p.dst, 16);
+		k.lport = p.sport;
+		k.rport = p.dport;
+	} else {
+		__builtin_memcpy(k.local, p.dst, 16);
+		__builtin_memcpy(k.remote, p.src, 16);
+		k.lport = p.dport;
+		k.rport = p.sport;
+	}
+
+	__u64 now = bpf_ktime_get_ns();
+	int tcp = p.proto == PROTO_TCP;
+	int syn = tcp && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
+	struct ct_val *c = bpf_map_lookup_elem(&ct, &k);
+	if (c && !syn) {
+		__u64 timeout = CT_TIMEOUT_OTHER;
+		if (tcp)
+			timeout = (c->flags & CT_CLOSING) ? CT_TIMEOUT_TCP_CLOSING : CT_TIMEOUT_TCP;
+		if (now - c->seen < timeout) {
+			c->seen = now;
+			__sync_fetch_and_add(&c->packets, 1);
+			__sync_fetch_and_add(&c->bytes, skb->len);
+			if (tcp && (p.tcp_flags & (TCP_FIN | TCP_RST)))
+				c->flags |= CT_CLOSING;
+			return VERDICT_NEXT;
+		}
+	}
+
+	// A new connection: judge it by the active policy buffer.
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	__u32 active = cfg ? cfg->active : 0;
+	__u32 cflags = cfg ? cfg->flags : 0;
+
+	struct ident_key ik = { .prefixlen = 128 };
+	__builtin_memcpy(ik.addr, k.remote, 16);
+	__u32 *idp;
+	if (active)
+		idp = bpf_map_lookup_elem(&ident1, &ik);
+	else
+		idp = bpf_map_lookup_elem(&ident0, &ik);
+	__u32 identity = idp ? *idp : 0;
+
+	struct pol_key pk = { .prefixlen = 96, .ifindex = skb->ifindex, .identity = identity, .dir = dir };
+	switch (p.proto) {
+	case PROTO_TCP:
+	case PROTO_UDP:
+	case PROTO_SCTP:
+		pk.proto = p.proto;
+		pk.port = p.dport;
+		break;
+	default:
+		pk.proto = 0;
+		pk.port = 0;
+	}
+	struct verdict *v;
+	if (active)
+		v = bpf_map_lookup_elem(&pol1, &pk);
+	else
+		v = bpf_map_lookup_elem(&pol0, &pk);
+
+	__u8 vflags = v ? v->flags : 0;
+	__u8 audited = (vflags & VF_AUDIT) ? 1 : 0;
+	if (vflags & VF_DENY) {
+		count(STAT_DROP);
+		if (cflags & CFG_EVENTS_DROP) {
+			__u64 *last = bpf_map_lookup_elem(&drop_seen, &k);
+			if (!last || now - *last >= DROP_EVENT_INTERVAL) {
+				bpf_map_update_elem(&drop_seen, &k, &now, BPF_ANY);
+				emit(skb, &p, EV_DROP, dir, v, identity, audited);
+			}
+		}
+		return VERDICT_DROP;
+	}
+	// Only a TCP SYN or a packet of another protocol opens a connection;
+	// a TCP packet of an unknown connection is judged but not tracked.
+	if (tcp && !syn)
+		return VERDICT_NEXT;
+
+	struct ct_val nc = {};
+	nc.created = now;
+	nc.seen = now;
+	nc.packets = 1;
+	nc.bytes = skb->len;
+	nc.rule = v ? v->rule : 0;
+	nc.tier = v ? v->tier : 3;
+	nc.identity = identity;
+	nc.origin = dir;
+	nc.flags = audited ? CT_AUDITED : 0;
+	bpf_map_update_elem(&ct, &k, &nc, BPF_ANY);
+	count(STAT_NEW);
+	if (cflags & CFG_EVENTS_NEW)
+		emit(skb, &p, EV_NEW, dir, v, identity, audited);
+	return VERDICT_NEXT;
+}
+
+// from_pod runs on the tc ingress hook of the node-side interface: the
+// pod's egress.
+SEC("tc")
+int from_pod(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_EGRESS);
+}
+
+// to_pod runs on the tc egress hook of the node-side interface: the pod's
+// ingress.
+SEC("tc")
+int to_pod(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_INGRESS);
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";
