@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -111,6 +113,11 @@ func Open(ctx context.Context, conn grpc.ClientConnInterface, node, epoch string
 		return nil, fmt.Errorf("opening watch: %w", err)
 	}
 	if err := st.Send(&pb.AgentMessage{Msg: &pb.AgentMessage_Hello{Hello: &pb.Hello{Node: node, Epoch: epoch, Generation: generation}}}); err != nil {
+		if errors.Is(err, io.EOF) {
+			// The server ended the stream (e.g. refused the token); its
+			// status comes with Recv.
+			_, err = st.Recv()
+		}
 		return nil, fmt.Errorf("sending hello: %w", err)
 	}
 	return &Session{st: st}, nil
