@@ -1,0 +1,309 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	cebpf "github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/bulkhead-dev/bulkhead/internal/netns"
+)
+
+const netFlagLoopback = net.FlagLoopback
+
+// hooks are the two attachments per interface.
+var hooks = []struct {
+	name   string
+	attach cebpf.AttachType
+	parent uint32
+}{
+	{"from_pod", cebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS},
+	{"to_pod", cebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS},
+}
+
+// clsact filter identity: handle and priority of the backend's filters.
+const (
+	clsactHandle = 0xb1
+	clsactPrio   = 0xb1
+	clsactPrefix = "bulkhead_"
+)
+
+func (b *Backend) program(hook string) *cebpf.Program {
+	if hook == "from_pod" {
+		return b.objs.FromPod
+	}
+	return b.objs.ToPod
+}
+
+func progID(p *cebpf.Program) (cebpf.ProgramID, error) {
+	info, err := p.Info()
+	if err != nil {
+		return 0, fmt.Errorf("program info: %w", err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		return 0, errors.New("program info: no id")
+	}
+	return id, nil
+}
+
+// pinnedLink is one TCX link pinned under links/.
+type pinnedLink struct {
+	path    string
+	hook    string
+	ifindex uint32
+	link    link.Link
+	prog    cebpf.ProgramID
+}
+
+// pinnedLinks opens every link pinned under links/. Unreadable pins are
+// removed.
+func (b *Backend) pinnedLinks() ([]pinnedLink, error) {
+	ents, err := os.ReadDir(b.linksDir())
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading link pins: %w", err)
+	}
+	var out []pinnedLink
+	for _, e := range ents {
+		p := filepath.Join(b.linksDir(), e.Name())
+		i := strings.LastIndexByte(e.Name(), '-')
+		if i < 0 {
+			continue
+		}
+		l, err := link.LoadPinnedLink(p, nil)
+		if err != nil {
+			b.log.Info("removing unreadable link pin", "pin", p, "err", err.Error())
+			_ = os.Remove(p)
+			continue
+		}
+		pl := pinnedLink{path: p, hook: e.Name()[i+1:], link: l}
+		if info, err := l.Info(); err == nil {
+			pl.prog = info.Program
+			if tcx := info.TCX(); tcx != nil {
+				pl.ifindex = tcx.Ifindex
+			}
+		}
+		out = append(out, pl)
+	}
+	return out, nil
+}
+
+// updatePinnedLinks moves every pinned link to this instance's programs.
+func (b *Backend) updatePinnedLinks() error {
+	ls, err := b.pinnedLinks()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, pl := range ls {
+		prog := b.program(pl.hook)
+		if id, err := progID(prog); err == nil && id != pl.prog && pl.ifindex != 0 {
+			if err := pl.link.Update(prog); err != nil {
+				errs = append(errs, fmt.Errorf("updating link %s: %w", pl.path, err))
+			}
+		}
+		pl.link.Close()
+	}
+	return errors.Join(errs...)
+}
+
+func pinName(ifindex uint32, hook string) string {
+	return strconv.FormatUint(uint64(ifindex), 10) + "-" + hook
+}
+
+// attachAll makes exactly the interfaces in ifindex carry the programs.
+func (b *Backend) attachAll(ifindex map[string]uint32, ifnames map[uint32]string) error {
+	want := map[uint32]bool{}
+	for _, idx := range ifindex {
+		want[idx] = true
+	}
+	if b.opts.Attach == AttachClsact {
+		b.clsact = true
+	}
+	if !b.clsact {
+		err := b.attachTCX(want)
+		if err == nil {
+			b.stats.Attached, b.stats.Clsact = len(want), false
+			return nil
+		}
+		if !errors.Is(err, cebpf.ErrNotSupported) || b.opts.Attach == AttachTCX {
+			return err
+		}
+		b.log.Info("TCX is not supported by this kernel; falling back to clsact filters", "err", err.Error())
+		b.clsact = true
+	}
+	if err := b.detachAll(nil); err != nil {
+		return err
+	}
+	if err := b.attachClsact(want); err != nil {
+		return err
+	}
+	if err := b.removeClsact(want); err != nil {
+		return err
+	}
+	b.stats.Attached, b.stats.Clsact = len(want), true
+	return nil
+}
+
+func (b *Backend) attachTCX(want map[uint32]bool) error {
+	ls, err := b.pinnedLinks()
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	var errs []error
+	for _, pl := range ls {
+		prog := b.program(pl.hook)
+		id, _ := progID(prog)
+		switch {
+		case pl.ifindex == 0 || !want[pl.ifindex] || pinName(pl.ifindex, pl.hook) != filepath.Base(pl.path):
+			// Defunct (interface gone), no longer wanted, or a pin whose
+			// name does not match its interface: detach.
+			if err := pl.link.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("unpinning %s: %w", pl.path, err))
+			}
+		case pl.prog != id:
+			if err := pl.link.Update(prog); err != nil {
+				errs = append(errs, fmt.Errorf("updating link %s: %w", pl.path, err))
+			} else {
+				have[filepath.Base(pl.path)] = true
+			}
+		default:
+			have[filepath.Base(pl.path)] = true
+		}
+		pl.link.Close()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for idx := range want {
+		for _, h := range hooks {
+			name := pinName(idx, h.name)
+			if have[name] {
+				continue
+			}
+			if err := b.inNS(func() error {
+				l, err := link.AttachTCX(link.TCXOptions{Interface: int(idx), Program: b.program(h.name), Attach: h.attach, Anchor: link.Head()})
+				if err != nil {
+					return err
+				}
+				defer l.Close()
+				if err := l.Pin(filepath.Join(b.linksDir(), name)); err != nil {
+					return fmt.Errorf("pinning: %w", err)
+				}
+				return nil
+			}); err != nil {
+				return fmt.Errorf("attaching %s to interface %d: %w", h.name, idx, err)
+			}
+		}
+	}
+	return nil
+}
+
+// inNS runs fn on a thread in the node namespace: TCX resolves interface
+// indexes in the calling thread's namespace.
+func (b *Backend) inNS(fn func() error) error {
+	if b.opts.NetNSPath == "" {
+		return fn()
+	}
+	return netns.Do(b.opts.NetNSPath, fn)
+}
+
+// detachAll unpins and detaches every TCX link except those on keep.
+func (b *Backend) detachAll(keep map[uint32]bool) error {
+	ls, err := b.pinnedLinks()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, pl := range ls {
+		if pl.ifindex == 0 || !keep[pl.ifindex] {
+			if err := pl.link.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("unpinning %s: %w", pl.path, err))
+			}
+		}
+		pl.link.Close()
+	}
+	return errors.Join(errs...)
+}
+
+func (b *Backend) attachClsact(want map[uint32]bool) error {
+	for idx := range want {
+		l, err := b.nl.LinkByIndex(int(idx))
+		if err != nil {
+			return fmt.Errorf("interface %d: %w", idx, err)
+		}
+		qs, err := b.nl.QdiscList(l)
+		if err != nil {
+			return fmt.Errorf("listing qdiscs of %s: %w", l.Attrs().Name, err)
+		}
+		has := false
+		for _, q := range qs {
+			if q.Type() == "clsact" {
+				has = true
+			}
+		}
+		if !has {
+			q := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: int(idx), Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
+			if err := b.nl.QdiscAdd(q); err != nil {
+				return fmt.Errorf("adding clsact qdisc to %s: %w", l.Attrs().Name, err)
+			}
+		}
+		for _, h := range hooks {
+			f := &netlink.BpfFilter{
+				FilterAttrs:  netlink.FilterAttrs{LinkIndex: int(idx), Parent: h.parent, Handle: clsactHandle, Priority: clsactPrio, Protocol: unix.ETH_P_ALL},
+				Fd:           b.program(h.name).FD(),
+				Name:         clsactPrefix + h.name,
+				DirectAction: true,
+			}
+			if err := b.nl.FilterReplace(f); err != nil {
+				return fmt.Errorf("attaching clsact filter %s to %s: %w", h.name, l.Attrs().Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// removeClsact deletes the backend's clsact filters from every interface
+// not in keep. Other filters are left alone.
+func (b *Backend) removeClsact(keep map[uint32]bool) error {
+	links, err := b.nl.LinkList()
+	if err != nil {
+		return fmt.Errorf("listing interfaces: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		if keep[uint32(l.Attrs().Index)] {
+			continue
+		}
+		for _, h := range hooks {
+			fs, err := b.nl.FilterList(l, h.parent)
+			if err != nil {
+				continue // no clsact qdisc
+			}
+			for _, f := range fs {
+				bf, ok := f.(*netlink.BpfFilter)
+				if !ok || !strings.HasPrefix(bf.Name, clsactPrefix) || bf.Priority != clsactPrio || bf.Handle != clsactHandle {
+					continue
+				}
+				if err := b.nl.FilterDel(bf); err != nil {
+					errs = append(errs, fmt.Errorf("deleting clsact filter on %s: %w", l.Attrs().Name, err))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

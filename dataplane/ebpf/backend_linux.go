@@ -1,0 +1,628 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	cebpf "github.com/cilium/ebpf"
+	"github.com/go-logr/logr"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+
+	"github.com/bulkhead-dev/bulkhead/bpf"
+	"github.com/bulkhead-dev/bulkhead/dataplane"
+	"github.com/bulkhead-dev/bulkhead/internal/ir"
+	"github.com/bulkhead-dev/bulkhead/internal/netns"
+)
+
+// config flags, as CFG_* in bpf/policy.c.
+const (
+	cfgEventsNew  uint32 = 1
+	cfgEventsDrop uint32 = 2
+)
+
+// flipGuard is how long a buffer rests after it stopped being active
+// before it is written again, so that packets that read the old index
+// just before the flip have finished their lookups.
+const flipGuard = 10 * time.Millisecond
+
+// ErrClosed is returned by calls on a closed Backend.
+var ErrClosed = errors.New("ebpf backend closed")
+
+// ErrEndpointNotFound is wrapped by Sync errors for endpoints whose
+// node-side interface cannot be found.
+var ErrEndpointNotFound = errors.New("endpoint interface not found")
+
+// Backend enforces an ir.NodePolicy with tc BPF programs.
+type Backend struct {
+	mu     sync.Mutex
+	opts   Options
+	log    logr.Logger
+	closed bool
+
+	objs    bpf.PolicyObjects
+	mapsDir string
+	nl      *netlink.Handle
+	ns      vnetns.NsHandle
+
+	alloc *allocator
+	// cache holds what each buffer contains, nil when unknown.
+	cache    [2]*program
+	active   uint32
+	lastFlip time.Time
+	// applied is the last policy Sync enforced, nil when unknown.
+	applied *ir.NodePolicy
+	ifindex map[string]uint32
+	ifnames map[uint32]string
+	clsact  bool
+	stats   Stats
+}
+
+var _ dataplane.Dataplane = (*Backend)(nil)
+
+// New loads the programs, reusing the maps pinned in opts.PinDir (or
+// creating and pinning them), and moves links pinned there by an earlier
+// instance to the new programs. Enforcement already in place goes on
+// without a gap.
+func New(opts Options) (*Backend, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := Detect(); err != nil {
+		return nil, err
+	}
+	b := &Backend{opts: opts, log: opts.Logger.WithName("ebpf"), alloc: newAllocator(), ns: vnetns.None()}
+	b.mapsDir = filepath.Join(opts.PinDir, LayoutVersion)
+	if err := os.MkdirAll(b.mapsDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating pin directory: %w", err)
+	}
+	if err := os.MkdirAll(b.linksDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("creating pin directory: %w", err)
+	}
+	spec, err := bpf.LoadPolicy()
+	if err != nil {
+		return nil, fmt.Errorf("loading program spec: %w", err)
+	}
+	if err := spec.LoadAndAssign(&b.objs, &cebpf.CollectionOptions{Maps: cebpf.MapOptions{PinPath: b.mapsDir}}); err != nil {
+		if errors.Is(err, cebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("loading programs: pinned maps in %s have another layout than %s expects (remove them or Uninstall): %w", b.mapsDir, LayoutVersion, err)
+		}
+		return nil, fmt.Errorf("loading programs: %w", err)
+	}
+	if opts.NetNSPath != "" {
+		h, err := netns.Open(opts.NetNSPath)
+		if err != nil {
+			b.objs.Close()
+			return nil, fmt.Errorf("opening node netns: %w", err)
+		}
+		b.ns = h
+		b.nl, err = netlink.NewHandleAt(h)
+		if err != nil {
+			b.objs.Close()
+			h.Close()
+			return nil, fmt.Errorf("netlink handle in node netns: %w", err)
+		}
+	} else {
+		b.nl, err = netlink.NewHandle()
+		if err != nil {
+			b.objs.Close()
+			return nil, fmt.Errorf("netlink handle: %w", err)
+		}
+	}
+	var cfg bpf.PolicyConfig
+	if err := b.objs.ConfigMap.Lookup(uint32(0), &cfg); err != nil {
+		b.closeHandles()
+		return nil, fmt.Errorf("reading config map: %w", err)
+	}
+	b.active = cfg.Active & 1
+	b.lastFlip = time.Now() // unknown: be safe
+	// Move links of an earlier instance to the new programs.
+	if err := b.updatePinnedLinks(); err != nil {
+		b.closeHandles()
+		return nil, err
+	}
+	return b, nil
+}
+
+// Name implements dataplane.Dataplane.
+func (b *Backend) Name() string { return "ebpf" }
+
+// PinDir returns the backend's pin directory.
+func (b *Backend) PinDir() string { return b.opts.PinDir }
+
+// Stats returns counters of the backend's work.
+func (b *Backend) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stats
+}
+
+// RuleID maps a rule number of a flow event to its rule ID.
+func (b *Backend) RuleID(n uint32) (string, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	id, ok := b.alloc.ruleIDs[n]
+	return id, ok
+}
+
+func (b *Backend) linksDir() string { return filepath.Join(b.opts.PinDir, "links") }
+
+func (b *Backend) logger(ctx context.Context) logr.Logger {
+	if l, err := logr.FromContext(ctx); err == nil {
+		return l.WithName("ebpf")
+	}
+	return b.log
+}
+
+func (b *Backend) buffers(i uint32) (ident, pol *cebpf.Map) {
+	if i == 0 {
+		return b.objs.Ident0, b.objs.Pol0
+	}
+	return b.objs.Ident1, b.objs.Pol1
+}
+
+// Sync implements dataplane.Dataplane.
+func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	if desired == nil {
+		return errors.New("sync: nil policy")
+	}
+	log := b.logger(ctx)
+	start := time.Now()
+	if err := validate(desired); err != nil {
+		return fmt.Errorf("sync: policy for node %q: %w", desired.Node, err)
+	}
+	ifindex, ifnames, missing := b.resolve(desired)
+	prog, err := compile(desired, ifindex, b.alloc)
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	writes, err := b.install(prog, log)
+	if err != nil {
+		b.applied = nil
+		return fmt.Errorf("sync: %w", err)
+	}
+	cut := 0
+	if !b.opts.DisableConnectionCutting {
+		cut, err = b.revoke(desired, ifindex, prog)
+		if err != nil {
+			return fmt.Errorf("sync: revoking connections: %w", err)
+		}
+	}
+	if err := b.attachAll(ifindex, ifnames); err != nil {
+		b.applied = nil
+		return fmt.Errorf("sync: %w", err)
+	}
+	if err := b.removeOldLayouts(); err != nil {
+		log.Error(err, "removing maps of an old layout")
+	}
+	b.applied = desired
+	b.ifindex, b.ifnames = ifindex, ifnames
+	b.stats.Syncs++
+	if writes == 0 {
+		b.stats.NoOps++
+	}
+	b.stats.LastWrites = writes
+	b.stats.LastDuration = time.Since(start)
+	b.stats.ConnectionsCut += cut
+	b.stats.IdentEntries, b.stats.PolicyEntries = len(prog.idents), len(prog.pol)
+	log.V(1).Info("synced", "node", desired.Node, "writes", writes, "cut", cut, "took", b.stats.LastDuration, "identEntries", len(prog.idents), "policyEntries", len(prog.pol))
+	if len(missing) > 0 {
+		return fmt.Errorf("sync: %w: %s", ErrEndpointNotFound, strings.Join(missing, "; "))
+	}
+	return nil
+}
+
+// resolve finds each endpoint's node-side interface by route lookup from
+// its IPs. All IPs of an endpoint must route to one interface directly.
+func (b *Backend) resolve(np *ir.NodePolicy) (map[string]uint32, map[uint32]string, []string) {
+	ifindex := map[string]uint32{}
+	ifnames := map[uint32]string{}
+	var missing []string
+	for i := range np.Endpoints {
+		ep := &np.Endpoints[i]
+		if len(ep.IPs) == 0 {
+			missing = append(missing, fmt.Sprintf("endpoint %q has no IPs", ep.Name))
+			continue
+		}
+		var idx int
+		var bad string
+		for _, ip := range ep.IPs {
+			routes, err := b.nl.RouteGet(ip.AsSlice())
+			if err != nil || len(routes) == 0 {
+				bad = fmt.Sprintf("endpoint %q: no route to %v in the node namespace", ep.Name, ip)
+				break
+			}
+			r := routes[0]
+			if r.Gw != nil {
+				bad = fmt.Sprintf("endpoint %q: %v is routed via %v, not to a local interface", ep.Name, ip, r.Gw)
+				break
+			}
+			if idx != 0 && r.LinkIndex != idx {
+				bad = fmt.Sprintf("endpoint %q: its IPs route to different interfaces (%d, %d)", ep.Name, idx, r.LinkIndex)
+				break
+			}
+			idx = r.LinkIndex
+		}
+		if bad == "" && idx > 0 {
+			l, err := b.nl.LinkByIndex(idx)
+			if err != nil {
+				bad = fmt.Sprintf("endpoint %q: interface %d: %v", ep.Name, idx, err)
+			} else if l.Attrs().Flags&netFlagLoopback != 0 {
+				bad = fmt.Sprintf("endpoint %q: its IPs are local addresses of the node", ep.Name)
+			} else {
+				ifnames[uint32(idx)] = l.Attrs().Name
+			}
+		}
+		if bad != "" {
+			missing = append(missing, bad)
+			continue
+		}
+		ifindex[ep.Name] = uint32(idx)
+	}
+	return ifindex, ifnames, missing
+}
+
+// install makes the active buffer hold prog: it writes the inactive buffer
+// and flips, unless the active one already holds prog.
+func (b *Backend) install(prog *program, log logr.Logger) (int, error) {
+	identA, polA := b.buffers(b.active)
+	cur := b.cache[b.active]
+	if cur == nil {
+		var err error
+		if cur, err = readProgram(identA, polA); err != nil {
+			return 0, err
+		}
+		b.cache[b.active] = cur
+	} else if b.applied != nil && samePrograms(cur, prog) {
+		// The same policy again: check the kernel for drift.
+		kern, err := readProgram(identA, polA)
+		if err != nil {
+			return 0, err
+		}
+		if samePrograms(kern, prog) {
+			return 0, b.writeConfig(b.active)
+		}
+		log.Info("active policy buffer drifted from the applied state; rewriting it")
+		b.stats.DriftRepairs++
+		cur = kern
+		b.cache[b.active] = kern
+	}
+	if samePrograms(cur, prog) {
+		return 0, b.writeConfig(b.active)
+	}
+	next := b.active ^ 1
+	if d := time.Since(b.lastFlip); d < flipGuard {
+		time.Sleep(flipGuard - d)
+	}
+	identN, polN := b.buffers(next)
+	old := b.cache[next]
+	if old == nil {
+		var err error
+		if old, err = readProgram(identN, polN); err != nil {
+			return 0, err
+		}
+	}
+	b.cache[next] = nil // unknown while writing
+	writes, err := writeDiff(identN, polN, old, prog)
+	if err != nil {
+		return writes, err
+	}
+	b.cache[next] = prog
+	if err := b.writeConfig(next); err != nil {
+		return writes, err
+	}
+	b.active = next
+	b.lastFlip = time.Now()
+	b.stats.Flips++
+	return writes, nil
+}
+
+func (b *Backend) writeConfig(active uint32) error {
+	cfg := bpf.PolicyConfig{Active: active}
+	if !b.opts.DisableFlowEvents {
+		cfg.Flags = cfgEventsNew | cfgEventsDrop
+	}
+	if err := b.objs.ConfigMap.Update(uint32(0), &cfg, cebpf.UpdateAny); err != nil {
+		return fmt.Errorf("writing config map: %w", err)
+	}
+	return nil
+}
+
+func samePrograms(a, b *program) bool {
+	if len(a.idents) != len(b.idents) || len(a.pol) != len(b.pol) {
+		return false
+	}
+	for k, v := range a.idents {
+		if w, ok := b.idents[k]; !ok || w != v {
+			return false
+		}
+	}
+	for k, v := range a.pol {
+		if w, ok := b.pol[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Kernel forms of the keys. Ports are in network byte order.
+
+func htons(p uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], p)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+func ntohs(p uint16) uint16 {
+	var b [2]byte
+	binary.NativeEndian.PutUint16(b[:], p)
+	return binary.BigEndian.Uint16(b[:])
+}
+
+func kernIdentKey(k identKey) bpf.PolicyIdentKey {
+	return bpf.PolicyIdentKey{Prefixlen: uint32(k.Bits), Addr: k.Addr}
+}
+
+func kernPolKey(k polKey) bpf.PolicyPolKey {
+	return bpf.PolicyPolKey{Prefixlen: 80 + uint32(k.PortBits), Ifindex: k.Ifindex, Identity: k.Identity, Dir: uint8(k.Dir), Proto: k.Proto, Port: htons(k.Port)}
+}
+
+func kernVerdict(v verdict) bpf.PolicyVerdict {
+	return bpf.PolicyVerdict{Rule: v.Rule, Flags: v.Flags, Tier: uint8(v.Tier)}
+}
+
+// readProgram reads one buffer's maps back into Go form.
+func readProgram(ident, pol *cebpf.Map) (*program, error) {
+	p := &program{idents: map[identKey]uint32{}, pol: map[polKey]verdict{}}
+	var ik bpf.PolicyIdentKey
+	var id uint32
+	it := ident.Iterate()
+	lens := map[uint8]bool{}
+	for it.Next(&ik, &id) {
+		k := identKey{Addr: ik.Addr, Bits: uint8(ik.Prefixlen)}
+		p.idents[k] = id
+		lens[k.Bits] = true
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading identity map: %w", err)
+	}
+	for l := range lens {
+		p.identBits = append(p.identBits, l)
+	}
+	sort.Slice(p.identBits, func(i, j int) bool { return p.identBits[i] > p.identBits[j] })
+	var pk bpf.PolicyPolKey
+	var v bpf.PolicyVerdict
+	it = pol.Iterate()
+	for it.Next(&pk, &v) {
+		k := polKey{Ifindex: pk.Ifindex, Identity: pk.Identity, Dir: ir.Direction(pk.Dir), Proto: pk.Proto, Port: ntohs(pk.Port), PortBits: uint8(pk.Prefixlen - 80)}
+		p.pol[k] = verdict{Rule: v.Rule, Flags: v.Flags, Tier: ir.TierKind(v.Tier)}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading policy map: %w", err)
+	}
+	return p, nil
+}
+
+// writeDiff turns the buffer holding old into one holding want.
+func writeDiff(ident, pol *cebpf.Map, old, want *program) (int, error) {
+	var ikDel []bpf.PolicyIdentKey
+	var ikPut []bpf.PolicyIdentKey
+	var ivPut []uint32
+	for k := range old.idents {
+		if _, ok := want.idents[k]; !ok {
+			ikDel = append(ikDel, kernIdentKey(k))
+		}
+	}
+	for k, v := range want.idents {
+		if w, ok := old.idents[k]; !ok || w != v {
+			ikPut = append(ikPut, kernIdentKey(k))
+			ivPut = append(ivPut, v)
+		}
+	}
+	var pkDel []bpf.PolicyPolKey
+	var pkPut []bpf.PolicyPolKey
+	var pvPut []bpf.PolicyVerdict
+	for k := range old.pol {
+		if _, ok := want.pol[k]; !ok {
+			pkDel = append(pkDel, kernPolKey(k))
+		}
+	}
+	for k, v := range want.pol {
+		if w, ok := old.pol[k]; !ok || w != v {
+			pkPut = append(pkPut, kernPolKey(k))
+			pvPut = append(pvPut, kernVerdict(v))
+		}
+	}
+	n := 0
+	if err := putAll(ident, ikPut, ivPut); err != nil {
+		return n, fmt.Errorf("writing identity map: %w", err)
+	}
+	n += len(ikPut)
+	if err := delAll(ident, ikDel); err != nil {
+		return n, fmt.Errorf("writing identity map: %w", err)
+	}
+	n += len(ikDel)
+	if err := putAll(pol, pkPut, pvPut); err != nil {
+		return n, fmt.Errorf("writing policy map: %w", err)
+	}
+	n += len(pkPut)
+	if err := delAll(pol, pkDel); err != nil {
+		return n, fmt.Errorf("writing policy map: %w", err)
+	}
+	n += len(pkDel)
+	return n, nil
+}
+
+func putAll[K, V any](m *cebpf.Map, keys []K, vals []V) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if _, err := m.BatchUpdate(keys, vals, nil); err == nil {
+		return nil
+	} else if !errors.Is(err, cebpf.ErrNotSupported) {
+		return err
+	}
+	for i := range keys {
+		if err := m.Update(&keys[i], &vals[i], cebpf.UpdateAny); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func delAll[K any](m *cebpf.Map, keys []K) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if _, err := m.BatchDelete(keys, nil); err == nil {
+		return nil
+	} else if !errors.Is(err, cebpf.ErrNotSupported) {
+		return err
+	}
+	for i := range keys {
+		if err := m.Delete(&keys[i]); err != nil && !errors.Is(err, cebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// revoke deletes the conntrack entries of endpoints with CutConnections
+// that prog no longer allows. It returns how many it deleted.
+func (b *Backend) revoke(np *ir.NodePolicy, ifindex map[string]uint32, prog *program) (int, error) {
+	cut := map[uint32]bool{}
+	for i := range np.Endpoints {
+		if ep := &np.Endpoints[i]; ep.CutConnections {
+			if idx, ok := ifindex[ep.Name]; ok {
+				cut[idx] = true
+			}
+		}
+	}
+	if len(cut) == 0 {
+		return 0, nil
+	}
+	var k bpf.PolicyCtKey
+	var v bpf.PolicyCtVal
+	var del []bpf.PolicyCtKey
+	it := b.objs.Ct.Iterate()
+	for it.Next(&k, &v) {
+		if !cut[k.Ifindex] {
+			continue
+		}
+		if !ctAllowed(prog, &k, &v) {
+			del = append(del, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("reading conntrack map: %w", err)
+	}
+	n := 0
+	for i := range del {
+		if err := b.objs.Ct.Delete(&del[i]); err != nil && !errors.Is(err, cebpf.ErrKeyNotExist) {
+			return n, fmt.Errorf("deleting conntrack entry: %w", err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// ctAllowed judges a tracked connection by prog, as the datapath judged
+// its first packet.
+func ctAllowed(prog *program, k *bpf.PolicyCtKey, v *bpf.PolicyCtVal) bool {
+	remote := netip.AddrFrom16(k.Remote).Unmap()
+	dir := ir.Direction(v.Origin)
+	port := ntohs(k.Rport) // egress: the remote end's port
+	if dir == ir.Ingress {
+		port = ntohs(k.Lport)
+	}
+	id := prog.lookupIdentity(remote)
+	return prog.lookupVerdict(k.Ifindex, id, dir, ir.Protocol(k.Proto), port).Flags&flagDeny == 0
+}
+
+// Close implements dataplane.Dataplane: handles are released, programs,
+// links and maps stay in force.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	b.closeHandles()
+	return nil
+}
+
+func (b *Backend) closeHandles() {
+	b.objs.Close()
+	if b.nl != nil {
+		b.nl.Close()
+	}
+	if b.ns.IsOpen() {
+		b.ns.Close()
+	}
+}
+
+// Uninstall implements dataplane.Dataplane: it detaches every program the
+// backend attached and removes its pin directory.
+func (b *Backend) Uninstall(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	var errs []error
+	if err := b.detachAll(nil); err != nil {
+		errs = append(errs, err)
+	}
+	if err := b.removeClsact(nil); err != nil {
+		errs = append(errs, err)
+	}
+	b.objs.Close()
+	b.objs = bpf.PolicyObjects{}
+	if err := os.RemoveAll(b.opts.PinDir); err != nil {
+		errs = append(errs, fmt.Errorf("removing pins: %w", err))
+	}
+	b.closed = true
+	if b.nl != nil {
+		b.nl.Close()
+	}
+	if b.ns.IsOpen() {
+		b.ns.Close()
+	}
+	b.applied = nil
+	return errors.Join(errs...)
+}
+
+// removeOldLayouts deletes map pin directories of other layout versions
+// once the links run programs that use this layout's maps.
+func (b *Backend) removeOldLayouts() error {
+	ents, err := os.ReadDir(b.opts.PinDir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		if !e.IsDir() || e.Name() == LayoutVersion || e.Name() == "links" || !strings.HasPrefix(e.Name(), "v") {
+			continue
+		}
+		b.log.Info("removing maps of an old layout", "dir", e.Name())
+		errs = append(errs, os.RemoveAll(filepath.Join(b.opts.PinDir, e.Name())))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,456 @@
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/bulkhead-dev/bulkhead/internal/ir"
+)
+
+// Verdict flags, as VF_* in bpf/policy.c.
+const (
+	flagDeny  uint8 = 1
+	flagAudit uint8 = 2
+	flagLog   uint8 = 4
+)
+
+// protoOther is the protocol class of every protocol without ports.
+const protoOther = 0
+
+// portProtos are the protocols whose destination port the datapath
+// matches; every other protocol is judged as protoOther with port 0.
+var portProtos = []ir.Protocol{ir.TCP, ir.UDP, ir.SCTP}
+
+// identKey is an entry of the identity LPM trie: an IPv6 prefix (IPv4 as
+// ::ffff:0:0/96 mapped) with its length.
+type identKey struct {
+	Addr [16]byte
+	Bits uint8
+}
+
+// polKey is an entry of the policy LPM trie.
+type polKey struct {
+	Ifindex  uint32
+	Identity uint32
+	Dir      ir.Direction
+	Proto    uint8
+	Port     uint16
+	PortBits uint8 // 0..16: how many leading bits of Port are matched
+}
+
+// verdict is the value of a policy entry.
+type verdict struct {
+	Rule  uint32 // index in the rule table; 0 for the default
+	Flags uint8
+	Tier  ir.TierKind
+}
+
+// plain is the default verdict: allowed, not audited, no rule. Entries
+// with it are left out of the policy map (a miss means the same).
+var plain = verdict{Tier: ir.TierBaseline}
+
+// program is what one NodePolicy compiles to: the two maps' contents.
+type program struct {
+	idents map[identKey]uint32
+	pol    map[polKey]verdict
+	// identBits are the distinct prefix lengths of idents, longest
+	// first, for lookups in Go.
+	identBits []uint8
+}
+
+// allocator hands out stable numbers for identities and rules, so that a
+// small policy change yields a small map change.
+type allocator struct {
+	idents    map[string]uint32
+	nextIdent uint32
+	rules     map[string]uint32
+	ruleIDs   map[uint32]string
+	nextRule  uint32
+}
+
+func newAllocator() *allocator {
+	return &allocator{idents: map[string]uint32{}, nextIdent: 1, rules: map[string]uint32{}, ruleIDs: map[uint32]string{}, nextRule: 1}
+}
+
+func (a *allocator) identity(members string) uint32 {
+	if members == "" {
+		return 0
+	}
+	if id, ok := a.idents[members]; ok {
+		return id
+	}
+	id := a.nextIdent
+	a.nextIdent++
+	a.idents[members] = id
+	return id
+}
+
+func (a *allocator) rule(id string) uint32 {
+	if n, ok := a.rules[id]; ok {
+		return n
+	}
+	n := a.nextRule
+	a.nextRule++
+	a.rules[id] = n
+	a.ruleIDs[n] = id
+	return n
+}
+
+// mapped returns p as a 16-byte prefix (IPv4 as IPv4-mapped IPv6).
+func mapped(p netip.Prefix) identKey {
+	p = p.Masked()
+	if p.Addr().Is4() {
+		return identKey{Addr: netip.AddrFrom16(p.Addr().As16()).As16(), Bits: uint8(p.Bits() + 96)}
+	}
+	return identKey{Addr: p.Addr().As16(), Bits: uint8(p.Bits())}
+}
+
+func maskKey(k identKey, bits uint8) identKey {
+	p := netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(bits)).Masked()
+	return identKey{Addr: p.Addr().As16(), Bits: bits}
+}
+
+// validate returns every problem of np that this backend cannot enforce,
+// naming the endpoint, direction and rule.
+func validate(np *ir.NodePolicy) error {
+	var errs []error
+	for i, s := range np.Sets {
+		for _, p := range s.Prefixes {
+			if !p.IsValid() {
+				errs = append(errs, fmt.Errorf("set %q: invalid prefix %v", s.Name, p))
+			}
+		}
+		if i > 0 && np.Sets[i-1].Name >= s.Name {
+			errs = append(errs, fmt.Errorf("set %q: sets must be sorted by name and unique", s.Name))
+		}
+	}
+	for i := range np.Endpoints {
+		ep := &np.Endpoints[i]
+		if i > 0 && np.Endpoints[i-1].Name >= ep.Name {
+			errs = append(errs, fmt.Errorf("endpoint %q: endpoints must be sorted by name and unique", ep.Name))
+		}
+		for _, d := range []ir.Direction{ir.Ingress, ir.Egress} {
+			c := chainOf(ep, d)
+			for _, t := range c.Tiers {
+				for _, r := range t.Rules {
+					if r.Action > ir.Audit {
+						errs = append(errs, fmt.Errorf("endpoint %q %v rule %q: unknown action %v", ep.Name, d, r.ID, r.Action))
+					}
+					for _, pr := range r.Ports {
+						if !isPortProto(pr.Protocol) {
+							errs = append(errs, fmt.Errorf("endpoint %q %v rule %q: protocol %v: the ebpf backend matches ports of TCP, UDP and SCTP only", ep.Name, d, r.ID, pr.Protocol))
+						}
+						if !pr.AllPorts() && pr.From > pr.To {
+							errs = append(errs, fmt.Errorf("endpoint %q %v rule %q: port range %d-%d is reversed", ep.Name, d, r.ID, pr.From, pr.To))
+						}
+					}
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isPortProto(p ir.Protocol) bool {
+	for _, q := range portProtos {
+		if p == q {
+			return true
+		}
+	}
+	return false
+}
+
+func chainOf(ep *ir.Endpoint, d ir.Direction) *ir.Chain {
+	if d == ir.Egress {
+		return &ep.Egress
+	}
+	return &ep.Ingress
+}
+
+// identities computes the equivalence classes of addresses over all of
+// np's sets. For every distinct prefix P of any set, the addresses whose
+// longest matching prefix is P belong to exactly the sets that have a
+// prefix containing P, so P maps to the identity of that membership.
+// Addresses in no prefix have identity 0 (member of nothing). It returns
+// the trie entries and, per identity, its member sets.
+func identities(np *ir.NodePolicy, alloc *allocator) (map[identKey]uint32, map[uint32]map[string]bool, []uint8) {
+	byPrefix := map[identKey][]string{}
+	lens := map[uint8]bool{}
+	for _, s := range np.Sets {
+		for _, p := range s.Prefixes {
+			k := mapped(p)
+			byPrefix[k] = append(byPrefix[k], s.Name)
+			lens[k.Bits] = true
+		}
+	}
+	var bits []uint8
+	for b := range lens {
+		bits = append(bits, b)
+	}
+	sort.Slice(bits, func(i, j int) bool { return bits[i] > bits[j] })
+	keys := make([]identKey, 0, len(byPrefix))
+	for k := range byPrefix {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if c := netip.AddrFrom16(keys[i].Addr).Compare(netip.AddrFrom16(keys[j].Addr)); c != 0 {
+			return c < 0
+		}
+		return keys[i].Bits < keys[j].Bits
+	})
+	out := make(map[identKey]uint32, len(keys))
+	members := map[uint32]map[string]bool{0: {}}
+	for _, k := range keys {
+		in := map[string]bool{}
+		for _, b := range bits {
+			if b > k.Bits {
+				continue
+			}
+			for _, s := range byPrefix[maskKey(k, b)] {
+				in[s] = true
+			}
+		}
+		names := make([]string, 0, len(in))
+		for s := range in {
+			names = append(names, s)
+		}
+		sort.Strings(names)
+		id := alloc.identity(strings.Join(names, "\x00"))
+		out[k] = id
+		members[id] = in
+	}
+	return out, members, bits
+}
+
+// compile turns np into map contents. ifindex gives the node-side
+// interface of each endpoint; endpoints without one are left out.
+func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*program, error) {
+	if err := validate(np); err != nil {
+		return nil, err
+	}
+	idents, members, bits := identities(np, alloc)
+	ids := make([]uint32, 0, len(members))
+	for id := range members {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	prog := &program{idents: idents, pol: map[polKey]verdict{}, identBits: bits}
+	for i := range np.Endpoints {
+		ep := &np.Endpoints[i]
+		idx, ok := ifindex[ep.Name]
+		if !ok {
+			continue
+		}
+		for _, d := range []ir.Direction{ir.Ingress, ir.Egress} {
+			c := chainOf(ep, d)
+			if len(c.Tiers) == 0 {
+				continue
+			}
+			for _, id := range ids {
+				in := members[id]
+				for _, proto := range append([]ir.Protocol{protoOther}, portProtos...) {
+					emitGroup(prog.pol, polKey{Ifindex: idx, Identity: id, Dir: d, Proto: uint8(proto)}, chainIntervals(c, in, proto, alloc))
+				}
+			}
+		}
+	}
+	return prog, nil
+}
+
+// interval is a port range with one verdict.
+type interval struct {
+	from, to uint16
+	v        verdict
+}
+
+// chainIntervals walks chain c for a peer that is a member of exactly the
+// sets in, for every destination port of proto, and returns the maximal
+// port intervals with equal verdicts. For protoOther it returns one
+// interval covering port 0 only.
+func chainIntervals(c *ir.Chain, in map[string]bool, proto ir.Protocol, alloc *allocator) []interval {
+	if proto == protoOther {
+		return []interval{{0, 0, walk(c, in, proto, 0, alloc)}}
+	}
+	// Breakpoints: every range boundary of proto in the chain.
+	cuts := map[uint32]bool{0: true}
+	for _, t := range c.Tiers {
+		for _, r := range t.Rules {
+			for _, p := range r.Ports {
+				if p.Protocol != proto || p.AllPorts() {
+					continue
+				}
+				cuts[uint32(p.From)] = true
+				cuts[uint32(p.To)+1] = true
+			}
+		}
+	}
+	starts := make([]uint32, 0, len(cuts))
+	for s := range cuts {
+		if s <= 65535 {
+			starts = append(starts, s)
+		}
+	}
+	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
+	var out []interval
+	for i, s := range starts {
+		end := uint32(65535)
+		if i+1 < len(starts) {
+			end = starts[i+1] - 1
+		}
+		v := walk(c, in, proto, uint16(s), alloc)
+		if n := len(out); n > 0 && out[n-1].v == v {
+			out[n-1].to = uint16(end)
+			continue
+		}
+		out = append(out, interval{uint16(s), uint16(end), v})
+	}
+	return out
+}
+
+// walk is ir.NodePolicy.Evaluate for a peer known by its set membership.
+func walk(c *ir.Chain, in map[string]bool, proto ir.Protocol, port uint16, alloc *allocator) verdict {
+	audited := false
+	flags := func(deny bool, log bool) uint8 {
+		var f uint8
+		if deny {
+			f |= flagDeny
+		}
+		if audited {
+			f |= flagAudit
+		}
+		if log {
+			f |= flagLog
+		}
+		return f
+	}
+	for _, t := range c.Tiers {
+	rules:
+		for _, r := range t.Rules {
+			if !peerIn(r.Peer, in) || !portsIn(r.Ports, proto, port) {
+				continue
+			}
+			switch r.Action {
+			case ir.Accept:
+				return verdict{Rule: alloc.rule(r.ID), Flags: flags(false, r.Log), Tier: t.Kind}
+			case ir.Deny:
+				return verdict{Rule: alloc.rule(r.ID), Flags: flags(true, r.Log), Tier: t.Kind}
+			case ir.Audit:
+				audited = true
+				break rules
+			case ir.Pass:
+				break rules
+			}
+		}
+	}
+	return verdict{Flags: flags(false, false), Tier: ir.TierBaseline}
+}
+
+func peerIn(m ir.PeerMatch, in map[string]bool) bool {
+	if m.Set == "" {
+		return !m.Negate
+	}
+	return in[m.Set] != m.Negate
+}
+
+func portsIn(ports []ir.PortRange, proto ir.Protocol, port uint16) bool {
+	if len(ports) == 0 {
+		return true
+	}
+	for _, p := range ports {
+		if p.Matches(proto, port) {
+			return true
+		}
+	}
+	return false
+}
+
+// emitGroup adds the entries of one (endpoint, direction, identity,
+// protocol) group: the verdict covering most ports becomes a /0 port
+// entry (left out when it is the plain default), and the intervals with
+// other verdicts are split into port prefixes that override it by longest
+// match.
+func emitGroup(pol map[polKey]verdict, base polKey, ivs []interval) {
+	cover := map[verdict]uint32{}
+	for _, iv := range ivs {
+		cover[iv.v] += uint32(iv.to) - uint32(iv.from) + 1
+	}
+	bg := plain
+	best := cover[plain]
+	for _, iv := range ivs { // first-seen order keeps the choice deterministic
+		if c := cover[iv.v]; c > best {
+			bg, best = iv.v, c
+		}
+	}
+	if bg != plain {
+		k := base
+		k.Port, k.PortBits = 0, 0
+		pol[k] = bg
+	}
+	if base.Proto == protoOther {
+		return
+	}
+	for _, iv := range ivs {
+		if iv.v != bg {
+			emitPrefixes(pol, base, iv)
+		}
+	}
+}
+
+func emitPrefixes(pol map[polKey]verdict, base polKey, iv interval) {
+	lo, hi := uint32(iv.from), uint32(iv.to)
+	for lo <= hi {
+		// the largest aligned block starting at lo that fits
+		size := uint32(1)
+		for size < 65536 && lo%(size*2) == 0 && lo+size*2-1 <= hi {
+			size *= 2
+		}
+		k := base
+		k.Port = uint16(lo)
+		k.PortBits = uint8(16 - bitsLen(size))
+		pol[k] = iv.v
+		lo += size
+	}
+}
+
+// bitsLen returns log2 of a power of two.
+func bitsLen(size uint32) int {
+	n := 0
+	for size > 1 {
+		size >>= 1
+		n++
+	}
+	return n
+}
+
+// lookupIdentity is the identity trie's longest-prefix match in Go.
+func (p *program) lookupIdentity(a netip.Addr) uint32 {
+	k := identKey{Addr: a.As16(), Bits: 128}
+	if a.Is4() {
+		k.Addr = netip.AddrFrom16(a.As16()).As16()
+	}
+	for _, b := range p.identBits {
+		if id, ok := p.idents[maskKey(k, b)]; ok {
+			return id
+		}
+	}
+	return 0
+}
+
+// lookupVerdict is the policy trie's longest-prefix match in Go.
+func (p *program) lookupVerdict(ifindex, identity uint32, d ir.Direction, proto ir.Protocol, port uint16) verdict {
+	if !isPortProto(proto) {
+		proto, port = protoOther, 0
+	}
+	k := polKey{Ifindex: ifindex, Identity: identity, Dir: d, Proto: uint8(proto)}
+	for bits := 16; bits >= 0; bits-- {
+		k.PortBits = uint8(bits)
+		k.Port = port &^ uint16((uint32(1)<<(16-bits))-1)
+		if v, ok := p.pol[k]; ok {
+			return v
+		}
+	}
+	return plain
+}
