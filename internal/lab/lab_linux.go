@@ -213,7 +213,10 @@ func Up(ctx context.Context, o Options) (st *State, err error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd.Env = append(os.Environ(), "TMPDIR="+l.Tmp())
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, "TMPDIR="+l.Tmp())
 	p, err := startDetached(cmd, l.Log("controlplane"))
 	if err != nil {
 		return nil, err
@@ -320,7 +323,7 @@ func waitFile(ctx context.Context, path string, p Proc, timeout time.Duration) e
 			return fmt.Errorf("process %d exited before writing %s; last lines of %s:\n%s", p.PID, path, p.Log, tailFile(p.Log, 20))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not written within %s; see %s", path, timeout, p.Log)
+			return fmt.Errorf("%s not written within %s; last lines of %s:\n%s", path, timeout, p.Log, tailFile(p.Log, 20))
 		}
 		select {
 		case <-ctx.Done():
