@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -30,8 +31,11 @@ import (
 const elementChunk = 1000
 
 // socketBuffer is the forced send and receive buffer of the netlink
-// socket, so that large transactions and their acks fit.
-const socketBuffer = 16 << 20
+// socket, so that large transactions and their acks fit: the kernel
+// queues one ack per message (about 700 bytes of buffer each, even with
+// NETLINK_CAP_ACK) before the backend reads any, so 64 MiB holds the acks
+// of roughly 90,000 messages (rules, chains, element batches).
+const socketBuffer = 64 << 20
 
 // Backend enforces an ir.NodePolicy in one nftables table it owns.
 type Backend struct {
@@ -49,6 +53,7 @@ type Backend struct {
 	// pendingCut holds endpoints whose revocation failed; retried next Sync.
 	pendingCut map[string]bool
 	ruleIDs    map[uint32]string
+	cache      *compileCache
 	stats      Stats
 }
 
@@ -64,7 +69,7 @@ func New(opts Options) (*Backend, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	b := &Backend{opts: opts, log: opts.Logger.WithName("nftables"), ns: vnetns.None(), ruleIDs: map[uint32]string{}, pendingCut: map[string]bool{}}
+	b := &Backend{opts: opts, log: opts.Logger.WithName("nftables"), ns: vnetns.None(), ruleIDs: map[uint32]string{}, pendingCut: map[string]bool{}, cache: newCompileCache()}
 	copts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(forceBuffers)}
 	if opts.NetNSPath != "" {
 		h, err := netns.Open(opts.NetNSPath)
@@ -102,6 +107,11 @@ func forceBuffers(c *netlink.Conn) error {
 	if cerr != nil {
 		return cerr
 	}
+	// Acks then carry only the header of the request, not the whole
+	// request: one ack per message of a large transaction must fit in
+	// the receive buffer.
+	_ = c.SetOption(netlink.CapAcknowledge, true)
+	_ = c.SetOption(netlink.ExtendedAcknowledge, true)
 	if serr != nil {
 		// Without CAP_NET_ADMIN the forced sizes fail; fall back to the
 		// capped ones.
@@ -146,10 +156,11 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	if log.GetSink() == nil {
 		log = b.log
 	}
-	want := compile(desired, compileOptions{logGroup: b.opts.NFLogGroup, logOn: !b.opts.DisableNFLog})
-	for k, v := range want.ruleIDs {
+	want := compileWith(b.cache, desired, compileOptions{logGroup: b.opts.NFLogGroup, logOn: !b.opts.DisableNFLog})
+	for k, v := range b.cache.ids {
 		b.ruleIDs[k] = v
 	}
+	clear(b.cache.ids)
 	old := b.applied
 	oldPolicy := b.policy
 
@@ -206,7 +217,7 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	}
 	log.V(1).Info("synced", "mode", mode, "ops", ops, "duration", b.stats.LastDuration)
 
-	if b.opts.DisableConnectionCutting {
+	if b.opts.DisableConnectionCutting || !anyCut(desired) {
 		return nil
 	}
 	cut := revoked(oldPolicy, old, desired, want)
@@ -240,6 +251,15 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	return nil
 }
 
+func anyCut(np *ir.NodePolicy) bool {
+	for i := range np.Endpoints {
+		if np.Endpoints[i].CutConnections {
+			return true
+		}
+	}
+	return false
+}
+
 // revoked returns the endpoints whose verdicts may have narrowed: new
 // endpoints after an unknown state, endpoints whose chains changed, and
 // endpoints whose rules reference a set whose contents changed.
@@ -265,18 +285,6 @@ func revoked(oldPolicy *ir.NodePolicy, old *state, desired *ir.NodePolicy, want 
 		}
 	}
 	return out
-}
-
-func equalPrefixes(a, b []netip.Prefix) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Verify compares the kernel's table with the state of the last
@@ -531,24 +539,26 @@ func diff(old, want *state) *delta {
 			d.ops++
 		}
 	}
-	for _, n := range sortedKeys(want.chains) {
-		w := want.chains[n]
+	for n, w := range want.chains {
 		o, ok := old.chains[n]
 		switch {
 		case !ok:
 			d.newChains = append(d.newChains, n)
 			d.ops += 1 + len(w.rules)
-		case !equalRules(o.rules, w.rules):
+		case o != w && !equalRules(o.rules, w.rules):
 			d.changedChains = append(d.changedChains, n)
 			d.ops += 1 + len(w.rules)
 		}
 	}
-	for _, n := range sortedKeys(old.chains) {
+	for n := range old.chains {
 		if _, ok := want.chains[n]; !ok {
 			d.delChains = append(d.delChains, n)
 			d.ops += 2
 		}
 	}
+	sort.Strings(d.newChains)
+	sort.Strings(d.changedChains)
+	sort.Strings(d.delChains)
 	for _, n := range sortedKeys(want.vmaps) {
 		w, o := want.vmaps[n], old.vmaps[n]
 		for a, c := range w.elems {

@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	ct "github.com/ti-mo/conntrack"
 	"github.com/mdlayher/netlink"
+	ct "github.com/ti-mo/conntrack"
 
 	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
 	"github.com/bulkhead-dev/bulkhead/internal/ir"

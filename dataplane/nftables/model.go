@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -77,8 +78,6 @@ type state struct {
 	// and endpointKey a digest of its chains, for revocation.
 	endpointKey  map[string]string
 	endpointSets map[string][]string
-	// ruleIDs maps the numeric ids in nflog prefixes to rule IDs.
-	ruleIDs map[uint32]string
 }
 
 // compileOptions tune what compile emits.
@@ -181,12 +180,12 @@ func Validate(np *ir.NodePolicy) error {
 			}
 			for _, t := range c.Tiers {
 				for j, r := range t.Rules {
-					where := fmt.Sprintf("endpoint %q %s tier %s rule %d (%q)", ep.Name, d, t.Kind, j, r.ID)
+					where := func() string { return fmt.Sprintf("endpoint %q %s tier %s rule %d (%q)", ep.Name, d, t.Kind, j, r.ID) }
 					if r.Peer.Set != "" && !names[r.Peer.Set] {
-						errs = append(errs, fmt.Errorf("%s: unknown address set %q", where, r.Peer.Set))
+						errs = append(errs, fmt.Errorf("%s: unknown address set %q", where(), r.Peer.Set))
 					}
 					if r.Action > ir.Audit {
-						errs = append(errs, fmt.Errorf("%s: unknown action %d", where, r.Action))
+						errs = append(errs, fmt.Errorf("%s: unknown action %d", where(), r.Action))
 					}
 					for k, p := range r.Ports {
 						if p.AllPorts() {
@@ -195,10 +194,10 @@ func Validate(np *ir.NodePolicy) error {
 						switch p.Protocol {
 						case ir.TCP, ir.UDP, ir.SCTP, 136: // 136: UDP-Lite
 						default:
-							errs = append(errs, fmt.Errorf("%s: ports[%d]: protocol %v has no ports", where, k, p.Protocol))
+							errs = append(errs, fmt.Errorf("%s: ports[%d]: protocol %v has no ports", where(), k, p.Protocol))
 						}
 						if p.From > p.To {
-							errs = append(errs, fmt.Errorf("%s: ports[%d]: from %d is above to %d", where, k, p.From, p.To))
+							errs = append(errs, fmt.Errorf("%s: ports[%d]: from %d is above to %d", where(), k, p.From, p.To))
 						}
 					}
 				}
@@ -208,24 +207,185 @@ func Validate(np *ir.NodePolicy) error {
 	return errors.Join(errs...)
 }
 
+// compileCache keeps the compiled chains of each endpoint between Syncs,
+// keyed by a fingerprint of the endpoint, so that a Sync only compiles the
+// endpoints that changed. Compiled chains are never modified.
+type compileCache struct {
+	eps  map[string]*cachedEndpoint
+	seen map[string]bool
+	sets map[string]cachedSet
+	// ids collects the rule numbers of freshly compiled endpoints.
+	ids map[uint32]string
+}
+
+type cachedSet struct {
+	prefixes []netip.Prefix
+	r4, r6   []ipRange
+}
+
+type cachedEndpoint struct {
+	fp      uint64
+	names   [4]string // egress4, ingress4, egress6, ingress6 chain names
+	chains  []*chainSpec
+	ruleIDs map[uint32]string
+	key     string
+	sets    []string
+}
+
+func newCompileCache() *compileCache {
+	return &compileCache{eps: map[string]*cachedEndpoint{}, seen: map[string]bool{}, sets: map[string]cachedSet{}, ids: map[uint32]string{}}
+}
+
+// endpoint returns the compiled chains of ep, from the cache when its
+// fingerprint is unchanged.
+func (c *compileCache) endpoint(ep *ir.Endpoint, has4, has6 bool, o compileOptions) *cachedEndpoint {
+	fp := fingerprint(ep, o)
+	c.seen[ep.Name] = true
+	if ce, ok := c.eps[ep.Name]; ok && ce.fp == fp {
+		return ce
+	}
+	ce := &cachedEndpoint{fp: fp, ruleIDs: map[uint32]string{}, names: [4]string{
+		endpointChainName(ep.Name, ir.Egress, false), endpointChainName(ep.Name, ir.Ingress, false),
+		endpointChainName(ep.Name, ir.Egress, true), endpointChainName(ep.Name, ir.Ingress, true),
+	}}
+	defer func() {
+		for k, v := range ce.ruleIDs {
+			c.ids[k] = v
+		}
+	}()
+	var keys []string
+	used := map[string]bool{}
+	for _, d := range []ir.Direction{ir.Ingress, ir.Egress} {
+		ch := &ep.Ingress
+		if d == ir.Egress {
+			ch = &ep.Egress
+		}
+		for _, v6 := range []bool{false, true} {
+			if (v6 && !has6) || (!v6 && !has4) {
+				continue
+			}
+			for _, cs := range endpointChains(ep.Name, d, v6, ch, o, ce.ruleIDs) {
+				ce.chains = append(ce.chains, cs)
+				for _, r := range cs.rules {
+					keys = append(keys, r.key)
+				}
+			}
+		}
+		for _, t := range ch.Tiers {
+			for _, r := range t.Rules {
+				if r.Peer.Set != "" {
+					used[r.Peer.Set] = true
+				}
+			}
+		}
+	}
+	ce.key = strings.Join(keys, "\n")
+	for s := range used {
+		ce.sets = append(ce.sets, s)
+	}
+	sort.Strings(ce.sets)
+	c.eps[ep.Name] = ce
+	return ce
+}
+
+// sweep forgets endpoints not seen since the last sweep.
+func (c *compileCache) sweep() {
+	for n := range c.eps {
+		if !c.seen[n] {
+			delete(c.eps, n)
+		}
+	}
+	clear(c.seen)
+}
+
+// fingerprint hashes everything of ep that its chains depend on.
+func fingerprint(ep *ir.Endpoint, o compileOptions) uint64 {
+	h := fnv.New64a()
+	var buf [8]byte
+	num := func(v uint64) {
+		binary.LittleEndian.PutUint64(buf[:], v)
+		_, _ = h.Write(buf[:])
+	}
+	str := func(s string) {
+		num(uint64(len(s)))
+		_, _ = h.Write([]byte(s))
+	}
+	str(ep.Name)
+	num(uint64(o.logGroup))
+	if o.logOn {
+		num(1)
+	} else {
+		num(0)
+	}
+	num(uint64(len(ep.IPs)))
+	for _, a := range ep.IPs {
+		b, _ := a.MarshalBinary()
+		str(string(b))
+	}
+	for _, c := range []*ir.Chain{&ep.Ingress, &ep.Egress} {
+		num(uint64(len(c.Tiers)))
+		for _, t := range c.Tiers {
+			num(uint64(t.Kind))
+			num(uint64(len(t.Rules)))
+			for _, r := range t.Rules {
+				str(r.ID)
+				str(r.Peer.Set)
+				flags := uint64(r.Action) << 8
+				if r.Peer.Negate {
+					flags |= 1
+				}
+				if r.Log {
+					flags |= 2
+				}
+				num(flags)
+				num(uint64(len(r.Ports)))
+				for _, p := range r.Ports {
+					num(uint64(p.Protocol)<<32 | uint64(p.From)<<16 | uint64(p.To))
+				}
+			}
+		}
+	}
+	return h.Sum64()
+}
+
 // compile turns a validated policy into the table's desired state.
 func compile(np *ir.NodePolicy, o compileOptions) *state {
+	return compileWith(newCompileCache(), np, o)
+}
+
+// compileWith is compile with a cache of compiled endpoints.
+func compileWith(cache *compileCache, np *ir.NodePolicy, o compileOptions) *state {
 	st := &state{
 		sets:         map[string]*setSpec{},
 		chains:       map[string]*chainSpec{},
 		vmaps:        map[string]*vmapSpec{},
 		endpointKey:  map[string]string{},
 		endpointSets: map[string][]string{},
-		ruleIDs:      map[uint32]string{},
 	}
+	seenSets := map[string]bool{}
 	for _, s := range np.Sets {
+		seenSets[s.Name] = true
+		cs, ok := cache.sets[s.Name]
+		if !ok || !equalPrefixes(cs.prefixes, s.Prefixes) {
+			cs = cachedSet{prefixes: s.Prefixes, r4: toRanges(s.Prefixes, false), r6: toRanges(s.Prefixes, true)}
+			cache.sets[s.Name] = cs
+		}
 		for _, v6 := range []bool{false, true} {
+			rs := cs.r4
+			if v6 {
+				rs = cs.r6
+			}
 			st.sets[setName(s.Name, v6)] = &setSpec{
 				name:    setName(s.Name, v6),
 				v6:      v6,
 				comment: truncate(s.Name, maxCommentLen),
-				ranges:  toRanges(s.Prefixes, v6),
+				ranges:  rs,
 			}
+		}
+	}
+	for n := range cache.sets {
+		if !seenSets[n] {
+			delete(cache.sets, n)
 		}
 	}
 	for _, n := range []string{mapEgress4, mapEgress6, mapIngress4, mapIngress6} {
@@ -238,49 +398,30 @@ func compile(np *ir.NodePolicy, o compileOptions) *state {
 		ep := &np.Endpoints[i]
 		var has4, has6 bool
 		for _, a := range ep.IPs {
-			a = a.Unmap()
-			if a.Is4() {
+			if a.Unmap().Is4() {
 				has4 = true
-				st.vmaps[mapEgress4].elems[a] = endpointChainName(ep.Name, ir.Egress, false)
-				st.vmaps[mapIngress4].elems[a] = endpointChainName(ep.Name, ir.Ingress, false)
 			} else {
 				has6 = true
-				st.vmaps[mapEgress6].elems[a] = endpointChainName(ep.Name, ir.Egress, true)
-				st.vmaps[mapIngress6].elems[a] = endpointChainName(ep.Name, ir.Ingress, true)
 			}
 		}
-		var keys []string
-		used := map[string]bool{}
-		for _, d := range []ir.Direction{ir.Ingress, ir.Egress} {
-			c := &ep.Ingress
-			if d == ir.Egress {
-				c = &ep.Egress
-			}
-			for _, v6 := range []bool{false, true} {
-				if (v6 && !has6) || (!v6 && !has4) {
-					continue
-				}
-				for _, ch := range endpointChains(ep.Name, d, v6, c, o, st.ruleIDs) {
-					st.chains[ch.name] = ch
-					for _, r := range ch.rules {
-						keys = append(keys, r.key)
-					}
-				}
-			}
-			for _, t := range c.Tiers {
-				for _, r := range t.Rules {
-					if r.Peer.Set != "" {
-						used[r.Peer.Set] = true
-					}
-				}
+		ce := cache.endpoint(ep, has4, has6, o)
+		for _, a := range ep.IPs {
+			a = a.Unmap()
+			if a.Is4() {
+				st.vmaps[mapEgress4].elems[a] = ce.names[0]
+				st.vmaps[mapIngress4].elems[a] = ce.names[1]
+			} else {
+				st.vmaps[mapEgress6].elems[a] = ce.names[2]
+				st.vmaps[mapIngress6].elems[a] = ce.names[3]
 			}
 		}
-		st.endpointKey[ep.Name] = strings.Join(keys, "\n")
-		for s := range used {
-			st.endpointSets[ep.Name] = append(st.endpointSets[ep.Name], s)
+		for _, ch := range ce.chains {
+			st.chains[ch.name] = ch
 		}
-		sort.Strings(st.endpointSets[ep.Name])
+		st.endpointKey[ep.Name] = ce.key
+		st.endpointSets[ep.Name] = ce.sets
 	}
+	cache.sweep()
 	return st
 }
 
@@ -588,6 +729,18 @@ func equalRules(a, b []ruleSpec) bool {
 	}
 	for i := range a {
 		if a[i].key != b[i].key || a[i].comment != b[i].comment {
+			return false
+		}
+	}
+	return true
+}
+
+func equalPrefixes(a, b []netip.Prefix) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
 			return false
 		}
 	}

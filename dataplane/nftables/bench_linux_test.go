@@ -1,0 +1,190 @@
+//go:build linux
+
+package nftables
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
+	"github.com/bulkhead-dev/bulkhead/internal/ir"
+)
+
+// rulesPolicy returns a diverse policy with n IR rules: n/20 endpoints
+// with 20 rules each over 200 selector sets of 20 addresses, distinct
+// ports, TCP and UDP, accept and deny, in the admin and NetworkPolicy
+// tiers, plus a baseline deny per endpoint.
+func rulesPolicy(n int) *ir.NodePolicy {
+	np := &ir.NodePolicy{Node: "bench"}
+	for i := 0; i < 200; i++ {
+		var ps []netip.Prefix
+		for j := 0; j < 20; j++ {
+			ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 245, byte(i), byte(j*3 + 1)}), 32))
+		}
+		ps = append(ps, netip.PrefixFrom(netip.MustParseAddr(fmt.Sprintf("fd00:10:245:%x::1", i)), 128))
+		np.Sets = append(np.Sets, dptest.Set(fmt.Sprintf("sel-%03d", i), ps...))
+	}
+	eps := max(n/20, 1)
+	r := 0
+	for e := 0; e < eps; e++ {
+		ep := ir.Endpoint{
+			Name: fmt.Sprintf("ns-%02d/pod-%05d", e%17, e),
+			IPs:  []netip.Addr{netip.AddrFrom4([4]byte{10, 244, byte(e >> 8), byte(e)}), netip.MustParseAddr(fmt.Sprintf("fd00:10:244::%x", e+1))},
+		}
+		admin := ir.Tier{Kind: ir.TierAdmin}
+		netpol := ir.Tier{Kind: ir.TierNetworkPolicy}
+		for k := 0; k < 20 && r < n; k++ {
+			rule := ir.Rule{
+				ID:   fmt.Sprintf("NetworkPolicy/ns-%02d/pol-%d/ingress/%d", e%17, e, k),
+				Peer: ir.PeerMatch{Set: fmt.Sprintf("sel-%03d", (e*7+k)%200)},
+				Ports: []ir.PortRange{{Protocol: []ir.Protocol{ir.TCP, ir.UDP}[k%2],
+					From: uint16(1000 + (r % 60000)), To: uint16(1000 + (r % 60000) + k%3)}},
+				Action: ir.Accept,
+			}
+			if k%5 == 0 {
+				rule.ID = fmt.Sprintf("ZonePolicy/zp-%d-%d", e, k)
+				rule.Action = ir.Deny
+				admin.Rules = append(admin.Rules, rule)
+			} else {
+				netpol.Rules = append(netpol.Rules, rule)
+			}
+			r++
+		}
+		ep.Ingress.Tiers = []ir.Tier{admin, netpol, dptest.Tier(ir.TierBaseline, dptest.Rule("Zone/z/baseline", "", false, ir.Deny))}
+		np.Endpoints = append(np.Endpoints, ep)
+	}
+	return np
+}
+
+func BenchmarkProgram(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
+			ns := nsOnly(b)
+			be := newBackend(b, ns, Options{})
+			np := rulesPolicy(n)
+			ctx := context.Background()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				be.mu.Lock()
+				be.applied = nil // force a full rebuild
+				be.mu.Unlock()
+				if err := be.Sync(ctx, np); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			s := be.Stats()
+			if s.Adopted != 0 && s.Rebuilds == 0 {
+				b.Fatal("no rebuild measured")
+			}
+			be.mu.Lock()
+			b.ReportMetric(float64(be.applied.ruleCount()), "nft-rules")
+			b.ReportMetric(float64(be.applied.elementCount()), "elements")
+			be.mu.Unlock()
+		})
+	}
+}
+
+func BenchmarkDelta(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range []int{1000, 10000} {
+		np := rulesPolicy(n)
+		cases := []struct {
+			name string
+			edit func(np *ir.NodePolicy, on bool)
+		}{
+			{"set-element", func(np *ir.NodePolicy, on bool) {
+				s := &np.Sets[0]
+				if on {
+					s.Prefixes = append(s.Prefixes, netip.MustParsePrefix("10.246.0.1/32"))
+				} else {
+					s.Prefixes = s.Prefixes[:len(s.Prefixes)-1]
+				}
+			}},
+			{"quarantine-endpoint", func(np *ir.NodePolicy, on bool) {
+				ep := &np.Endpoints[len(np.Endpoints)/2]
+				q := dptest.Tier(ir.TierQuarantine, dptest.Rule("Quarantine/ns/q", "", false, ir.Deny))
+				if on {
+					ep.Quarantined = true
+					ep.Ingress.Tiers = append([]ir.Tier{q}, ep.Ingress.Tiers...)
+					ep.Egress.Tiers = []ir.Tier{q}
+				} else {
+					ep.Quarantined = false
+					ep.Ingress.Tiers = ep.Ingress.Tiers[1:]
+					ep.Egress.Tiers = nil
+				}
+			}},
+		}
+		for _, c := range cases {
+			b.Run(fmt.Sprintf("rules=%d/%s", n, c.name), func(b *testing.B) {
+				ns := nsOnly(b)
+				be := newBackend(b, ns, Options{})
+				if err := be.Sync(ctx, np); err != nil {
+					b.Fatal(err)
+				}
+				before := be.Stats()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					c.edit(np, i%2 == 0)
+					if err := be.Sync(ctx, np); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				if i := b.N % 2; i == 1 {
+					c.edit(np, false)
+				}
+				s := be.Stats()
+				if s.Rebuilds != before.Rebuilds || s.Deltas != before.Deltas+b.N {
+					b.Fatalf("stats %+v: want only deltas", s)
+				}
+				b.ReportMetric(float64(s.LastOps), "ops")
+			})
+		}
+	}
+}
+
+// BenchmarkRevocation measures a Sync that revokes one established TCP
+// connection, including deleting its conntrack entry.
+func BenchmarkRevocation(b *testing.B) {
+	topo := dptest.NewTopology(b, 2)
+	a, c := topo.Pods[0], topo.Pods[1]
+	be := newBackend(b, topo.NodePath, Options{})
+	ctx := context.Background()
+	open := topo.Policy()
+	deny := topo.Policy(dptest.Set("sel-a", a.Prefixes()...))
+	deny.Endpoints[1].CutConnections = true
+	deny.Endpoints[1].Ingress.Tiers = []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("ZonePolicy/deny-a", "sel-a", false, ir.Deny))}
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		if err := be.Sync(ctx, open); err != nil {
+			b.Fatal(err)
+		}
+		conn, err := dptest.DialTCP(a, c.IP4, 8080)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := dptest.Exchange(conn, time.Second); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := be.Sync(ctx, deny); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+		b.StopTimer()
+		if err := dptest.Exchange(conn, 500*time.Millisecond); err == nil {
+			b.Fatal("connection survived revocation")
+		}
+		conn.Close()
+		b.StartTimer()
+	}
+	if s := be.Stats(); s.ConnectionsCut < b.N {
+		b.Fatalf("cut %d connections, want at least %d", s.ConnectionsCut, b.N)
+	}
+}
