@@ -311,8 +311,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		__u8 type;
 		if (bpf_skb_load_bytes(skb, off, &type, 1) < 0)
 			return -1;
-		// Router and neighbour discovery keep the link alive.
-		if (type >= 133 && type <= 137)
+		// Multicast listener, router and neighbour discovery keep
+		// the link alive.
+		if ((type >= 130 && type <= 137) || type == 143)
 			return 1;
 		break;
 	}
@@ -375,11 +376,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	int tcp = p.proto == PROTO_TCP;
 	int syn = tcp && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
 	struct ct_val *c = bpf_map_lookup_elem(&ct, &k);
-	if (c && !syn) {
+	int fresh = 0; // a live entry: a SYN on it is a retransmission
+	if (c) {
 		__u64 timeout = CT_TIMEOUT_OTHER;
 		if (tcp)
 			timeout = (c->flags & CT_CLOSING) ? CT_TIMEOUT_TCP_CLOSING : CT_TIMEOUT_TCP;
-		if (now - c->seen < timeout) {
+		fresh = now - c->seen < timeout && !(c->flags & CT_CLOSING);
+		if (!syn && now - c->seen < timeout) {
 			c->seen = now;
 			__sync_fetch_and_add(&c->packets, 1);
 			__sync_fetch_and_add(&c->bytes, skb->len);
@@ -389,7 +392,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		}
 	}
 
-	// A new connection: judge it by the active policy buffer.
+	// A new connection (or a SYN, which is judged again whether or not
+	// the tuple is known): judge it by the active policy buffer.
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&config_map, &zero);
 	__u32 active = cfg ? cfg->active : 0;
@@ -438,6 +442,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	// Only a TCP SYN or a packet of another protocol opens a connection;
 	// a TCP packet of an unknown connection is judged but not tracked.
 	if (tcp && !syn)
+		return VERDICT_NEXT;
+
+	// A retransmitted SYN of a live entry with the same verdict changes
+	// nothing and reports nothing.
+	if (fresh && c->rule == (v ? v->rule : 0) && c->flags == (audited ? CT_AUDITED : 0))
 		return VERDICT_NEXT;
 
 	struct ct_val nc = {};

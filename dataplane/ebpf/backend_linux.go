@@ -65,8 +65,10 @@ type Backend struct {
 	applied *ir.NodePolicy
 	ifindex map[string]uint32
 	ifnames map[uint32]string
-	clsact  bool
-	stats   Stats
+	// endpoints names the endpoint of each attached interface.
+	endpoints map[uint32]string
+	clsact    bool
+	stats     Stats
 }
 
 var _ dataplane.Dataplane = (*Backend)(nil)
@@ -213,6 +215,10 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	}
 	b.applied = desired
 	b.ifindex, b.ifnames = ifindex, ifnames
+	b.endpoints = map[uint32]string{}
+	for name, idx := range ifindex {
+		b.endpoints[idx] = name
+	}
 	b.stats.Syncs++
 	if writes == 0 {
 		b.stats.NoOps++

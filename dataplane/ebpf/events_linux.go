@@ -1,0 +1,162 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/bulkhead-dev/bulkhead/bpf"
+	"github.com/bulkhead-dev/bulkhead/internal/ir"
+)
+
+// Verdicts of flow records, as the nftables backend reports them.
+const (
+	VerdictDropped   = "DROPPED"
+	VerdictAudit     = "AUDIT"
+	VerdictForwarded = "FORWARDED"
+)
+
+// event kinds and flags, as EV_* and EVF_* in bpf/policy.c.
+const (
+	evNew     = 1
+	evDrop    = 2
+	evAudited = 1
+	evV6      = 2
+)
+
+// FlowRecord is one datapath event: a new connection (FORWARDED, or AUDIT
+// when an Audit rule marked it) or a dropped packet (at most one per
+// 5-tuple and second). Its fields and JSON names match the nftables
+// backend's FlowRecord; Endpoint, Tier and Identity are extra.
+type FlowRecord struct {
+	Time      time.Time  `json:"time"`
+	Verdict   string     `json:"verdict"`
+	Direction string     `json:"traffic_direction"`
+	Src       netip.Addr `json:"source_ip"`
+	Dst       netip.Addr `json:"destination_ip"`
+	Protocol  uint8      `json:"protocol"`
+	SrcPort   uint16     `json:"source_port,omitempty"`
+	DstPort   uint16     `json:"destination_port,omitempty"`
+	// RuleID is the deciding rule's ID; empty for the default allow or
+	// when the rule number is unknown (events from before this process's
+	// first Sync).
+	RuleID     string `json:"policy,omitempty"`
+	RuleNumber uint32 `json:"rule_number"`
+	// Endpoint is the local endpoint ("namespace/pod") whose chain judged
+	// the connection, Tier the deciding tier.
+	Endpoint string `json:"endpoint,omitempty"`
+	Tier     string `json:"tier,omitempty"`
+	Identity uint32 `json:"identity"`
+}
+
+// FlowReader reads the backend's flow-event ring buffer. Only one reader
+// should run per pin directory: each event is delivered once.
+type FlowReader struct {
+	b  *Backend
+	rd *ringbuf.Reader
+}
+
+// NewFlowReader opens the ring buffer of b's maps.
+func (b *Backend) NewFlowReader() (*FlowReader, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
+	rd, err := ringbuf.NewReader(b.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("opening flow ring buffer: %w", err)
+	}
+	return &FlowReader{b: b, rd: rd}, nil
+}
+
+// Close closes the reader.
+func (r *FlowReader) Close() error { return r.rd.Close() }
+
+// Run decodes events and calls fn for each until ctx ends or the reader
+// is closed.
+func (r *FlowReader) Run(ctx context.Context, fn func(FlowRecord)) error {
+	var rec ringbuf.Record
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.rd.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		if err := r.rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("reading flow ring buffer: %w", err)
+		}
+		fr, err := r.b.decode(rec.RawSample)
+		if err != nil {
+			continue
+		}
+		fn(fr)
+	}
+}
+
+func (b *Backend) decode(raw []byte) (FlowRecord, error) {
+	var ev bpf.PolicyEvent
+	if len(raw) < int(unsafe.Sizeof(ev)) {
+		return FlowRecord{}, fmt.Errorf("short event (%d bytes)", len(raw))
+	}
+	if _, err := binary.Decode(raw, binary.NativeEndian, &ev); err != nil {
+		return FlowRecord{}, fmt.Errorf("decoding event: %w", err)
+	}
+	fr := FlowRecord{
+		Time:       monoToTime(ev.Ts),
+		Protocol:   ev.Proto,
+		SrcPort:    ntohs(ev.Sport),
+		DstPort:    ntohs(ev.Dport),
+		RuleNumber: ev.Rule,
+		Tier:       ir.TierKind(ev.Tier).String(),
+		Identity:   ev.Identity,
+		Src:        netip.AddrFrom16(ev.Src),
+		Dst:        netip.AddrFrom16(ev.Dst),
+	}
+	if ev.Flags&evV6 == 0 {
+		fr.Src, fr.Dst = fr.Src.Unmap(), fr.Dst.Unmap()
+	}
+	switch {
+	case ev.Kind == evDrop:
+		fr.Verdict = VerdictDropped
+	case ev.Flags&evAudited != 0:
+		fr.Verdict = VerdictAudit
+	default:
+		fr.Verdict = VerdictForwarded
+	}
+	fr.Direction = "INGRESS"
+	if ir.Direction(ev.Dir) == ir.Egress {
+		fr.Direction = "EGRESS"
+	}
+	b.mu.Lock()
+	if ev.Rule != 0 {
+		fr.RuleID = b.alloc.ruleIDs[ev.Rule]
+	}
+	fr.Endpoint = b.endpoints[ev.Ifindex]
+	b.mu.Unlock()
+	return fr, nil
+}
+
+// monoToTime converts a bpf_ktime_get_ns timestamp to wall-clock time.
+func monoToTime(ns uint64) time.Time {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return time.Now()
+	}
+	return time.Now().Add(-time.Duration(uint64(ts.Nano()) - ns))
+}
