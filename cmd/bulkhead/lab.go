@@ -8,12 +8,17 @@ import (
 	"os"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/bulkhead-dev/bulkhead/internal/lab"
 )
 
 func init() { addCommand(newLabCmd) }
+
+// labSubcommands are lab subcommands registered from other lab_*.go files.
+var labSubcommands []func(*labFlags) *cobra.Command
 
 type labFlags struct {
 	stateDir string
@@ -30,12 +35,18 @@ server in every pod namespace, and the real bulkhead-controller and one
 bulkhead-agent per node. State lives in --state-dir (default ` + lab.DefaultStateDir + `,
 or $BULKHEAD_LAB_DIR). See docs/lab.md.`,
 	}
+	// controller-runtime's client logs through a global logger; the lab
+	// reports errors itself.
+	cmd.PersistentPreRun = func(*cobra.Command, []string) { ctrllog.SetLogger(logr.Discard()) }
 	cmd.PersistentFlags().StringVar(&f.stateDir, "state-dir", lab.StateDirFromEnv(), "lab state directory (PIDs, logs, kubeconfig, tokens, CA)")
 	cmd.AddCommand(
 		newLabUpCmd(f), newLabDownCmd(f), newLabStatusCmd(f), newLabApplyCmd(f),
 		newLabKubeconfigCmd(f), newLabProbeCmd(f),
 		newLabServeCmd(f, lab.DaemonControlPlane), newLabServeCmd(f, lab.DaemonProbes),
 	)
+	for _, sc := range labSubcommands {
+		cmd.AddCommand(sc(f))
+	}
 	return cmd
 }
 

@@ -178,6 +178,7 @@ func startBulkhead(ctx context.Context, cs kubernetes.Interface, st *State, dir 
 	if err != nil {
 		return err
 	}
+	p.Health = "http://" + addrs[2]
 	st.Processes["controller"] = p
 	if err := st.Save(dir); err != nil {
 		return err
@@ -232,24 +233,24 @@ func startBulkhead(ctx context.Context, cs kubernetes.Interface, st *State, dir 
 		if err != nil {
 			return err
 		}
+		p.Health = "http://" + aa[1]
 		st.Processes["agent-"+n.Name] = p
 		health = append(health, aa[1])
 		if err := st.Save(dir); err != nil {
 			return err
 		}
 	}
-	progress("waiting for the agents' health endpoints")
+	progress("waiting for every agent to enforce its first snapshot (/readyz)")
 	for i, n := range st.Plan.Nodes {
 		p := st.Processes["agent-"+n.Name]
-		if err := waitHTTP(ctx, "http://"+health[i]+"/healthz", p, 30*time.Second); err != nil {
+		if err := waitHTTP(ctx, "http://"+health[i]+"/readyz", p, 60*time.Second); err != nil {
 			return fmt.Errorf("agent for %s: %w", n.Name, err)
 		}
 	}
 	return nil
 }
 
-// waitHTTP waits until url answers with any HTTP status below 500 while p
-// stays alive.
+// waitHTTP waits until url answers 200 OK while p stays alive.
 func waitHTTP(ctx context.Context, url string, p Proc, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	hc := &http.Client{Timeout: time.Second}
@@ -259,7 +260,7 @@ func waitHTTP(ctx context.Context, url string, p Proc, timeout time.Duration) er
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode < 500 {
+			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
 		}
@@ -267,7 +268,7 @@ func waitHTTP(ctx context.Context, url string, p Proc, timeout time.Duration) er
 			return fmt.Errorf("process exited; last lines of %s:\n%s", p.Log, tailFile(p.Log, 20))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not answer within %s; see %s", url, timeout, p.Log)
+			return fmt.Errorf("%s not ready within %s; last lines of %s:\n%s", url, timeout, p.Log, tailFile(p.Log, 20))
 		}
 		select {
 		case <-ctx.Done():

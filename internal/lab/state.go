@@ -43,10 +43,12 @@ type State struct {
 // Proc is one recorded process. StartTime (clock ticks since boot, from
 // /proc/PID/stat) guards against killing a recycled PID.
 type Proc struct {
-	PID       int      `json:"pid"`
-	StartTime uint64   `json:"startTime"`
-	Log       string   `json:"log,omitempty"`
-	Args      []string `json:"args,omitempty"`
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"startTime"`
+	Log       string `json:"log,omitempty"`
+	// Health is the base URL of its /healthz and /readyz, if any.
+	Health string   `json:"health,omitempty"`
+	Args   []string `json:"args,omitempty"`
 }
 
 // Layout names the files of a state directory.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -52,14 +53,27 @@ func WriteStatus(ctx context.Context, w io.Writer, dir string) error {
 		fmt.Fprintf(w, "no enforcement: %s\n", st.NoEnforcement)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROCESS\tPID\tSTATE\tLOG")
+	fmt.Fprintln(tw, "PROCESS\tPID\tSTATE\tREADY\tLOG")
+	hc := &http.Client{Timeout: time.Second}
 	for _, role := range stopOrder(st.Processes) {
 		p := st.Processes[role]
 		state := "running"
 		if !p.Alive() {
 			state = "gone"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", role, p.PID, state, p.Log)
+		ready := "-"
+		if p.Health != "" {
+			ready = "no"
+			if resp, err := hc.Get(p.Health + "/readyz"); err == nil {
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+				resp.Body.Close()
+				ready = strings.TrimSpace(string(b))
+				if resp.StatusCode != http.StatusOK {
+					ready = "no: " + ready
+				}
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", role, p.PID, state, ready, p.Log)
 	}
 	_ = tw.Flush()
 	api := "unreachable"
