@@ -871,12 +871,12 @@ func (b *epBuilder) quarantineRules(egress bool) []ir.Rule {
 		}
 		for i := range list {
 			qp := &list[i]
-			var peer ir.PeerMatch
-			switch {
-			case qp.zone != "":
-				peer = b.zones([]string{qp.zone})
-			default:
-				peer = b.use(qp.id, setDesc{kind: setQEntry, qKey: q.key, egress: egress, idx: i})
+			entryIdx := i
+			peerOf := func() ir.PeerMatch {
+				if qp.zone != "" {
+					return b.zones([]string{qp.zone})
+				}
+				return b.use(qp.id, setDesc{kind: setQEntry, qKey: q.key, egress: egress, idx: entryIdx})
 			}
 			_ = dir
 			if !egress || !qp.ports.hasNamed() {
@@ -884,13 +884,13 @@ func (b *epBuilder) quarantineRules(egress bool) []ir.Rule {
 				if !ok {
 					continue
 				}
-				rules = append(rules, ir.Rule{ID: qp.id, Peer: peer, Ports: ports, Action: ir.Accept})
+				rules = append(rules, ir.Rule{ID: qp.id, Peer: peerOf(), Ports: ports, Action: ir.Accept})
 				continue
 			}
 			// egress with named ports: numeric part for the whole entry,
 			// named part per destination pod
 			if num := qp.ports.numeric(); len(num) > 0 {
-				rules = append(rules, ir.Rule{ID: qp.id, Peer: peer, Ports: num, Action: ir.Accept})
+				rules = append(rules, ir.Rule{ID: qp.id, Peer: peerOf(), Ports: num, Action: ir.Accept})
 			}
 			keys := e.Pods()
 			for _, k := range keys {
@@ -982,7 +982,8 @@ func (b *epBuilder) adminRules(egress bool) []ir.Rule {
 			}
 		}
 		for _, g := range groups {
-			peer := b.zones(g.names)
+			gnames := g.names
+			peer := func() ir.PeerMatch { return b.zones(gnames) }
 			if !egress || !zp.ports.hasNamed() {
 				ports, ok := zp.ports.resolved(p)
 				if !egress && !ok {
@@ -994,11 +995,11 @@ func (b *epBuilder) adminRules(egress bool) []ir.Rule {
 						continue
 					}
 				}
-				rules = append(rules, ir.Rule{ID: zp.id, Peer: peer, Ports: ports, Action: g.action, Log: zp.log})
+				rules = append(rules, ir.Rule{ID: zp.id, Peer: peer(), Ports: ports, Action: g.action, Log: zp.log})
 				continue
 			}
 			if num := zp.ports.numeric(); len(num) > 0 {
-				rules = append(rules, ir.Rule{ID: zp.id, Peer: peer, Ports: num, Action: g.action, Log: zp.log})
+				rules = append(rules, ir.Rule{ID: zp.id, Peer: peer(), Ports: num, Action: g.action, Log: zp.log})
 			}
 			names := slices.Compact(slices.Sorted(slices.Values(g.names)))
 			b.st.structAll = true
@@ -1020,6 +1021,10 @@ func (b *epBuilder) adminRules(egress bool) []ir.Rule {
 		}
 		id := "ZoneBoundary/" + z.name
 		if !egress && lz != nil {
+			// same ID and action as the catch-all rule below: redundant
+			if (act == ir.Audit) == lz.audit() {
+				continue
+			}
 			id = "ZoneBoundary/" + lz.name
 		}
 		rules = append(rules, ir.Rule{ID: id, Peer: b.zones([]string{z.name}), Action: act})
@@ -1050,9 +1055,12 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 		}
 		for i := range list {
 			r := &list[i]
-			peer := ir.PeerMatch{}
-			if !r.allPeers {
-				peer = b.use(r.id, setDesc{kind: setNPRule, npKey: n.key, egress: egress, idx: i})
+			egressIdx := egress
+			peerOf := func() ir.PeerMatch {
+				if r.allPeers {
+					return ir.PeerMatch{}
+				}
+				return b.use(r.id, setDesc{kind: setNPRule, npKey: n.key, egress: egressIdx, idx: i})
 			}
 			if !egress || !r.ports.hasNamed() {
 				ports, ok := r.ports.resolved(p)
@@ -1065,11 +1073,11 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 				if !ok {
 					continue
 				}
-				rules = append(rules, ir.Rule{ID: r.id, Peer: peer, Ports: ports, Action: ir.Accept})
+				rules = append(rules, ir.Rule{ID: r.id, Peer: peerOf(), Ports: ports, Action: ir.Accept})
 				continue
 			}
 			if num := r.ports.numeric(); len(num) > 0 {
-				rules = append(rules, ir.Rule{ID: r.id, Peer: peer, Ports: num, Action: ir.Accept})
+				rules = append(rules, ir.Rule{ID: r.id, Peer: peerOf(), Ports: num, Action: ir.Accept})
 			}
 			// named ports resolve per destination pod
 			onlySels := !r.allPeers
