@@ -74,8 +74,10 @@ struct config {
 };
 
 struct ident_key {
-	__u32 prefixlen;
-	__u8 addr[16]; // IPv4 as ::ffff:a.b.c.d
+	__u32 prefixlen; // 8 + address prefix length
+	__u8 family;     // 4 or 6: no IPv6 prefix covers an IPv4 address
+	__u8 addr[16];   // IPv4 in the first 4 bytes
+	__u8 pad[3];
 };
 
 struct pol_key {
@@ -229,6 +231,15 @@ static __always_inline void map4(__u8 *out, __be32 a)
 	out[10] = 0xff;
 	out[11] = 0xff;
 	__builtin_memcpy(out + 12, &a, 4);
+}
+
+static __always_inline int is_mapped4(const __u8 *a)
+{
+	__u64 hi;
+	__u32 mid;
+	__builtin_memcpy(&hi, a, 8);
+	__builtin_memcpy(&mid, a + 8, 4);
+	return hi == 0 && mid == bpf_htonl(0x0000ffff);
 }
 
 // parse fills p; it returns 0 for IP packets worth judging, 1 to let the
@@ -399,8 +410,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	__u32 active = cfg ? cfg->active : 0;
 	__u32 cflags = cfg ? cfg->flags : 0;
 
-	struct ident_key ik = { .prefixlen = 128 };
+	struct ident_key ik = { .prefixlen = 8 + 128, .family = 6 };
 	__builtin_memcpy(ik.addr, k.remote, 16);
+	if (is_mapped4(k.remote)) {
+		ik.family = 4;
+		ik.prefixlen = 8 + 32;
+		__builtin_memcpy(ik.addr, k.remote + 12, 4);
+		__builtin_memset(ik.addr + 4, 0, 12);
+	}
 	__u32 *idp;
 	if (active)
 		idp = bpf_map_lookup_elem(&ident1, &ik);

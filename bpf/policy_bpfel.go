@@ -65,7 +65,9 @@ type PolicyEvent struct {
 type PolicyIdentKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
+	Family    uint8
 	Addr      [16]uint8
+	Pad       [3]uint8
 }
 
 type PolicyPolKey struct {

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -382,7 +381,7 @@ func ntohs(p uint16) uint16 {
 }
 
 func kernIdentKey(k identKey) bpf.PolicyIdentKey {
-	return bpf.PolicyIdentKey{Prefixlen: uint32(k.Bits), Addr: k.Addr}
+	return bpf.PolicyIdentKey{Prefixlen: 8 + uint32(k.Bits), Family: k.Fam, Addr: k.Addr}
 }
 
 func kernPolKey(k polKey) bpf.PolicyPolKey {
@@ -399,19 +398,18 @@ func readProgram(ident, pol *cebpf.Map) (*program, error) {
 	var ik bpf.PolicyIdentKey
 	var id uint32
 	it := ident.Iterate()
-	lens := map[uint8]bool{}
+	lens := map[uint8]map[uint8]bool{4: {}, 6: {}}
 	for it.Next(&ik, &id) {
-		k := identKey{Addr: ik.Addr, Bits: uint8(ik.Prefixlen)}
+		k := identKey{Fam: ik.Family, Addr: ik.Addr, Bits: uint8(ik.Prefixlen - 8)}
 		p.idents[k] = id
-		lens[k.Bits] = true
+		if lens[k.Fam] != nil {
+			lens[k.Fam][k.Bits] = true
+		}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading identity map: %w", err)
 	}
-	for l := range lens {
-		p.identBits = append(p.identBits, l)
-	}
-	sort.Slice(p.identBits, func(i, j int) bool { return p.identBits[i] > p.identBits[j] })
+	p.identBits = sortedLens(lens)
 	var pk bpf.PolicyPolKey
 	var v bpf.PolicyVerdict
 	it = pol.Iterate()

@@ -24,11 +24,13 @@ const protoOther = 0
 // matches; every other protocol is judged as protoOther with port 0.
 var portProtos = []ir.Protocol{ir.TCP, ir.UDP, ir.SCTP}
 
-// identKey is an entry of the identity LPM trie: an IPv6 prefix (IPv4 as
-// ::ffff:0:0/96 mapped) with its length.
+// identKey is an entry of the identity LPM trie: a prefix of one address
+// family (IPv4 in the first 4 bytes of Addr). The family is part of the
+// key, so that ::/0 does not cover IPv4 addresses.
 type identKey struct {
+	Fam  uint8 // 4 or 6
 	Addr [16]byte
-	Bits uint8
+	Bits uint8 // prefix length within the family
 }
 
 // polKey is an entry of the policy LPM trie.
@@ -56,9 +58,9 @@ var plain = verdict{Tier: ir.TierBaseline}
 type program struct {
 	idents map[identKey]uint32
 	pol    map[polKey]verdict
-	// identBits are the distinct prefix lengths of idents, longest
-	// first, for lookups in Go.
-	identBits []uint8
+	// identBits are the distinct prefix lengths of idents per family,
+	// longest first, for lookups in Go.
+	identBits map[uint8][]uint8
 }
 
 // allocator hands out stable numbers for identities and rules, so that a
@@ -99,18 +101,31 @@ func (a *allocator) rule(id string) uint32 {
 	return n
 }
 
-// mapped returns p as a 16-byte prefix (IPv4 as IPv4-mapped IPv6).
+// mapped returns p as an identity key. An IPv4-mapped IPv6 prefix counts
+// as IPv4, as ir.NodePolicy.Evaluate unmaps peers.
 func mapped(p netip.Prefix) identKey {
 	p = p.Masked()
-	if p.Addr().Is4() {
-		return identKey{Addr: netip.AddrFrom16(p.Addr().As16()).As16(), Bits: uint8(p.Bits() + 96)}
+	a := p.Addr()
+	if a.Is4() {
+		var k identKey
+		v4 := a.As4()
+		copy(k.Addr[:], v4[:])
+		k.Fam, k.Bits = 4, uint8(p.Bits())
+		return k
 	}
-	return identKey{Addr: p.Addr().As16(), Bits: uint8(p.Bits())}
+	return identKey{Fam: 6, Addr: a.As16(), Bits: uint8(p.Bits())}
+}
+
+// prefixOf is the inverse of mapped.
+func (k identKey) prefixOf() netip.Prefix {
+	if k.Fam == 4 {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte(k.Addr[:4])), int(k.Bits))
+	}
+	return netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(k.Bits))
 }
 
 func maskKey(k identKey, bits uint8) identKey {
-	p := netip.PrefixFrom(netip.AddrFrom16(k.Addr), int(bits)).Masked()
-	return identKey{Addr: p.Addr().As16(), Bits: bits}
+	return mapped(netip.PrefixFrom(k.prefixOf().Addr(), int(bits)))
 }
 
 // validate returns every problem of np that this backend cannot enforce,
@@ -176,26 +191,25 @@ func chainOf(ep *ir.Endpoint, d ir.Direction) *ir.Chain {
 // prefix containing P, so P maps to the identity of that membership.
 // Addresses in no prefix have identity 0 (member of nothing). It returns
 // the trie entries and, per identity, its member sets.
-func identities(np *ir.NodePolicy, alloc *allocator) (map[identKey]uint32, map[uint32]map[string]bool, []uint8) {
+func identities(np *ir.NodePolicy, alloc *allocator) (map[identKey]uint32, map[uint32]map[string]bool, map[uint8][]uint8) {
 	byPrefix := map[identKey][]string{}
-	lens := map[uint8]bool{}
+	lens := map[uint8]map[uint8]bool{4: {}, 6: {}}
 	for _, s := range np.Sets {
 		for _, p := range s.Prefixes {
 			k := mapped(p)
 			byPrefix[k] = append(byPrefix[k], s.Name)
-			lens[k.Bits] = true
+			lens[k.Fam][k.Bits] = true
 		}
 	}
-	var bits []uint8
-	for b := range lens {
-		bits = append(bits, b)
-	}
-	sort.Slice(bits, func(i, j int) bool { return bits[i] > bits[j] })
+	bits := sortedLens(lens)
 	keys := make([]identKey, 0, len(byPrefix))
 	for k := range byPrefix {
 		keys = append(keys, k)
 	}
 	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].Fam != keys[j].Fam {
+			return keys[i].Fam < keys[j].Fam
+		}
 		if c := netip.AddrFrom16(keys[i].Addr).Compare(netip.AddrFrom16(keys[j].Addr)); c != 0 {
 			return c < 0
 		}
@@ -205,7 +219,7 @@ func identities(np *ir.NodePolicy, alloc *allocator) (map[identKey]uint32, map[u
 	members := map[uint32]map[string]bool{0: {}}
 	for _, k := range keys {
 		in := map[string]bool{}
-		for _, b := range bits {
+		for _, b := range bits[k.Fam] {
 			if b > k.Bits {
 				continue
 			}
@@ -427,11 +441,9 @@ func bitsLen(size uint32) int {
 
 // lookupIdentity is the identity trie's longest-prefix match in Go.
 func (p *program) lookupIdentity(a netip.Addr) uint32 {
-	k := identKey{Addr: a.As16(), Bits: 128}
-	if a.Is4() {
-		k.Addr = netip.AddrFrom16(a.As16()).As16()
-	}
-	for _, b := range p.identBits {
+	a = a.Unmap()
+	k := mapped(netip.PrefixFrom(a, a.BitLen()))
+	for _, b := range p.identBits[k.Fam] {
 		if id, ok := p.idents[maskKey(k, b)]; ok {
 			return id
 		}
@@ -453,4 +465,16 @@ func (p *program) lookupVerdict(ifindex, identity uint32, d ir.Direction, proto 
 		}
 	}
 	return plain
+}
+
+// sortedLens returns each family's prefix lengths, longest first.
+func sortedLens(lens map[uint8]map[uint8]bool) map[uint8][]uint8 {
+	out := map[uint8][]uint8{}
+	for fam, ls := range lens {
+		for b := range ls {
+			out[fam] = append(out[fam], b)
+		}
+		sort.Slice(out[fam], func(i, j int) bool { return out[fam][i] > out[fam][j] })
+	}
+	return out
 }

@@ -1,0 +1,200 @@
+package ebpf
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/bulkhead-dev/bulkhead/internal/ir"
+)
+
+var prefixPool = []string{
+	"0.0.0.0/0", "10.0.0.0/8", "10.244.0.0/16", "10.244.1.0/24", "10.244.1.0/25", "10.244.1.5/32",
+	"10.244.2.0/24", "10.244.2.7/32", "192.168.0.0/16", "::/0", "fd00:10:244::/48",
+	"fd00:10:244:1::/64", "fd00:10:244:1::5/128", "fd00:10:244:2::/64", "2001:db8::/32",
+}
+
+var addrPool = []string{
+	"10.244.1.5", "10.244.1.4", "10.244.1.127", "10.244.1.128", "10.244.2.7", "10.244.2.8",
+	"10.244.3.1", "10.1.2.3", "192.168.3.4", "172.16.0.1", "::ffff:10.244.1.5",
+	"fd00:10:244:1::5", "fd00:10:244:1::6", "fd00:10:244:2::9", "fd00:10:244:3::1",
+	"2001:db8::1", "fe80::1",
+}
+
+func randomPolicy(r *rand.Rand) *ir.NodePolicy {
+	np := &ir.NodePolicy{Node: "n1"}
+	names := []string{""}
+	for i := 0; i < 1+r.IntN(5); i++ {
+		s := ir.AddressSet{Name: fmt.Sprintf("s%d", i)}
+		seen := map[string]bool{}
+		for j := 0; j < 1+r.IntN(4); j++ {
+			p := prefixPool[r.IntN(len(prefixPool))]
+			if !seen[p] {
+				seen[p] = true
+				s.Prefixes = append(s.Prefixes, netip.MustParsePrefix(p))
+			}
+		}
+		np.Sets = append(np.Sets, s)
+		names = append(names, s.Name)
+	}
+	ports := []ir.PortRange{
+		{Protocol: ir.TCP}, {Protocol: ir.UDP}, {Protocol: ir.SCTP},
+		{Protocol: ir.TCP, From: 80, To: 80}, {Protocol: ir.TCP, From: 80, To: 443},
+		{Protocol: ir.TCP, From: 1, To: 65535}, {Protocol: ir.TCP, From: 0, To: 1023},
+		{Protocol: ir.UDP, From: 53, To: 53}, {Protocol: ir.TCP, From: 8000, To: 8100},
+		{Protocol: ir.SCTP, From: 9000, To: 9001}, {Protocol: ir.UDP, From: 65535, To: 65535},
+	}
+	actions := []ir.Action{ir.Accept, ir.Deny, ir.Pass, ir.Audit}
+	for e := 0; e < 3; e++ {
+		ep := ir.Endpoint{Name: fmt.Sprintf("default/p%d", e)}
+		for _, c := range []*ir.Chain{&ep.Ingress, &ep.Egress} {
+			for _, k := range []ir.TierKind{ir.TierQuarantine, ir.TierAdmin, ir.TierNetworkPolicy, ir.TierBaseline} {
+				if r.IntN(2) == 0 {
+					continue
+				}
+				t := ir.Tier{Kind: k}
+				for j := 0; j < 1+r.IntN(4); j++ {
+					rule := ir.Rule{
+						ID:     fmt.Sprintf("r/%d/%v/%d", e, k, j),
+						Peer:   ir.PeerMatch{Set: names[r.IntN(len(names))], Negate: r.IntN(4) == 0},
+						Action: actions[r.IntN(len(actions))],
+						Log:    r.IntN(5) == 0,
+					}
+					for q := r.IntN(3); q > 0; q-- {
+						rule.Ports = append(rule.Ports, ports[r.IntN(len(ports))])
+					}
+					t.Rules = append(t.Rules, rule)
+				}
+				c.Tiers = append(c.Tiers, t)
+			}
+		}
+		np.Endpoints = append(np.Endpoints, ep)
+	}
+	return np
+}
+
+// toIR turns a compiled verdict back into Evaluate's form.
+func toIR(v verdict, a *allocator) ir.Verdict {
+	return ir.Verdict{Allowed: v.Flags&flagDeny == 0, Audited: v.Flags&flagAudit != 0, Tier: v.Tier, RuleID: a.ruleIDs[v.Rule]}
+}
+
+func TestCompiledLookupsAgreeWithEvaluate(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	ports := []uint16{0, 1, 52, 53, 54, 79, 80, 81, 443, 444, 1023, 1024, 7999, 8000, 8050, 8100, 8101, 9000, 9001, 9002, 65534, 65535}
+	protos := []ir.Protocol{ir.TCP, ir.UDP, ir.SCTP, 1, 58}
+	checked := 0
+	for round := 0; round < 200; round++ {
+		np := randomPolicy(r)
+		ifindex := map[string]uint32{}
+		for i, ep := range np.Endpoints {
+			ifindex[ep.Name] = uint32(10 + i)
+		}
+		alloc := newAllocator()
+		prog, err := compile(np, ifindex, alloc)
+		if err != nil {
+			t.Fatalf("round %d: compile: %v", round, err)
+		}
+		for i := range np.Endpoints {
+			ep := &np.Endpoints[i]
+			for _, d := range []ir.Direction{ir.Ingress, ir.Egress} {
+				for _, as := range addrPool {
+					a := netip.MustParseAddr(as)
+					id := prog.lookupIdentity(a)
+					for _, proto := range protos {
+						for _, port := range ports {
+							if !isPortProto(proto) && port != 0 {
+								continue
+							}
+							want := np.Evaluate(chainOf(ep, d), a, proto, port)
+							got := toIR(prog.lookupVerdict(ifindex[ep.Name], id, d, proto, port), alloc)
+							if got != want {
+								t.Fatalf("round %d %s %v peer %v %v/%d: compiled %+v, Evaluate %+v\nchain %+v\nsets %+v", round, ep.Name, d, a, proto, port, got, want, chainOf(ep, d), np.Sets)
+							}
+							checked++
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d lookups agree", checked)
+}
+
+func TestIdentitiesAreEquivalenceClasses(t *testing.T) {
+	np := &ir.NodePolicy{Sets: []ir.AddressSet{
+		{Name: "a", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		{Name: "b", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("fd00::/8")}},
+		{Name: "c", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}},
+	}}
+	alloc := newAllocator()
+	idents, members, _ := identities(np, alloc)
+	byAddr := map[string][]string{}
+	for k, id := range idents {
+		var m []string
+		for _, s := range []string{"a", "b", "c"} {
+			if members[id][s] {
+				m = append(m, s)
+			}
+		}
+		byAddr[k.prefixOf().String()] = m
+	}
+	want := map[string][]string{
+		"10.0.0.0/8": {"a"},
+		"10.1.0.0/16": {"a", "b", "c"},
+		"fd00::/8":            {"b"},
+	}
+	if d := cmp.Diff(want, byAddr); d != "" {
+		t.Errorf("identity classes (-want +got):\n%s", d)
+	}
+	if idents[mapped(netip.MustParsePrefix("10.1.0.0/16"))] == idents[mapped(netip.MustParsePrefix("fd00::/8"))] {
+		t.Error("classes with different members share an identity")
+	}
+}
+
+func TestSmallChangeIsASmallMapChange(t *testing.T) {
+	np := &ir.NodePolicy{}
+	for i := 0; i < 200; i++ {
+		np.Sets = append(np.Sets, ir.AddressSet{Name: fmt.Sprintf("s%03d", i), Prefixes: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 1}), 32)}})
+	}
+	ep := ir.Endpoint{Name: "default/p"}
+	tier := ir.Tier{Kind: ir.TierNetworkPolicy}
+	for i := 0; i < 200; i++ {
+		tier.Rules = append(tier.Rules, ir.Rule{ID: fmt.Sprintf("r%d", i), Peer: ir.PeerMatch{Set: fmt.Sprintf("s%03d", i)}, Ports: []ir.PortRange{{Protocol: ir.TCP, From: 80, To: 80}}, Action: ir.Accept})
+	}
+	tier.Rules = append(tier.Rules, ir.Rule{ID: "iso", Action: ir.Deny})
+	ep.Ingress.Tiers = []ir.Tier{tier}
+	np.Endpoints = []ir.Endpoint{ep}
+	alloc := newAllocator()
+	ifx := map[string]uint32{"default/p": 7}
+	before, err := compile(np, ifx, alloc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	np.Sets[50].Prefixes = append(np.Sets[50].Prefixes, netip.MustParsePrefix("10.99.0.1/32"))
+	after, err := compile(np, ifx, alloc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := 0
+	for k, v := range after.pol {
+		if w, ok := before.pol[k]; !ok || w != v {
+			changed++
+		}
+	}
+	for k := range before.pol {
+		if _, ok := after.pol[k]; !ok {
+			changed++
+		}
+	}
+	for k, v := range after.idents {
+		if w, ok := before.idents[k]; !ok || w != v {
+			changed++
+		}
+	}
+	if changed > 2 {
+		t.Errorf("adding one address to one set changed %d entries of %d, want at most 2", changed, len(after.pol)+len(after.idents))
+	}
+}
