@@ -55,6 +55,10 @@ type Backend struct {
 	ruleIDs    map[uint32]string
 	cache      *compileCache
 	stats      Stats
+	gen        *genReader
+	// knownGen is the ruleset generation right after the backend's last
+	// commit or successful verification, 0 when unknown.
+	knownGen uint32
 }
 
 var _ dataplane.Dataplane = (*Backend)(nil)
@@ -87,6 +91,19 @@ func New(opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("opening nftables netlink connection: %w", err)
 	}
 	b.conn = c
+	nsFd := 0
+	if b.ns.IsOpen() {
+		nsFd = int(b.ns)
+	}
+	g, err := newGenReader(nsFd)
+	if err != nil {
+		_ = c.CloseLasting()
+		if b.ns.IsOpen() {
+			b.ns.Close()
+		}
+		return nil, fmt.Errorf("opening nftables backend: %w", err)
+	}
+	b.gen = g
 	b.table = &nftables.Table{Name: opts.TableName, Family: nftables.TableFamilyINet}
 	return b, nil
 }
@@ -175,6 +192,7 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 		if b.verifyLocked(want) == nil {
 			mode = "noop"
 			b.stats.Adopted++
+			b.knownGen, _ = b.gen.get()
 		} else {
 			mode = "rebuild"
 			ops, err = b.rebuild(want)
@@ -183,13 +201,17 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 		d := diff(old, want)
 		switch {
 		case d.empty():
-			if verr := b.verifyLocked(old); verr != nil {
+			if b.unchangedSinceKnown() {
+				mode = "noop"
+				b.stats.GenerationHits++
+			} else if verr := b.verifyLocked(old); verr != nil {
 				log.Info("drift detected, rebuilding table", "table", b.opts.TableName, "reason", verr.Error())
 				b.stats.DriftRepairs++
 				mode = "rebuild"
 				ops, err = b.rebuild(want)
 			} else {
 				mode = "noop"
+				b.knownGen, _ = b.gen.get()
 			}
 		case d.ops > b.opts.MaxDeltaOps || d.ops*2 > want.ruleCount()+want.elementCount():
 			mode = "rebuild"
@@ -201,6 +223,7 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	}
 	if err != nil {
 		b.applied, b.policy = nil, nil
+		b.knownGen = 0
 		b.stats.Failures++
 		return fmt.Errorf("programming nft table %s (%s): %w", b.opts.TableName, mode, err)
 	}
@@ -310,11 +333,40 @@ func (b *Backend) Close() error {
 		err = b.conn.CloseLasting()
 		b.conn = nil
 	}
+	if b.gen != nil {
+		_ = b.gen.close()
+		b.gen = nil
+	}
 	if b.ns.IsOpen() {
 		b.ns.Close()
 		b.ns = vnetns.None()
 	}
 	return err
+}
+
+// unchangedSinceKnown reports whether no transaction was committed in the
+// namespace since the backend's last own commit or verification.
+func (b *Backend) unchangedSinceKnown() bool {
+	if b.knownGen == 0 || b.opts.AlwaysVerify {
+		return false
+	}
+	g, err := b.gen.get()
+	return err == nil && g == b.knownGen
+}
+
+// commit flushes x and records the generation it produced, when it is
+// certain that no other transaction came between.
+func (b *Backend) commit(x *txn) error {
+	before, gerr := b.gen.get()
+	b.knownGen = 0
+	if err := x.flush(); err != nil {
+		return err
+	}
+	after, aerr := b.gen.get()
+	if gerr == nil && aerr == nil && after == before+1 {
+		b.knownGen = after
+	}
+	return nil
 }
 
 // Uninstall implements dataplane.Dataplane: it deletes the table.
@@ -325,6 +377,7 @@ func (b *Backend) Uninstall(ctx context.Context) error {
 		return ErrClosed
 	}
 	b.applied, b.policy = nil, nil
+	b.knownGen = 0
 	// Add then delete, so that a missing table is not an error.
 	b.conn.AddTable(b.table)
 	b.conn.DelTable(b.table)
@@ -482,7 +535,7 @@ func (b *Backend) rebuild(st *state) (int, error) {
 		}
 		x.rules(c)
 	}
-	return x.ops, x.flush()
+	return x.ops, b.commit(x)
 }
 
 // delta is the difference between two states.
@@ -635,7 +688,7 @@ func (b *Backend) applyDelta(old, want *state, d *delta) (int, error) {
 		x.c.DelSet(x.set(old.sets[n]))
 		x.ops++
 	}
-	return x.ops, x.flush()
+	return x.ops, b.commit(x)
 }
 
 func sortAddrs(a []netip.Addr) { slices.SortFunc(a, netip.Addr.Compare) }

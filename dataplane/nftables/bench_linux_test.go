@@ -68,17 +68,18 @@ func BenchmarkProgram(b *testing.B) {
 			ctx := context.Background()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				be.mu.Lock()
-				be.applied = nil // force a full rebuild
-				be.mu.Unlock()
+				b.StopTimer()
+				if err := be.Uninstall(ctx); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
 				if err := be.Sync(ctx, np); err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.StopTimer()
-			s := be.Stats()
-			if s.Adopted != 0 && s.Rebuilds == 0 {
-				b.Fatal("no rebuild measured")
+			if s := be.Stats(); s.Rebuilds != b.N || s.Adopted != 0 {
+				b.Fatalf("stats %+v: want %d rebuilds", s, b.N)
 			}
 			be.mu.Lock()
 			b.ReportMetric(float64(be.applied.ruleCount()), "nft-rules")
@@ -142,6 +143,38 @@ func BenchmarkDelta(b *testing.B) {
 					b.Fatalf("stats %+v: want only deltas", s)
 				}
 				b.ReportMetric(float64(s.LastOps), "ops")
+			})
+		}
+	}
+}
+
+// BenchmarkResync measures an unchanged Sync (the periodic resync): with
+// the generation check, and with a full Verify of the kernel table.
+func BenchmarkResync(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range []int{1000, 10000} {
+		for _, always := range []bool{false, true} {
+			name := fmt.Sprintf("rules=%d/generation-check", n)
+			if always {
+				name = fmt.Sprintf("rules=%d/full-verify", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				ns := nsOnly(b)
+				be := newBackend(b, ns, Options{AlwaysVerify: always})
+				np := rulesPolicy(n)
+				if err := be.Sync(ctx, np); err != nil {
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if err := be.Sync(ctx, np); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				if s := be.Stats(); s.NoOps != b.N {
+					b.Fatalf("stats %+v: want only no-ops", s)
+				}
 			})
 		}
 	}

@@ -31,6 +31,10 @@ type Options struct {
 	// connections survive a change that no longer allows them, even for
 	// endpoints with CutConnections set.
 	DisableConnectionCutting bool
+	// AlwaysVerify makes every unchanged Sync compare the whole kernel
+	// table, instead of only when the namespace's nftables generation
+	// moved since the backend's last commit.
+	AlwaysVerify bool
 	// MaxDeltaOps is the largest delta (in netlink objects) applied as a
 	// delta; larger changes rebuild the table. Default 20000.
 	MaxDeltaOps int
@@ -68,6 +72,10 @@ type Stats struct {
 	// equal to the desired state (e.g. after an agent restart) and wrote
 	// nothing; they also count as NoOps.
 	Adopted int
+	// GenerationHits counts unchanged Syncs that skipped the full
+	// Verify because no transaction was committed in the namespace since
+	// the backend's own last one.
+	GenerationHits int
 	// Failures counts failed transactions.
 	Failures int
 	// LastOps is the number of objects (table, sets, elements, chains,

@@ -69,6 +69,36 @@ func TestSecondSyncChangesNothing(t *testing.T) {
 	}
 }
 
+func TestUnchangedSyncVerifiesOnlyAfterAnotherCommit(t *testing.T) {
+	ns := nsOnly(t)
+	b := newBackend(t, ns, Options{})
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		if err := b.Sync(ctx, referencePolicy()); err != nil {
+			t.Fatalf("Sync: %v", err)
+		}
+	}
+	if s := b.Stats(); s.GenerationHits != 2 || s.NoOps != 2 {
+		t.Fatalf("stats = %+v, want two no-ops proven by the generation", s)
+	}
+	// A commit elsewhere in the namespace moves the generation: the next
+	// unchanged Sync compares the whole table (and finds it intact).
+	nft(t, ns, "add", "table", "inet", "someone-else")
+	t.Cleanup(func() { nft(t, ns, "delete", "table", "inet", "someone-else") })
+	if err := b.Sync(ctx, referencePolicy()); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if s := b.Stats(); s.GenerationHits != 2 || s.NoOps != 3 || s.Rebuilds != 1 {
+		t.Errorf("stats = %+v, want a verified no-op", s)
+	}
+	if err := b.Sync(ctx, referencePolicy()); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if s := b.Stats(); s.GenerationHits != 3 {
+		t.Errorf("stats = %+v, want the verified generation remembered", s)
+	}
+}
+
 // listing returns the table text without handles, its set, map and
 // chain blocks sorted: the kernel lists objects in creation order, which
 // differs between a table built by deltas and one built from scratch.
