@@ -142,9 +142,9 @@ func TestIdentitiesAreEquivalenceClasses(t *testing.T) {
 		byAddr[k.prefixOf().String()] = m
 	}
 	want := map[string][]string{
-		"10.0.0.0/8": {"a"},
+		"10.0.0.0/8":  {"a"},
 		"10.1.0.0/16": {"a", "b", "c"},
-		"fd00::/8":            {"b"},
+		"fd00::/8":    {"b"},
 	}
 	if d := cmp.Diff(want, byAddr); d != "" {
 		t.Errorf("identity classes (-want +got):\n%s", d)
