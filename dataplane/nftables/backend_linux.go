@@ -213,7 +213,7 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 				mode = "noop"
 				b.knownGen, _ = b.gen.get()
 			}
-		case d.ops > b.opts.MaxDeltaOps || d.ops*2 > want.ruleCount()+want.elementCount():
+		case d.ops > b.opts.MaxDeltaOps || d.ops > want.ruleCount()+want.elementCount():
 			mode = "rebuild"
 			ops, err = b.rebuild(want)
 		default:

@@ -68,13 +68,13 @@ func TestRestartsAndRebuildsRefuseNoAllowedConnection(t *testing.T) {
 		if err := cur.Close(); err != nil {
 			t.Fatal(err)
 		}
-		next, err := New(Options{NetNSPath: topo.NodePath, NFLogGroup: 7})
+		next, err := New(Options{NetNSPath: topo.NodePath, NFLogGroup: 7, MaxDeltaOps: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
 		cur = next
 		// The first Sync of the new process adopts the equal table; the
-		// second changes the noise set and rebuilds (a large change).
+		// second changes the noise set, more than MaxDeltaOps, and rebuilds.
 		if err := cur.Sync(ctx, policy((i-1)%2)); err != nil {
 			t.Fatalf("Sync after restart: %v", err)
 		}

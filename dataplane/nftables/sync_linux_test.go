@@ -206,7 +206,7 @@ func sortSets(np *ir.NodePolicy) {
 func TestLargeChangeRebuilds(t *testing.T) {
 	ns := nsOnly(t)
 	ctx := context.Background()
-	b := newBackend(t, ns, Options{})
+	b := newBackend(t, ns, Options{MaxDeltaOps: 200})
 	if err := b.Sync(ctx, largePolicy(50)); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
