@@ -55,9 +55,6 @@ func demoZonesWant() []Entry {
 // probe check to catch it, and waits for the agent's resync to repair it.
 func TestLabEnforcesDemoZones(t *testing.T) {
 	requireLabPrereqs(t)
-	if testing.Short() {
-		t.Skip("builds and runs the controller and agents")
-	}
 	if _, err := exec.LookPath("go"); err != nil {
 		testenv.SkipOrFail(t, "go is not on PATH to build the controller and agents")
 	}

@@ -68,6 +68,9 @@ func uniqueLabName(t *testing.T) string {
 
 func requireLabPrereqs(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: skipping a privileged lab test")
+	}
 	testenv.RequireRoot(t)
 	if m := ControlPlaneAssetsMissing(); m != "" {
 		testenv.SkipOrFail(t, "control plane: "+m+"; run hack/controlplane.sh")

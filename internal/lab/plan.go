@@ -130,7 +130,7 @@ type PodInput struct {
 // node j%nodes+1) and assigns addresses from the addressing plan. Any
 // address or node name in the input is ignored. Every pod's namespace must
 // be among namespaces; a namespace that is referenced but not declared is
-// added with no labels.
+// added with no labels, and one declared more than once merges its labels.
 func NewPlan(lab string, nodes int, namespaces []NamespacePlan, pods []PodInput) (*Plan, error) {
 	var errs []error
 	if err := ValidateName(lab); err != nil {
@@ -154,8 +154,23 @@ func NewPlan(lab string, nodes int, namespaces []NamespacePlan, pods []PodInput)
 	}
 	seenNS := map[string]bool{}
 	for _, ns := range namespaces {
+		if ns.Name == "" {
+			errs = append(errs, errors.New("a namespace has no name"))
+			continue
+		}
 		if seenNS[ns.Name] {
-			errs = append(errs, fmt.Errorf("namespace %q is declared twice", ns.Name))
+			// Declared again (e.g. in a base file and a scenario): the
+			// labels merge, later declarations win.
+			for i := range p.Namespaces {
+				if p.Namespaces[i].Name == ns.Name {
+					if p.Namespaces[i].Labels == nil && len(ns.Labels) > 0 {
+						p.Namespaces[i].Labels = map[string]string{}
+					}
+					for k, v := range ns.Labels {
+						p.Namespaces[i].Labels[k] = v
+					}
+				}
+			}
 			continue
 		}
 		seenNS[ns.Name] = true

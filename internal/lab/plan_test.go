@@ -52,6 +52,20 @@ func TestNewPlanPlacement(t *testing.T) {
 	}
 }
 
+func TestNewPlanMergesANamespaceDeclaredTwice(t *testing.T) {
+	p, err := NewPlan("x", 1, []NamespacePlan{
+		{Name: "a", Labels: map[string]string{"tier": "web", "team": "x"}},
+		{Name: "a", Labels: map[string]string{"tier": "pci"}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []NamespacePlan{{Name: "a", Labels: map[string]string{"tier": "pci", "team": "x"}}}
+	if d := cmp.Diff(want, p.Namespaces); d != "" {
+		t.Errorf("later labels win (-want +got):\n%s", d)
+	}
+}
+
 func TestAddressingPlan(t *testing.T) {
 	tests := []struct {
 		name string

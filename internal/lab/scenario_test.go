@@ -83,8 +83,6 @@ func TestParseScenarioErrorsNameFileDocumentAndField(t *testing.T) {
 			"bad.yaml: document 1 (Pod p): spec.containers[0].ports[0].containerPort: 70000 is out of range"},
 		{"an unknown protocol", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, ports: [{containerPort: 7, protocol: ICMP}]}]}\n",
 			`spec.containers[0].ports[0].protocol: "ICMP" is not TCP, UDP or SCTP`},
-		{"a pod without containers", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {}\n",
-			"bad.yaml: document 1 (Pod p): spec.containers: at least one container is required"},
 		{"an unknown field", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containerz: []}\n",
 			`bad.yaml: document 1 (Pod p): unknown field "spec.containerz"`},
 		{"a missing kind", "apiVersion: v1\nmetadata: {name: p}\n", "bad.yaml: document 1"},
@@ -97,6 +95,16 @@ func TestParseScenarioErrorsNameFileDocumentAndField(t *testing.T) {
 				t.Fatalf("got error %v\nwant one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseScenarioGivesAContainerlessPodOneContainer(t *testing.T) {
+	s, err := ParseScenario("s.yaml", []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Pods) != 1 || len(s.Pods[0].Spec.Containers) != 1 || s.Pods[0].Spec.Containers[0].Image != ProbeImage {
+		t.Errorf("pods %+v, want one pod with one placeholder container", s.Pods)
 	}
 }
 
