@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sort"
 	"testing"
 	"time"
 
@@ -56,6 +57,7 @@ func rulesPolicy(n int) *ir.NodePolicy {
 		ep.Ingress.Tiers = []ir.Tier{admin, netpol, dptest.Tier(ir.TierBaseline, dptest.Rule("Zone/z/baseline", "", false, ir.Deny))}
 		np.Endpoints = append(np.Endpoints, ep)
 	}
+	sort.Slice(np.Endpoints, func(i, j int) bool { return np.Endpoints[i].Name < np.Endpoints[j].Name })
 	return np
 }
 

@@ -136,8 +136,16 @@ func Validate(np *ir.NodePolicy) error {
 	}
 	var errs []error
 	names := map[string]bool{}
+	hashes := map[string]string{}
 	for i := range np.Sets {
 		s := &np.Sets[i]
+		if i > 0 && np.Sets[i-1].Name > s.Name {
+			errs = append(errs, fmt.Errorf("sets[%d] %q: sets are not sorted by name", i, s.Name))
+		}
+		if o, ok := hashes[hashName(s.Name)]; ok && o != s.Name {
+			errs = append(errs, fmt.Errorf("set %q: name hash collides with set %q", s.Name, o))
+		}
+		hashes[hashName(s.Name)] = s.Name
 		if s.Name == "" {
 			errs = append(errs, fmt.Errorf("sets[%d]: empty name", i))
 		}
@@ -153,8 +161,16 @@ func Validate(np *ir.NodePolicy) error {
 	}
 	ipOwner := map[netip.Addr]string{}
 	epNames := map[string]bool{}
+	epHashes := map[string]string{}
 	for i := range np.Endpoints {
 		ep := &np.Endpoints[i]
+		if i > 0 && np.Endpoints[i-1].Name > ep.Name {
+			errs = append(errs, fmt.Errorf("endpoints[%d] %q: endpoints are not sorted by name", i, ep.Name))
+		}
+		if o, ok := epHashes[hashName(ep.Name)]; ok && o != ep.Name {
+			errs = append(errs, fmt.Errorf("endpoint %q: name hash collides with endpoint %q", ep.Name, o))
+		}
+		epHashes[hashName(ep.Name)] = ep.Name
 		if ep.Name == "" {
 			errs = append(errs, fmt.Errorf("endpoints[%d]: empty name", i))
 		}

@@ -80,6 +80,9 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		{"ports on a protocol without ports", func(np *ir.NodePolicy) {
 			np.Endpoints[1].Ingress.Tiers = []ir.Tier{{Kind: ir.TierNetworkPolicy, Rules: []ir.Rule{{ID: "np", Ports: []ir.PortRange{{Protocol: 1, From: 8, To: 8}}}}}}
 		}, []string{`protocol proto(1) has no ports`}},
+		{"unsorted endpoints are refused", func(np *ir.NodePolicy) {
+			np.Endpoints[0], np.Endpoints[1] = np.Endpoints[1], np.Endpoints[0]
+		}, []string{`endpoints[1] "ns/a": endpoints are not sorted by name`}},
 		{"every problem is reported at once", func(np *ir.NodePolicy) {
 			np.Endpoints[1].IPs = np.Endpoints[0].IPs
 			np.Sets = append(np.Sets, ir.AddressSet{Name: "s"})
