@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +41,11 @@ type Model struct {
 	k8sNode map[string]bool // Node objects
 	pending map[string]bool // nodes to publish besides the engine's dirty ones
 	events  int             // changes since the last publish
+	// nodeRefs and refNodes index which objects' rules each published
+	// node policy holds (derived from rule IDs and zone set names).
+	nodeRefs map[string]map[policy.ObjectRef]struct{}
+	refNodes map[policy.ObjectRef]map[string]struct{}
+	nodeGen  map[string]uint64
 
 	kick chan struct{}
 
@@ -67,6 +73,7 @@ func NewModel(hub *stream.Hub, debounce time.Duration, m *Metrics, log logr.Logg
 	md := &Model{
 		log: log.WithName("model"), hub: hub, debounce: debounce, metrics: m, now: time.Now,
 		eng: policy.New(), objs: map[policy.ObjectRef]*objTrack{}, k8sNode: map[string]bool{}, pending: map[string]bool{},
+		nodeRefs: map[string]map[policy.ObjectRef]struct{}{}, refNodes: map[policy.ObjectRef]map[string]struct{}{}, nodeGen: map[string]uint64{},
 		kick: make(chan struct{}, 1),
 	}
 	hub.SetOnAck(md.onAck)
@@ -204,68 +211,144 @@ func (m *Model) Publish() {
 	m.mu.Lock()
 	start := m.now()
 	dirty := m.eng.TakeDirtyNodes()
+	touched := map[policy.ObjectRef]bool{}
 	for _, n := range dirty {
 		delete(m.pending, n)
-		m.hub.Publish(n, m.eng.NodePolicy(n))
+		np := m.eng.NodePolicy(n)
+		m.publishLocked(n, np, touched)
 	}
 	for n := range m.pending {
 		np := m.eng.NodePolicy(n)
 		if np == nil || (len(np.Endpoints) == 0 && !m.k8sNode[n]) {
 			// No pods and no Node object: the node is gone.
-			m.hub.Publish(n, &ir.NodePolicy{Node: n})
+			m.publishLocked(n, &ir.NodePolicy{Node: n}, touched)
 			m.hub.Forget(n)
+			delete(m.nodeGen, n)
 		} else {
-			m.hub.Publish(n, np)
+			m.publishLocked(n, np, touched)
 		}
 	}
 	clear(m.pending)
 	m.events = 0
 	m.metrics.QueueDepth.Set(0)
 	m.metrics.ComputeSeconds.Observe(m.now().Sub(start).Seconds())
-	if len(dirty) > 0 {
-		notify = m.retrackLocked(false)
-	} else {
-		notify = m.retrackLocked(true)
-	}
+	notify = m.retrackLocked(touched)
 	m.mu.Unlock()
 	for _, r := range notify {
 		m.notifyRef(r)
 	}
 }
 
-// retrackLocked updates, per object, the nodes it must be enforced on and
-// the generation each must reach. With onlyChanged, objects whose form did
-// not change keep their node set (nothing was recompiled).
-func (m *Model) retrackLocked(onlyChanged bool) []policy.ObjectRef {
-	var out []policy.ObjectRef
-	for ref, t := range m.objs {
-		if onlyChanged && !t.changed {
-			continue
+// publishLocked publishes one node's policy and, when its generation
+// moved, re-indexes which objects it holds, marking in touched the
+// objects that gained or lost the node.
+func (m *Model) publishLocked(node string, np *ir.NodePolicy, touched map[policy.ObjectRef]bool) {
+	gen, d := m.hub.PublishDelta(node, np)
+	if g, ok := m.nodeGen[node]; ok && g == gen {
+		return
+	}
+	m.nodeGen[node] = gen
+	if d != nil && len(d.GetUpsertedEndpoints())+len(d.GetRemovedEndpoints())+len(d.GetUpsertedSets())+len(d.GetRemovedSets()) == 0 {
+		// Only set members changed: the node holds the same objects'
+		// rules as before, in the same form.
+		return
+	}
+	refs := refsOf(np)
+	old := m.nodeRefs[node]
+	for r := range old {
+		if _, ok := refs[r]; !ok {
+			delete(m.refNodes[r], node)
+			if len(m.refNodes[r]) == 0 {
+				delete(m.refNodes, r)
+			}
+			touched[r] = true
 		}
-		nodes := m.eng.ObjectNodes(ref)
-		if ref.Kind == KindQuarantine {
-			// A quarantine must be enforced where its pods run, even
-			// when its allow-list compiles to no rule.
-			for _, p := range m.eng.QuarantinedPods(ref.Namespace, ref.Name) {
-				if p.Node != "" {
-					nodes = append(nodes, p.Node)
+	}
+	for r := range refs {
+		if _, ok := old[r]; !ok {
+			if m.refNodes[r] == nil {
+				m.refNodes[r] = map[string]struct{}{}
+			}
+			m.refNodes[r][node] = struct{}{}
+		}
+		touched[r] = true // its compiled form on this node may have changed
+	}
+	if len(refs) == 0 {
+		delete(m.nodeRefs, node)
+	} else {
+		m.nodeRefs[node] = refs
+	}
+}
+
+// refsOf returns the objects whose rules a node policy holds, from the
+// rule IDs ("Kind/[namespace/]name/...", "ZoneBoundary/zone",
+// "ZoneBaseline/zone") and the zone membership sets ("Zones/zone") it
+// references. It mirrors policy.Engine.ObjectNodes without scanning every
+// endpoint of the cluster.
+func refsOf(np *ir.NodePolicy) map[policy.ObjectRef]struct{} {
+	out := map[policy.ObjectRef]struct{}{}
+	if np == nil {
+		return out
+	}
+	last := ""
+	for i := range np.Endpoints {
+		for _, ch := range []*ir.Chain{&np.Endpoints[i].Ingress, &np.Endpoints[i].Egress} {
+			for _, t := range ch.Tiers {
+				for _, r := range t.Rules {
+					if r.ID == last {
+						continue
+					}
+					last = r.ID
+					if ref, ok := refOfRuleID(r.ID); ok {
+						out[ref] = struct{}{}
+					}
 				}
 			}
 		}
-		want := map[string]bool{}
+	}
+	for _, s := range np.Sets {
+		if z, ok := strings.CutPrefix(s.Name, "Zones/"); ok {
+			out[policy.ObjectRef{Kind: KindZone, Name: z}] = struct{}{}
+		}
+	}
+	return out
+}
+
+func refOfRuleID(id string) (policy.ObjectRef, bool) {
+	parts := strings.SplitN(id, "/", 4)
+	switch {
+	case len(parts) >= 2 && (parts[0] == "ZoneBoundary" || parts[0] == "ZoneBaseline"):
+		return policy.ObjectRef{Kind: KindZone, Name: parts[1]}, true
+	case len(parts) >= 2 && parts[0] == KindZonePolicy:
+		return policy.ObjectRef{Kind: KindZonePolicy, Name: parts[1]}, true
+	case len(parts) >= 3 && (parts[0] == KindNetworkPolicy || parts[0] == KindQuarantine):
+		return policy.ObjectRef{Kind: parts[0], Namespace: parts[1], Name: parts[2]}, true
+	}
+	return policy.ObjectRef{}, false
+}
+
+// retrackLocked updates, for changed objects and those whose nodes were
+// republished, the nodes they must be enforced on and the generation each
+// must reach: the first generation that contains the object's current
+// form.
+func (m *Model) retrackLocked(touched map[policy.ObjectRef]bool) []policy.ObjectRef {
+	var out []policy.ObjectRef
+	for ref, t := range m.objs {
+		if !t.changed && !touched[ref] {
+			continue
+		}
+		want := m.refNodes[ref]
 		moved := t.changed
-		for _, n := range nodes {
-			want[n] = true
-			if _, ok := t.required[n]; !ok || t.changed {
-				if g := m.hub.Generation(n); g != t.required[n] || !ok {
-					t.required[n] = g
-					delete(t.enforcedAt, n)
-					moved = true
-				}
+		for n := range want {
+			g := m.hub.Generation(n)
+			if old, ok := t.required[n]; !ok || (t.changed && old != g) {
+				t.required[n] = g
+				delete(t.enforcedAt, n)
+				moved = true
 			}
 		}
 		for n := range t.required {
-			if !want[n] {
+			if _, ok := want[n]; !ok {
 				delete(t.required, n)
 				delete(t.enforcedAt, n)
 				moved = true

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"sort"
 
@@ -44,7 +45,11 @@ func Diff(prev, next *ir.NodePolicy) *pb.Delta {
 		s := &next.Sets[i]
 		if o, ok := oldSets[s.Name]; ok {
 			delete(oldSets, s.Name)
-			if slices.Equal(o.Prefixes, s.Prefixes) {
+			if samePrefixes(o.Prefixes, s.Prefixes) {
+				continue
+			}
+			if p := patchSet(s.Name, o.Prefixes, s.Prefixes); p != nil {
+				d.PatchedSets = append(d.PatchedSets, p)
 				continue
 			}
 		}
@@ -57,10 +62,58 @@ func Diff(prev, next *ir.NodePolicy) *pb.Delta {
 	return d
 }
 
+// samePrefixes reports whether two prefix lists are equal; lists that
+// share their backing array are equal without a scan.
+func samePrefixes(a, b []netip.Prefix) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	return slices.Equal(a, b)
+}
+
+// comparePrefix is the order of a set's prefixes: by address, then length.
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// patchSet returns the element changes from old to next (both sorted by
+// comparePrefix), or nil when a whole upsert is smaller.
+func patchSet(name string, old, next []netip.Prefix) *pb.SetPatch {
+	p := &pb.SetPatch{Name: name}
+	i, j := 0, 0
+	for i < len(old) || j < len(next) {
+		switch {
+		case j == len(next) || (i < len(old) && comparePrefix(old[i], next[j]) < 0):
+			p.Removed = append(p.Removed, prefixToProto(old[i]))
+			i++
+		case i == len(old) || comparePrefix(old[i], next[j]) > 0:
+			p.Added = append(p.Added, prefixToProto(next[j]))
+			j++
+		default:
+			i++
+			j++
+		}
+		if len(p.Added)+len(p.Removed) >= len(next) {
+			return nil
+		}
+	}
+	return p
+}
+
+func prefixToProto(p netip.Prefix) *pb.Prefix {
+	return &pb.Prefix{Addr: p.Addr().AsSlice(), Bits: uint32(p.Bits())}
+}
+
 // Empty reports whether a delta changes nothing.
 func Empty(d *pb.Delta) bool {
 	return len(d.GetUpsertedEndpoints()) == 0 && len(d.GetRemovedEndpoints()) == 0 &&
-		len(d.GetUpsertedSets()) == 0 && len(d.GetRemovedSets()) == 0
+		len(d.GetUpsertedSets()) == 0 && len(d.GetRemovedSets()) == 0 && len(d.GetPatchedSets()) == 0
 }
 
 // Apply returns a new policy: prev with the delta applied, endpoints and
@@ -104,6 +157,17 @@ func Apply(prev *ir.NodePolicy, d *pb.Delta) (*ir.NodePolicy, error) {
 		}
 		sets[s.Name] = s
 	}
+	for _, m := range d.GetPatchedSets() {
+		s, ok := sets[m.GetName()]
+		if !ok {
+			return nil, fmt.Errorf("delta patches address set %s, which is not present", m.GetName())
+		}
+		patched, err := applyPatch(s, m)
+		if err != nil {
+			return nil, fmt.Errorf("delta: %w", err)
+		}
+		sets[s.Name] = patched
+	}
 	next := &ir.NodePolicy{Node: prev.Node, Endpoints: make([]ir.Endpoint, 0, len(eps)), Sets: make([]ir.AddressSet, 0, len(sets))}
 	for _, e := range eps {
 		next.Endpoints = append(next.Endpoints, e)
@@ -114,6 +178,45 @@ func Apply(prev *ir.NodePolicy, d *pb.Delta) (*ir.NodePolicy, error) {
 	}
 	sort.Slice(next.Sets, func(i, j int) bool { return next.Sets[i].Name < next.Sets[j].Name })
 	return next, nil
+}
+
+func applyPatch(s ir.AddressSet, m *pb.SetPatch) (ir.AddressSet, error) {
+	conv := func(what string, in []*pb.Prefix) ([]netip.Prefix, error) {
+		tmp, err := SetFromProto(&pb.AddressSet{Name: s.Name, Prefixes: in})
+		if err != nil {
+			return nil, fmt.Errorf("patch %s: %w", what, err)
+		}
+		slices.SortFunc(tmp.Prefixes, comparePrefix)
+		return tmp.Prefixes, nil
+	}
+	add, err := conv("added", m.GetAdded())
+	if err != nil {
+		return s, err
+	}
+	rm, err := conv("removed", m.GetRemoved())
+	if err != nil {
+		return s, err
+	}
+	out := make([]netip.Prefix, 0, len(s.Prefixes)+len(add)-len(rm))
+	i, j, k := 0, 0, 0
+	for i < len(s.Prefixes) || j < len(add) {
+		if i < len(s.Prefixes) && k < len(rm) && s.Prefixes[i] == rm[k] {
+			i++
+			k++
+			continue
+		}
+		if j == len(add) || (i < len(s.Prefixes) && comparePrefix(s.Prefixes[i], add[j]) < 0) {
+			out = append(out, s.Prefixes[i])
+			i++
+		} else {
+			out = append(out, add[j])
+			j++
+		}
+	}
+	if k != len(rm) {
+		return s, fmt.Errorf("address set %s: patch removes %s, which is not present", s.Name, rm[k])
+	}
+	return ir.AddressSet{Name: s.Name, Prefixes: out}, nil
 }
 
 // EqualEndpoint reports whether two endpoints are identical.

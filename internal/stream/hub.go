@@ -110,6 +110,14 @@ func (h *Hub) node(name string) *nodeState {
 // otherwise nothing changes. A nil np is an empty policy. np must not be
 // modified afterwards. It returns the node's generation.
 func (h *Hub) Publish(node string, np *ir.NodePolicy) uint64 {
+	g, _ := h.PublishDelta(node, np)
+	return g
+}
+
+// PublishDelta is Publish that also returns the delta from the previous
+// generation: nil when the generation did not move or the node is new.
+// The delta is shared with the stream; do not modify it.
+func (h *Hub) PublishDelta(node string, np *ir.NodePolicy) (uint64, *pb.Delta) {
 	if np == nil {
 		np = &ir.NodePolicy{Node: node}
 	}
@@ -119,11 +127,11 @@ func (h *Hub) Publish(node string, np *ir.NodePolicy) uint64 {
 	if !existed {
 		n = h.node(node)
 		n.policy = np
-		return n.gen
+		return n.gen, nil
 	}
 	d := Diff(n.policy, np)
 	if Empty(d) {
-		return n.gen
+		return n.gen, nil
 	}
 	d.BaseGeneration = n.gen
 	n.gen++
@@ -136,7 +144,7 @@ func (h *Hub) Publish(node string, np *ir.NodePolicy) uint64 {
 		default:
 		}
 	}
-	return n.gen
+	return n.gen, d
 }
 
 // Generation returns the node's current generation (0 if never published).

@@ -439,7 +439,9 @@ func (*ControllerMessage_Snapshot) isControllerMessage_Body() {}
 func (*ControllerMessage_Delta) isControllerMessage_Body() {}
 
 // Delta turns the policy of base_generation into the policy of the
-// message's generation. Upserts replace whole endpoints and sets by name.
+// message's generation. Upserts replace whole endpoints and sets by name;
+// patched sets change only the listed prefixes of a set the receiver
+// holds.
 type Delta struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	BaseGeneration    uint64                 `protobuf:"varint,1,opt,name=base_generation,json=baseGeneration,proto3" json:"base_generation,omitempty"`
@@ -447,6 +449,7 @@ type Delta struct {
 	RemovedEndpoints  []string               `protobuf:"bytes,3,rep,name=removed_endpoints,json=removedEndpoints,proto3" json:"removed_endpoints,omitempty"`
 	UpsertedSets      []*AddressSet          `protobuf:"bytes,4,rep,name=upserted_sets,json=upsertedSets,proto3" json:"upserted_sets,omitempty"`
 	RemovedSets       []string               `protobuf:"bytes,5,rep,name=removed_sets,json=removedSets,proto3" json:"removed_sets,omitempty"`
+	PatchedSets       []*SetPatch            `protobuf:"bytes,6,rep,name=patched_sets,json=patchedSets,proto3" json:"patched_sets,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -516,6 +519,75 @@ func (x *Delta) GetRemovedSets() []string {
 	return nil
 }
 
+func (x *Delta) GetPatchedSets() []*SetPatch {
+	if x != nil {
+		return x.PatchedSets
+	}
+	return nil
+}
+
+// SetPatch removes, then adds prefixes of one address set. The result is
+// kept sorted by address, then prefix length.
+type SetPatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Added         []*Prefix              `protobuf:"bytes,2,rep,name=added,proto3" json:"added,omitempty"`
+	Removed       []*Prefix              `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPatch) Reset() {
+	*x = SetPatch{}
+	mi := &file_stream_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPatch) ProtoMessage() {}
+
+func (x *SetPatch) ProtoReflect() protoreflect.Message {
+	mi := &file_stream_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPatch.ProtoReflect.Descriptor instead.
+func (*SetPatch) Descriptor() ([]byte, []int) {
+	return file_stream_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SetPatch) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetPatch) GetAdded() []*Prefix {
+	if x != nil {
+		return x.Added
+	}
+	return nil
+}
+
+func (x *SetPatch) GetRemoved() []*Prefix {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
 type NodePolicy struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -527,7 +599,7 @@ type NodePolicy struct {
 
 func (x *NodePolicy) Reset() {
 	*x = NodePolicy{}
-	mi := &file_stream_proto_msgTypes[5]
+	mi := &file_stream_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +611,7 @@ func (x *NodePolicy) String() string {
 func (*NodePolicy) ProtoMessage() {}
 
 func (x *NodePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[5]
+	mi := &file_stream_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +624,7 @@ func (x *NodePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodePolicy.ProtoReflect.Descriptor instead.
 func (*NodePolicy) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{5}
+	return file_stream_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NodePolicy) GetNode() string {
@@ -591,7 +663,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_stream_proto_msgTypes[6]
+	mi := &file_stream_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +675,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[6]
+	mi := &file_stream_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +688,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{6}
+	return file_stream_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Endpoint) GetName() string {
@@ -670,7 +742,7 @@ type Chain struct {
 
 func (x *Chain) Reset() {
 	*x = Chain{}
-	mi := &file_stream_proto_msgTypes[7]
+	mi := &file_stream_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +754,7 @@ func (x *Chain) String() string {
 func (*Chain) ProtoMessage() {}
 
 func (x *Chain) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[7]
+	mi := &file_stream_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +767,7 @@ func (x *Chain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chain.ProtoReflect.Descriptor instead.
 func (*Chain) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{7}
+	return file_stream_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Chain) GetTiers() []*Tier {
@@ -715,7 +787,7 @@ type Tier struct {
 
 func (x *Tier) Reset() {
 	*x = Tier{}
-	mi := &file_stream_proto_msgTypes[8]
+	mi := &file_stream_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +799,7 @@ func (x *Tier) String() string {
 func (*Tier) ProtoMessage() {}
 
 func (x *Tier) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[8]
+	mi := &file_stream_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +812,7 @@ func (x *Tier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tier.ProtoReflect.Descriptor instead.
 func (*Tier) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{8}
+	return file_stream_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Tier) GetKind() TierKind {
@@ -770,7 +842,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_stream_proto_msgTypes[9]
+	mi := &file_stream_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +854,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[9]
+	mi := &file_stream_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +867,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{9}
+	return file_stream_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Rule) GetId() string {
@@ -843,7 +915,7 @@ type PeerMatch struct {
 
 func (x *PeerMatch) Reset() {
 	*x = PeerMatch{}
-	mi := &file_stream_proto_msgTypes[10]
+	mi := &file_stream_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +927,7 @@ func (x *PeerMatch) String() string {
 func (*PeerMatch) ProtoMessage() {}
 
 func (x *PeerMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[10]
+	mi := &file_stream_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +940,7 @@ func (x *PeerMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMatch.ProtoReflect.Descriptor instead.
 func (*PeerMatch) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{10}
+	return file_stream_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PeerMatch) GetSet() string {
@@ -896,7 +968,7 @@ type PortRange struct {
 
 func (x *PortRange) Reset() {
 	*x = PortRange{}
-	mi := &file_stream_proto_msgTypes[11]
+	mi := &file_stream_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +980,7 @@ func (x *PortRange) String() string {
 func (*PortRange) ProtoMessage() {}
 
 func (x *PortRange) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[11]
+	mi := &file_stream_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +993,7 @@ func (x *PortRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortRange.ProtoReflect.Descriptor instead.
 func (*PortRange) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{11}
+	return file_stream_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PortRange) GetProtocol() uint32 {
@@ -955,7 +1027,7 @@ type AddressSet struct {
 
 func (x *AddressSet) Reset() {
 	*x = AddressSet{}
-	mi := &file_stream_proto_msgTypes[12]
+	mi := &file_stream_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1039,7 @@ func (x *AddressSet) String() string {
 func (*AddressSet) ProtoMessage() {}
 
 func (x *AddressSet) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[12]
+	mi := &file_stream_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1052,7 @@ func (x *AddressSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddressSet.ProtoReflect.Descriptor instead.
 func (*AddressSet) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{12}
+	return file_stream_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AddressSet) GetName() string {
@@ -1007,7 +1079,7 @@ type Prefix struct {
 
 func (x *Prefix) Reset() {
 	*x = Prefix{}
-	mi := &file_stream_proto_msgTypes[13]
+	mi := &file_stream_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1091,7 @@ func (x *Prefix) String() string {
 func (*Prefix) ProtoMessage() {}
 
 func (x *Prefix) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[13]
+	mi := &file_stream_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1104,7 @@ func (x *Prefix) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prefix.ProtoReflect.Descriptor instead.
 func (*Prefix) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{13}
+	return file_stream_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Prefix) GetAddr() []byte {
@@ -1057,7 +1129,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_stream_proto_msgTypes[14]
+	mi := &file_stream_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1141,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[14]
+	mi := &file_stream_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1154,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{14}
+	return file_stream_proto_rawDescGZIP(), []int{15}
 }
 
 type NodeStatus struct {
@@ -1100,7 +1172,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_stream_proto_msgTypes[15]
+	mi := &file_stream_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1184,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[15]
+	mi := &file_stream_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1197,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{15}
+	return file_stream_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeStatus) GetNode() string {
@@ -1186,7 +1258,7 @@ type ObjectStatus struct {
 
 func (x *ObjectStatus) Reset() {
 	*x = ObjectStatus{}
-	mi := &file_stream_proto_msgTypes[16]
+	mi := &file_stream_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1270,7 @@ func (x *ObjectStatus) String() string {
 func (*ObjectStatus) ProtoMessage() {}
 
 func (x *ObjectStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[16]
+	mi := &file_stream_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1283,7 @@ func (x *ObjectStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectStatus.ProtoReflect.Descriptor instead.
 func (*ObjectStatus) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{16}
+	return file_stream_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ObjectStatus) GetKind() string {
@@ -1281,7 +1353,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_stream_proto_msgTypes[17]
+	mi := &file_stream_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1365,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[17]
+	mi := &file_stream_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1378,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{17}
+	return file_stream_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatusResponse) GetEpoch() string {
@@ -1358,13 +1430,18 @@ const file_stream_proto_rawDesc = "" +
 	"generation\x12<\n" +
 	"\bsnapshot\x18\x03 \x01(\v2\x1e.bulkhead.stream.v1.NodePolicyH\x00R\bsnapshot\x121\n" +
 	"\x05delta\x18\x04 \x01(\v2\x19.bulkhead.stream.v1.DeltaH\x00R\x05deltaB\x06\n" +
-	"\x04body\"\x92\x02\n" +
+	"\x04body\"\xd3\x02\n" +
 	"\x05Delta\x12'\n" +
 	"\x0fbase_generation\x18\x01 \x01(\x04R\x0ebaseGeneration\x12K\n" +
 	"\x12upserted_endpoints\x18\x02 \x03(\v2\x1c.bulkhead.stream.v1.EndpointR\x11upsertedEndpoints\x12+\n" +
 	"\x11removed_endpoints\x18\x03 \x03(\tR\x10removedEndpoints\x12C\n" +
 	"\rupserted_sets\x18\x04 \x03(\v2\x1e.bulkhead.stream.v1.AddressSetR\fupsertedSets\x12!\n" +
-	"\fremoved_sets\x18\x05 \x03(\tR\vremovedSets\"\x90\x01\n" +
+	"\fremoved_sets\x18\x05 \x03(\tR\vremovedSets\x12?\n" +
+	"\fpatched_sets\x18\x06 \x03(\v2\x1c.bulkhead.stream.v1.SetPatchR\vpatchedSets\"\x86\x01\n" +
+	"\bSetPatch\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
+	"\x05added\x18\x02 \x03(\v2\x1a.bulkhead.stream.v1.PrefixR\x05added\x124\n" +
+	"\aremoved\x18\x03 \x03(\v2\x1a.bulkhead.stream.v1.PrefixR\aremoved\"\x90\x01\n" +
 	"\n" +
 	"NodePolicy\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12:\n" +
@@ -1455,7 +1532,7 @@ func file_stream_proto_rawDescGZIP() []byte {
 }
 
 var file_stream_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_stream_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_stream_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_stream_proto_goTypes = []any{
 	(TierKind)(0),             // 0: bulkhead.stream.v1.TierKind
 	(Action)(0),               // 1: bulkhead.stream.v1.Action
@@ -1464,49 +1541,53 @@ var file_stream_proto_goTypes = []any{
 	(*Ack)(nil),               // 4: bulkhead.stream.v1.Ack
 	(*ControllerMessage)(nil), // 5: bulkhead.stream.v1.ControllerMessage
 	(*Delta)(nil),             // 6: bulkhead.stream.v1.Delta
-	(*NodePolicy)(nil),        // 7: bulkhead.stream.v1.NodePolicy
-	(*Endpoint)(nil),          // 8: bulkhead.stream.v1.Endpoint
-	(*Chain)(nil),             // 9: bulkhead.stream.v1.Chain
-	(*Tier)(nil),              // 10: bulkhead.stream.v1.Tier
-	(*Rule)(nil),              // 11: bulkhead.stream.v1.Rule
-	(*PeerMatch)(nil),         // 12: bulkhead.stream.v1.PeerMatch
-	(*PortRange)(nil),         // 13: bulkhead.stream.v1.PortRange
-	(*AddressSet)(nil),        // 14: bulkhead.stream.v1.AddressSet
-	(*Prefix)(nil),            // 15: bulkhead.stream.v1.Prefix
-	(*StatusRequest)(nil),     // 16: bulkhead.stream.v1.StatusRequest
-	(*NodeStatus)(nil),        // 17: bulkhead.stream.v1.NodeStatus
-	(*ObjectStatus)(nil),      // 18: bulkhead.stream.v1.ObjectStatus
-	(*StatusResponse)(nil),    // 19: bulkhead.stream.v1.StatusResponse
+	(*SetPatch)(nil),          // 7: bulkhead.stream.v1.SetPatch
+	(*NodePolicy)(nil),        // 8: bulkhead.stream.v1.NodePolicy
+	(*Endpoint)(nil),          // 9: bulkhead.stream.v1.Endpoint
+	(*Chain)(nil),             // 10: bulkhead.stream.v1.Chain
+	(*Tier)(nil),              // 11: bulkhead.stream.v1.Tier
+	(*Rule)(nil),              // 12: bulkhead.stream.v1.Rule
+	(*PeerMatch)(nil),         // 13: bulkhead.stream.v1.PeerMatch
+	(*PortRange)(nil),         // 14: bulkhead.stream.v1.PortRange
+	(*AddressSet)(nil),        // 15: bulkhead.stream.v1.AddressSet
+	(*Prefix)(nil),            // 16: bulkhead.stream.v1.Prefix
+	(*StatusRequest)(nil),     // 17: bulkhead.stream.v1.StatusRequest
+	(*NodeStatus)(nil),        // 18: bulkhead.stream.v1.NodeStatus
+	(*ObjectStatus)(nil),      // 19: bulkhead.stream.v1.ObjectStatus
+	(*StatusResponse)(nil),    // 20: bulkhead.stream.v1.StatusResponse
 }
 var file_stream_proto_depIdxs = []int32{
 	3,  // 0: bulkhead.stream.v1.AgentMessage.hello:type_name -> bulkhead.stream.v1.Hello
 	4,  // 1: bulkhead.stream.v1.AgentMessage.ack:type_name -> bulkhead.stream.v1.Ack
-	7,  // 2: bulkhead.stream.v1.ControllerMessage.snapshot:type_name -> bulkhead.stream.v1.NodePolicy
+	8,  // 2: bulkhead.stream.v1.ControllerMessage.snapshot:type_name -> bulkhead.stream.v1.NodePolicy
 	6,  // 3: bulkhead.stream.v1.ControllerMessage.delta:type_name -> bulkhead.stream.v1.Delta
-	8,  // 4: bulkhead.stream.v1.Delta.upserted_endpoints:type_name -> bulkhead.stream.v1.Endpoint
-	14, // 5: bulkhead.stream.v1.Delta.upserted_sets:type_name -> bulkhead.stream.v1.AddressSet
-	8,  // 6: bulkhead.stream.v1.NodePolicy.endpoints:type_name -> bulkhead.stream.v1.Endpoint
-	14, // 7: bulkhead.stream.v1.NodePolicy.sets:type_name -> bulkhead.stream.v1.AddressSet
-	9,  // 8: bulkhead.stream.v1.Endpoint.ingress:type_name -> bulkhead.stream.v1.Chain
-	9,  // 9: bulkhead.stream.v1.Endpoint.egress:type_name -> bulkhead.stream.v1.Chain
-	10, // 10: bulkhead.stream.v1.Chain.tiers:type_name -> bulkhead.stream.v1.Tier
-	0,  // 11: bulkhead.stream.v1.Tier.kind:type_name -> bulkhead.stream.v1.TierKind
-	11, // 12: bulkhead.stream.v1.Tier.rules:type_name -> bulkhead.stream.v1.Rule
-	12, // 13: bulkhead.stream.v1.Rule.peer:type_name -> bulkhead.stream.v1.PeerMatch
-	13, // 14: bulkhead.stream.v1.Rule.ports:type_name -> bulkhead.stream.v1.PortRange
-	1,  // 15: bulkhead.stream.v1.Rule.action:type_name -> bulkhead.stream.v1.Action
-	15, // 16: bulkhead.stream.v1.AddressSet.prefixes:type_name -> bulkhead.stream.v1.Prefix
-	17, // 17: bulkhead.stream.v1.StatusResponse.nodes:type_name -> bulkhead.stream.v1.NodeStatus
-	18, // 18: bulkhead.stream.v1.StatusResponse.objects:type_name -> bulkhead.stream.v1.ObjectStatus
-	2,  // 19: bulkhead.stream.v1.PolicyStream.Watch:input_type -> bulkhead.stream.v1.AgentMessage
-	16, // 20: bulkhead.stream.v1.PolicyStream.Status:input_type -> bulkhead.stream.v1.StatusRequest
-	5,  // 21: bulkhead.stream.v1.PolicyStream.Watch:output_type -> bulkhead.stream.v1.ControllerMessage
-	19, // 22: bulkhead.stream.v1.PolicyStream.Status:output_type -> bulkhead.stream.v1.StatusResponse
-	21, // [21:23] is the sub-list for method output_type
-	19, // [19:21] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	9,  // 4: bulkhead.stream.v1.Delta.upserted_endpoints:type_name -> bulkhead.stream.v1.Endpoint
+	15, // 5: bulkhead.stream.v1.Delta.upserted_sets:type_name -> bulkhead.stream.v1.AddressSet
+	7,  // 6: bulkhead.stream.v1.Delta.patched_sets:type_name -> bulkhead.stream.v1.SetPatch
+	16, // 7: bulkhead.stream.v1.SetPatch.added:type_name -> bulkhead.stream.v1.Prefix
+	16, // 8: bulkhead.stream.v1.SetPatch.removed:type_name -> bulkhead.stream.v1.Prefix
+	9,  // 9: bulkhead.stream.v1.NodePolicy.endpoints:type_name -> bulkhead.stream.v1.Endpoint
+	15, // 10: bulkhead.stream.v1.NodePolicy.sets:type_name -> bulkhead.stream.v1.AddressSet
+	10, // 11: bulkhead.stream.v1.Endpoint.ingress:type_name -> bulkhead.stream.v1.Chain
+	10, // 12: bulkhead.stream.v1.Endpoint.egress:type_name -> bulkhead.stream.v1.Chain
+	11, // 13: bulkhead.stream.v1.Chain.tiers:type_name -> bulkhead.stream.v1.Tier
+	0,  // 14: bulkhead.stream.v1.Tier.kind:type_name -> bulkhead.stream.v1.TierKind
+	12, // 15: bulkhead.stream.v1.Tier.rules:type_name -> bulkhead.stream.v1.Rule
+	13, // 16: bulkhead.stream.v1.Rule.peer:type_name -> bulkhead.stream.v1.PeerMatch
+	14, // 17: bulkhead.stream.v1.Rule.ports:type_name -> bulkhead.stream.v1.PortRange
+	1,  // 18: bulkhead.stream.v1.Rule.action:type_name -> bulkhead.stream.v1.Action
+	16, // 19: bulkhead.stream.v1.AddressSet.prefixes:type_name -> bulkhead.stream.v1.Prefix
+	18, // 20: bulkhead.stream.v1.StatusResponse.nodes:type_name -> bulkhead.stream.v1.NodeStatus
+	19, // 21: bulkhead.stream.v1.StatusResponse.objects:type_name -> bulkhead.stream.v1.ObjectStatus
+	2,  // 22: bulkhead.stream.v1.PolicyStream.Watch:input_type -> bulkhead.stream.v1.AgentMessage
+	17, // 23: bulkhead.stream.v1.PolicyStream.Status:input_type -> bulkhead.stream.v1.StatusRequest
+	5,  // 24: bulkhead.stream.v1.PolicyStream.Watch:output_type -> bulkhead.stream.v1.ControllerMessage
+	20, // 25: bulkhead.stream.v1.PolicyStream.Status:output_type -> bulkhead.stream.v1.StatusResponse
+	24, // [24:26] is the sub-list for method output_type
+	22, // [22:24] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_stream_proto_init() }
@@ -1528,7 +1609,7 @@ func file_stream_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stream_proto_rawDesc), len(file_stream_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
