@@ -243,6 +243,7 @@ func newLabProbeCmd(f *labFlags) *cobra.Command {
 	cmd.Flags().StringVarP(&output, "output", "o", "json", "output format: json or table")
 	cmd.Flags().DurationVar(&opts.Timeout, "timeout", 600*time.Millisecond, "timeout of one probe")
 	cmd.Flags().IntVar(&opts.Workers, "workers", 32, "concurrent probes")
+	cmd.Flags().BoolVar(&opts.IPv6, "ipv6", false, "probe the pods' IPv6 addresses instead of IPv4")
 	return cmd
 }
 

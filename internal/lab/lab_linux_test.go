@@ -209,6 +209,21 @@ func TestLabUpProbeDown(t *testing.T) {
 		}
 	})
 
+	t.Run("with no policy every pod reaches every other over IPv6 too", func(t *testing.T) {
+		got, err := ProbeLab(ctx, dir, probes, ProbeOptions{IPv6: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range got {
+			if !e.Allowed {
+				t.Errorf("%s -> %s %s/%d over IPv6: denied", e.Src, e.Dst, e.Protocol, e.Port)
+			}
+		}
+		if len(got) != 3*2*len(probes) {
+			t.Errorf("got %d cells, want %d", len(got), 3*2*len(probes))
+		}
+	})
+
 	t.Run("default probes are the declared container ports", func(t *testing.T) {
 		got, err := ProbeLab(ctx, dir, nil, ProbeOptions{})
 		if err != nil {

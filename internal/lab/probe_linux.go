@@ -25,6 +25,8 @@ type ProbeOptions struct {
 	Timeout time.Duration
 	// Workers bounds concurrent probes. Default 32.
 	Workers int
+	// IPv6 probes the pods' IPv6 addresses instead of their IPv4 ones.
+	IPv6 bool
 	// Served are the TCP/UDP ports a probe server already listens on in
 	// every pod namespace; ProbeMatrix listens on the others itself for
 	// the duration of the run.
@@ -32,7 +34,8 @@ type ProbeOptions struct {
 }
 
 // ProbeMatrix measures reachability with real packets from every pod
-// namespace to every other pod's IPv4 address, for every probe, and
+// namespace to every other pod's IPv4 (or, with IPv6, IPv6) address, for
+// every probe, and
 // returns the matrix sorted by src, dst, protocol, port. A cell is
 // allowed when a TCP exchange or UDP request/reply completed with the
 // right pod answering, or when an SCTP INIT arrived at the destination's
@@ -68,7 +71,7 @@ func ProbeMatrix(ctx context.Context, pods []PodPlan, probes []Probe, opts Probe
 	var sctp *sctpListeners
 	if hasSCTP {
 		var err error
-		sctp, err = openSCTPListeners(pods)
+		sctp, err = openSCTPListeners(pods, opts.IPv6)
 		if err != nil {
 			return nil, err
 		}
@@ -101,7 +104,7 @@ func ProbeMatrix(ctx context.Context, pods []PodPlan, probes []Probe, opts Probe
 		go func() {
 			defer wg.Done()
 			for j := range ch {
-				ok, err := probeOne(ctx, j.src, j.dst, j.probe, opts.Timeout, sctp)
+				ok, err := probeOne(j.src, j.dst, j.probe, opts.Timeout, opts.IPv6, sctp)
 				if err != nil {
 					errOnce.Do(func() { firstErr = err })
 				}
@@ -134,24 +137,28 @@ func ProbeMatrix(ctx context.Context, pods []PodPlan, probes []Probe, opts Probe
 // probeOne returns whether the flow got through. Errors are for failures
 // of the probe machinery itself (a namespace that cannot be entered), not
 // for blocked traffic.
-func probeOne(ctx context.Context, src, dst PodPlan, p Probe, timeout time.Duration, sctp *sctpListeners) (bool, error) {
+func probeOne(src, dst PodPlan, p Probe, timeout time.Duration, v6 bool, sctp *sctpListeners) (bool, error) {
+	ip, family := dst.IP, "4"
+	if v6 {
+		ip, family = dst.IP6, "6"
+	}
+	addr := net.JoinHostPort(ip.String(), strconv.Itoa(p.Port))
 	switch p.Protocol {
 	case "TCP":
-		return probeTCP(src, dst, p.Port, timeout)
+		return probeTCP(src, dst, addr, "tcp"+family, timeout)
 	case "UDP":
-		return probeUDP(src, dst, p.Port, timeout)
+		return probeUDP(src, dst, addr, "udp"+family, timeout)
 	case "SCTP":
 		return sctp.probe(src, dst, p.Port, timeout)
 	}
 	return false, fmt.Errorf("probe %s: unknown protocol", p)
 }
 
-func probeTCP(src, dst PodPlan, port int, timeout time.Duration) (bool, error) {
-	addr := net.JoinHostPort(dst.IP.String(), strconv.Itoa(port))
+func probeTCP(src, dst PodPlan, addr, network string, timeout time.Duration) (bool, error) {
 	var ok bool
 	err := netns.Do(netns.Path(src.Netns), func() error {
 		deadline := time.Now().Add(timeout)
-		c, err := net.DialTimeout("tcp4", addr, timeout)
+		c, err := net.DialTimeout(network, addr, timeout)
 		if err != nil {
 			return nil
 		}
@@ -167,11 +174,10 @@ func probeTCP(src, dst PodPlan, port int, timeout time.Duration) (bool, error) {
 	return ok, err
 }
 
-func probeUDP(src, dst PodPlan, port int, timeout time.Duration) (bool, error) {
-	addr := net.JoinHostPort(dst.IP.String(), strconv.Itoa(port))
+func probeUDP(src, dst PodPlan, addr, network string, timeout time.Duration) (bool, error) {
 	var ok bool
 	err := netns.Do(netns.Path(src.Netns), func() error {
-		c, err := net.Dial("udp4", addr)
+		c, err := net.Dial(network, addr)
 		if err != nil {
 			return fmt.Errorf("udp socket in %s: %w", src.Netns, err)
 		}
@@ -204,6 +210,7 @@ func probeUDP(src, dst PodPlan, port int, timeout time.Duration) (bool, error) {
 // sctpListeners holds one raw IP protocol-132 socket per pod namespace
 // and records which INIT tags arrived where.
 type sctpListeners struct {
+	v6      bool
 	mu      sync.Mutex
 	arrived map[uint32]string // initiate tag -> pod key it arrived at
 	waiters map[uint32]chan struct{}
@@ -213,14 +220,18 @@ type sctpListeners struct {
 	nextTag atomic.Uint32
 }
 
-func openSCTPListeners(pods []PodPlan) (*sctpListeners, error) {
-	s := &sctpListeners{arrived: map[uint32]string{}, waiters: map[uint32]chan struct{}{}}
+func openSCTPListeners(pods []PodPlan, v6 bool) (*sctpListeners, error) {
+	s := &sctpListeners{v6: v6, arrived: map[uint32]string{}, waiters: map[uint32]chan struct{}{}}
+	family := unix.AF_INET
+	if v6 {
+		family = unix.AF_INET6
+	}
 	s.nextTag.Store(rand.Uint32() | 1)
 	for _, pod := range pods {
 		var fd int
 		err := netns.Do(netns.Path(pod.Netns), func() error {
 			var err error
-			fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP)
+			fd, err = unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP)
 			return err
 		})
 		if err != nil {
@@ -249,9 +260,13 @@ func (s *sctpListeners) read(fd int, key string) {
 		if err != nil {
 			continue // timeout or EINTR: check stop
 		}
-		payload, err := stripIPv4Header(buf[:n])
-		if err != nil {
-			continue
+		// AF_INET raw sockets deliver the IPv4 header, AF_INET6 ones
+		// only the payload.
+		payload := buf[:n]
+		if !s.v6 {
+			if payload, err = stripIPv4Header(payload); err != nil {
+				continue
+			}
 		}
 		info, err := ParseSCTPInit(payload)
 		if err != nil {
@@ -295,17 +310,22 @@ func (s *sctpListeners) probe(src, dst PodPlan, port int, timeout time.Duration)
 	}()
 	srcPort := uint16(32768 + rand.IntN(28000))
 	pkt := SCTPInit(srcPort, uint16(port), tag)
-	dst4 := dst.IP.As4()
+	family := unix.AF_INET
+	var to unix.Sockaddr = &unix.SockaddrInet4{Addr: dst.IP.As4()}
+	if s.v6 {
+		family = unix.AF_INET6
+		to = &unix.SockaddrInet6{Addr: dst.IP6.As16()}
+	}
 	send := func() error {
 		return netns.Do(netns.Path(src.Netns), func() error {
-			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP)
+			fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP)
 			if err != nil {
 				return fmt.Errorf("raw SCTP socket in %s: %w", src.Netns, err)
 			}
 			defer unix.Close(fd)
 			// A refused send (e.g. a local reject rule) means "not
 			// allowed", not a machinery failure.
-			_ = unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: dst4})
+			_ = unix.Sendto(fd, pkt, 0, to)
 			return nil
 		})
 	}
