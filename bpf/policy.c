@@ -6,8 +6,13 @@
 // interface of a pod. The Go side (dataplane/ebpf) compiles the whole tier
 // walk of every chain into two lookups:
 //
-//   remote address -> identity        (LPM trie ident_N)
-//   (ifindex, identity, dir, proto, port prefix) -> verdict   (LPM trie pol_N)
+//   remote address -> identity                 (LPM trie ident_N)
+//   (ifindex, identity, dir) -> class          (hash cls_N; a miss is class 0)
+//   (ifindex, class, dir, proto, port prefix) -> verdict   (LPM trie pol_N)
+//
+// A class groups the identities that one chain cannot tell apart (equal
+// membership in the sets the chain's rules name), so the policy trie grows
+// with the rules, not with endpoints times identities.
 //
 // N is the active buffer named by config[0].active; the Go side writes the
 // inactive buffer completely, then flips the index, so a packet never sees
@@ -80,10 +85,17 @@ struct ident_key {
 	__u8 pad[3];
 };
 
+struct cls_key {
+	__u32 ifindex;
+	__u32 identity;
+	__u8 dir;
+	__u8 pad[3];
+};
+
 struct pol_key {
 	__u32 prefixlen; // 80 fixed bits + port prefix bits
 	__u32 ifindex;
-	__u32 identity;
+	__u32 class;
 	__u8 dir;
 	__u8 proto; // TCP, UDP, SCTP; 0 for every other protocol
 	__be16 port;
@@ -170,6 +182,17 @@ struct {
 	__type(value, struct verdict);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pol0 SEC(".maps"), pol1 SEC(".maps");
+
+#define CLS_MAX (1 << 18)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, CLS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct cls_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cls0 SEC(".maps"), cls1 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -425,7 +448,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		idp = bpf_map_lookup_elem(&ident0, &ik);
 	__u32 identity = idp ? *idp : 0;
 
-	struct pol_key pk = { .prefixlen = 96, .ifindex = skb->ifindex, .identity = identity, .dir = dir };
+	struct cls_key ck = { .ifindex = skb->ifindex, .identity = identity, .dir = dir };
+	__u32 *clsp;
+	if (active)
+		clsp = bpf_map_lookup_elem(&cls1, &ck);
+	else
+		clsp = bpf_map_lookup_elem(&cls0, &ck);
+
+	struct pol_key pk = { .prefixlen = 96, .ifindex = skb->ifindex, .class = clsp ? *clsp : 0, .dir = dir };
 	switch (p.proto) {
 	case PROTO_TCP:
 	case PROTO_UDP:

@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type PolicyClsKey struct {
+	_        structs.HostLayout
+	Ifindex  uint32
+	Identity uint32
+	Dir      uint8
+	Pad      [3]uint8
+}
+
 type PolicyConfig struct {
 	_      structs.HostLayout
 	Active uint32
@@ -74,7 +82,7 @@ type PolicyPolKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Ifindex   uint32
-	Identity  uint32
+	Class     uint32
 	Dir       uint8
 	Proto     uint8
 	Port      uint16
@@ -92,6 +100,8 @@ type PolicyVerdict struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	PolicyMapCls0      = "cls0"
+	PolicyMapCls1      = "cls1"
 	PolicyMapConfigMap = "config_map"
 	PolicyMapCt        = "ct"
 	PolicyMapDropSeen  = "drop_seen"
@@ -155,6 +165,8 @@ type PolicyProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PolicyMapSpecs struct {
+	Cls0      *ebpf.MapSpec `ebpf:"cls0"`
+	Cls1      *ebpf.MapSpec `ebpf:"cls1"`
 	ConfigMap *ebpf.MapSpec `ebpf:"config_map"`
 	Ct        *ebpf.MapSpec `ebpf:"ct"`
 	DropSeen  *ebpf.MapSpec `ebpf:"drop_seen"`
@@ -192,6 +204,8 @@ func (o *PolicyObjects) Close() error {
 //
 // It can be passed to LoadPolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PolicyMaps struct {
+	Cls0      *ebpf.Map `ebpf:"cls0"`
+	Cls1      *ebpf.Map `ebpf:"cls1"`
 	ConfigMap *ebpf.Map `ebpf:"config_map"`
 	Ct        *ebpf.Map `ebpf:"ct"`
 	DropSeen  *ebpf.Map `ebpf:"drop_seen"`
@@ -205,6 +219,8 @@ type PolicyMaps struct {
 
 func (m *PolicyMaps) Close() error {
 	return _PolicyClose(
+		m.Cls0,
+		m.Cls1,
 		m.ConfigMap,
 		m.Ct,
 		m.DropSeen,

@@ -68,6 +68,9 @@ type Backend struct {
 	endpoints map[uint32]string
 	clsact    bool
 	stats     Stats
+	// benchIfindex, set by benchmarks only, replaces route lookups with
+	// made-up interface indexes and skips attachment.
+	benchIfindex map[string]uint32
 }
 
 var _ dataplane.Dataplane = (*Backend)(nil)
@@ -166,11 +169,14 @@ func (b *Backend) logger(ctx context.Context) logr.Logger {
 	return b.log
 }
 
-func (b *Backend) buffers(i uint32) (ident, pol *cebpf.Map) {
+// buffer is one generation of the policy maps.
+type buffer struct{ ident, cls, pol *cebpf.Map }
+
+func (b *Backend) buffers(i uint32) buffer {
 	if i == 0 {
-		return b.objs.Ident0, b.objs.Pol0
+		return buffer{b.objs.Ident0, b.objs.Cls0, b.objs.Pol0}
 	}
-	return b.objs.Ident1, b.objs.Pol1
+	return buffer{b.objs.Ident1, b.objs.Cls1, b.objs.Pol1}
 }
 
 // Sync implements dataplane.Dataplane.
@@ -189,6 +195,9 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 		return fmt.Errorf("sync: policy for node %q: %w", desired.Node, err)
 	}
 	ifindex, ifnames, missing := b.resolve(desired)
+	if b.benchIfindex != nil {
+		ifindex, missing = b.benchIfindex, nil
+	}
 	prog, err := compile(desired, ifindex, b.alloc)
 	if err != nil {
 		return fmt.Errorf("sync: %w", err)
@@ -205,9 +214,11 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 			return fmt.Errorf("sync: revoking connections: %w", err)
 		}
 	}
-	if err := b.attachAll(ifindex, ifnames); err != nil {
-		b.applied = nil
-		return fmt.Errorf("sync: %w", err)
+	if b.benchIfindex == nil {
+		if err := b.attachAll(ifindex, ifnames); err != nil {
+			b.applied = nil
+			return fmt.Errorf("sync: %w", err)
+		}
 	}
 	if err := b.removeOldLayouts(); err != nil {
 		log.Error(err, "removing maps of an old layout")
@@ -225,7 +236,7 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	b.stats.LastWrites = writes
 	b.stats.LastDuration = time.Since(start)
 	b.stats.ConnectionsCut += cut
-	b.stats.IdentEntries, b.stats.PolicyEntries = len(prog.idents), len(prog.pol)
+	b.stats.IdentEntries, b.stats.ClassEntries, b.stats.PolicyEntries = len(prog.idents), len(prog.cls), len(prog.pol)
 	log.V(1).Info("synced", "node", desired.Node, "writes", writes, "cut", cut, "took", b.stats.LastDuration, "identEntries", len(prog.idents), "policyEntries", len(prog.pol))
 	if len(missing) > 0 {
 		return fmt.Errorf("sync: %w: %s", ErrEndpointNotFound, strings.Join(missing, "; "))
@@ -286,17 +297,17 @@ func (b *Backend) resolve(np *ir.NodePolicy) (map[string]uint32, map[uint32]stri
 // install makes the active buffer hold prog: it writes the inactive buffer
 // and flips, unless the active one already holds prog.
 func (b *Backend) install(prog *program, log logr.Logger) (int, error) {
-	identA, polA := b.buffers(b.active)
+	bufA := b.buffers(b.active)
 	cur := b.cache[b.active]
 	if cur == nil {
 		var err error
-		if cur, err = readProgram(identA, polA); err != nil {
+		if cur, err = readProgram(bufA); err != nil {
 			return 0, err
 		}
 		b.cache[b.active] = cur
 	} else if b.applied != nil && samePrograms(cur, prog) {
 		// The same policy again: check the kernel for drift.
-		kern, err := readProgram(identA, polA)
+		kern, err := readProgram(bufA)
 		if err != nil {
 			return 0, err
 		}
@@ -315,16 +326,16 @@ func (b *Backend) install(prog *program, log logr.Logger) (int, error) {
 	if d := time.Since(b.lastFlip); d < flipGuard {
 		time.Sleep(flipGuard - d)
 	}
-	identN, polN := b.buffers(next)
+	bufN := b.buffers(next)
 	old := b.cache[next]
 	if old == nil {
 		var err error
-		if old, err = readProgram(identN, polN); err != nil {
+		if old, err = readProgram(bufN); err != nil {
 			return 0, err
 		}
 	}
 	b.cache[next] = nil // unknown while writing
-	writes, err := writeDiff(identN, polN, old, prog)
+	writes, err := writeDiff(bufN, old, prog)
 	if err != nil {
 		return writes, err
 	}
@@ -350,8 +361,13 @@ func (b *Backend) writeConfig(active uint32) error {
 }
 
 func samePrograms(a, b *program) bool {
-	if len(a.idents) != len(b.idents) || len(a.pol) != len(b.pol) {
+	if len(a.idents) != len(b.idents) || len(a.pol) != len(b.pol) || len(a.cls) != len(b.cls) {
 		return false
+	}
+	for k, v := range a.cls {
+		if w, ok := b.cls[k]; !ok || w != v {
+			return false
+		}
 	}
 	for k, v := range a.idents {
 		if w, ok := b.idents[k]; !ok || w != v {
@@ -385,7 +401,7 @@ func kernIdentKey(k identKey) bpf.PolicyIdentKey {
 }
 
 func kernPolKey(k polKey) bpf.PolicyPolKey {
-	return bpf.PolicyPolKey{Prefixlen: 80 + uint32(k.PortBits), Ifindex: k.Ifindex, Identity: k.Identity, Dir: uint8(k.Dir), Proto: k.Proto, Port: htons(k.Port)}
+	return bpf.PolicyPolKey{Prefixlen: 80 + uint32(k.PortBits), Ifindex: k.Ifindex, Class: k.Class, Dir: uint8(k.Dir), Proto: k.Proto, Port: htons(k.Port)}
 }
 
 func kernVerdict(v verdict) bpf.PolicyVerdict {
@@ -393,11 +409,15 @@ func kernVerdict(v verdict) bpf.PolicyVerdict {
 }
 
 // readProgram reads one buffer's maps back into Go form.
-func readProgram(ident, pol *cebpf.Map) (*program, error) {
-	p := &program{idents: map[identKey]uint32{}, pol: map[polKey]verdict{}}
+func kernClsKey(k clsKey) bpf.PolicyClsKey {
+	return bpf.PolicyClsKey{Ifindex: k.Ifindex, Identity: k.Identity, Dir: uint8(k.Dir)}
+}
+
+func readProgram(buf buffer) (*program, error) {
+	p := &program{idents: map[identKey]uint32{}, cls: map[clsKey]uint32{}, pol: map[polKey]verdict{}}
 	var ik bpf.PolicyIdentKey
 	var id uint32
-	it := ident.Iterate()
+	it := buf.ident.Iterate()
 	lens := map[uint8]map[uint8]bool{4: {}, 6: {}}
 	for it.Next(&ik, &id) {
 		k := identKey{Fam: ik.Family, Addr: ik.Addr, Bits: uint8(ik.Prefixlen - 8)}
@@ -410,11 +430,20 @@ func readProgram(ident, pol *cebpf.Map) (*program, error) {
 		return nil, fmt.Errorf("reading identity map: %w", err)
 	}
 	p.identBits = sortedLens(lens)
+	var ck bpf.PolicyClsKey
+	var cls uint32
+	it = buf.cls.Iterate()
+	for it.Next(&ck, &cls) {
+		p.cls[clsKey{Ifindex: ck.Ifindex, Identity: ck.Identity, Dir: ir.Direction(ck.Dir)}] = cls
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading class map: %w", err)
+	}
 	var pk bpf.PolicyPolKey
 	var v bpf.PolicyVerdict
-	it = pol.Iterate()
+	it = buf.pol.Iterate()
 	for it.Next(&pk, &v) {
-		k := polKey{Ifindex: pk.Ifindex, Identity: pk.Identity, Dir: ir.Direction(pk.Dir), Proto: pk.Proto, Port: ntohs(pk.Port), PortBits: uint8(pk.Prefixlen - 80)}
+		k := polKey{Ifindex: pk.Ifindex, Class: pk.Class, Dir: ir.Direction(pk.Dir), Proto: pk.Proto, Port: ntohs(pk.Port), PortBits: uint8(pk.Prefixlen - 80)}
 		p.pol[k] = verdict{Rule: v.Rule, Flags: v.Flags, Tier: ir.TierKind(v.Tier)}
 	}
 	if err := it.Err(); err != nil {
@@ -424,7 +453,8 @@ func readProgram(ident, pol *cebpf.Map) (*program, error) {
 }
 
 // writeDiff turns the buffer holding old into one holding want.
-func writeDiff(ident, pol *cebpf.Map, old, want *program) (int, error) {
+func writeDiff(buf buffer, old, want *program) (int, error) {
+	ident, cls, pol := buf.ident, buf.cls, buf.pol
 	var ikDel []bpf.PolicyIdentKey
 	var ikPut []bpf.PolicyIdentKey
 	var ivPut []uint32
@@ -437,6 +467,20 @@ func writeDiff(ident, pol *cebpf.Map, old, want *program) (int, error) {
 		if w, ok := old.idents[k]; !ok || w != v {
 			ikPut = append(ikPut, kernIdentKey(k))
 			ivPut = append(ivPut, v)
+		}
+	}
+	var ckDel []bpf.PolicyClsKey
+	var ckPut []bpf.PolicyClsKey
+	var cvPut []uint32
+	for k := range old.cls {
+		if _, ok := want.cls[k]; !ok {
+			ckDel = append(ckDel, kernClsKey(k))
+		}
+	}
+	for k, v := range want.cls {
+		if w, ok := old.cls[k]; !ok || w != v {
+			ckPut = append(ckPut, kernClsKey(k))
+			cvPut = append(cvPut, v)
 		}
 	}
 	var pkDel []bpf.PolicyPolKey
@@ -462,6 +506,14 @@ func writeDiff(ident, pol *cebpf.Map, old, want *program) (int, error) {
 		return n, fmt.Errorf("writing identity map: %w", err)
 	}
 	n += len(ikDel)
+	if err := putAll(cls, ckPut, cvPut); err != nil {
+		return n, fmt.Errorf("writing class map: %w", err)
+	}
+	n += len(ckPut)
+	if err := delAll(cls, ckDel); err != nil {
+		return n, fmt.Errorf("writing class map: %w", err)
+	}
+	n += len(ckDel)
 	if err := putAll(pol, pkPut, pvPut); err != nil {
 		return n, fmt.Errorf("writing policy map: %w", err)
 	}

@@ -33,10 +33,18 @@ type identKey struct {
 	Bits uint8 // prefix length within the family
 }
 
+// clsKey is an entry of the class hash: which class of its chain an
+// identity belongs to. A missing entry means class 0.
+type clsKey struct {
+	Ifindex  uint32
+	Identity uint32
+	Dir      ir.Direction
+}
+
 // polKey is an entry of the policy LPM trie.
 type polKey struct {
 	Ifindex  uint32
-	Identity uint32
+	Class    uint32
 	Dir      ir.Direction
 	Proto    uint8
 	Port     uint16
@@ -57,6 +65,7 @@ var plain = verdict{Tier: ir.TierBaseline}
 // program is what one NodePolicy compiles to: the two maps' contents.
 type program struct {
 	idents map[identKey]uint32
+	cls    map[clsKey]uint32
 	pol    map[polKey]verdict
 	// identBits are the distinct prefix lengths of idents per family,
 	// longest first, for lookups in Go.
@@ -68,13 +77,30 @@ type program struct {
 type allocator struct {
 	idents    map[string]uint32
 	nextIdent uint32
+	classes   map[string]uint32
+	nextClass uint32
 	rules     map[string]uint32
 	ruleIDs   map[uint32]string
 	nextRule  uint32
 }
 
 func newAllocator() *allocator {
-	return &allocator{idents: map[string]uint32{}, nextIdent: 1, rules: map[string]uint32{}, ruleIDs: map[uint32]string{}, nextRule: 1}
+	return &allocator{idents: map[string]uint32{}, nextIdent: 1, classes: map[string]uint32{}, nextClass: 1, rules: map[string]uint32{}, ruleIDs: map[uint32]string{}, nextRule: 1}
+}
+
+// class numbers a membership restricted to one chain's sets; the empty
+// membership is class 0.
+func (a *allocator) class(members string) uint32 {
+	if members == "" {
+		return 0
+	}
+	if id, ok := a.classes[members]; ok {
+		return id
+	}
+	id := a.nextClass
+	a.nextClass++
+	a.classes[members] = id
+	return id
 }
 
 func (a *allocator) identity(members string) uint32 {
@@ -132,21 +158,25 @@ func maskKey(k identKey, bits uint8) identKey {
 // naming the endpoint, direction and rule.
 func validate(np *ir.NodePolicy) error {
 	var errs []error
-	for i, s := range np.Sets {
+	setNames := map[string]bool{}
+	epNames := map[string]bool{}
+	for _, s := range np.Sets {
 		for _, p := range s.Prefixes {
 			if !p.IsValid() {
 				errs = append(errs, fmt.Errorf("set %q: invalid prefix %v", s.Name, p))
 			}
 		}
-		if i > 0 && np.Sets[i-1].Name >= s.Name {
-			errs = append(errs, fmt.Errorf("set %q: sets must be sorted by name and unique", s.Name))
+		if setNames[s.Name] {
+			errs = append(errs, fmt.Errorf("set %q: duplicate set name", s.Name))
 		}
+		setNames[s.Name] = true
 	}
 	for i := range np.Endpoints {
 		ep := &np.Endpoints[i]
-		if i > 0 && np.Endpoints[i-1].Name >= ep.Name {
-			errs = append(errs, fmt.Errorf("endpoint %q: endpoints must be sorted by name and unique", ep.Name))
+		if epNames[ep.Name] {
+			errs = append(errs, fmt.Errorf("endpoint %q: duplicate endpoint name", ep.Name))
 		}
+		epNames[ep.Name] = true
 		for _, d := range []ir.Direction{ir.Ingress, ir.Egress} {
 			c := chainOf(ep, d)
 			for _, t := range c.Tiers {
@@ -251,7 +281,7 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	prog := &program{idents: idents, pol: map[polKey]verdict{}, identBits: bits}
+	prog := &program{idents: idents, cls: map[clsKey]uint32{}, pol: map[polKey]verdict{}, identBits: bits}
 	for i := range np.Endpoints {
 		ep := &np.Endpoints[i]
 		idx, ok := ifindex[ep.Name]
@@ -263,10 +293,37 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 			if len(c.Tiers) == 0 {
 				continue
 			}
+			named := map[string]bool{}
+			for _, t := range c.Tiers {
+				for _, r := range t.Rules {
+					if r.Peer.Set != "" {
+						named[r.Peer.Set] = true
+					}
+				}
+			}
+			done := map[uint32]bool{}
 			for _, id := range ids {
-				in := members[id]
+				var keep []string
+				for s := range members[id] {
+					if named[s] {
+						keep = append(keep, s)
+					}
+				}
+				sort.Strings(keep)
+				cls := alloc.class(strings.Join(keep, "\x00"))
+				if cls != 0 {
+					prog.cls[clsKey{Ifindex: idx, Identity: id, Dir: d}] = cls
+				}
+				if done[cls] {
+					continue
+				}
+				done[cls] = true
+				in := map[string]bool{}
+				for _, s := range keep {
+					in[s] = true
+				}
 				for _, proto := range append([]ir.Protocol{protoOther}, portProtos...) {
-					emitGroup(prog.pol, polKey{Ifindex: idx, Identity: id, Dir: d, Proto: uint8(proto)}, chainIntervals(c, in, proto, alloc))
+					emitGroup(prog.pol, polKey{Ifindex: idx, Class: cls, Dir: d, Proto: uint8(proto)}, chainIntervals(c, in, proto, alloc))
 				}
 			}
 		}
@@ -456,7 +513,8 @@ func (p *program) lookupVerdict(ifindex, identity uint32, d ir.Direction, proto 
 	if !isPortProto(proto) {
 		proto, port = protoOther, 0
 	}
-	k := polKey{Ifindex: ifindex, Identity: identity, Dir: d, Proto: uint8(proto)}
+	cls := p.cls[clsKey{Ifindex: ifindex, Identity: identity, Dir: d}]
+	k := polKey{Ifindex: ifindex, Class: cls, Dir: d, Proto: uint8(proto)}
 	for bits := 16; bits >= 0; bits-- {
 		k.PortBits = uint8(bits)
 		k.Port = port &^ uint16((uint32(1)<<(16-bits))-1)

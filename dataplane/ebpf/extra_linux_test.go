@@ -7,8 +7,8 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"strings"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	cebpf "github.com/cilium/ebpf"
@@ -38,7 +38,7 @@ func TestDriftInTheActiveBufferIsRepaired(t *testing.T) {
 		t.Fatalf("Sync: %v", err)
 	}
 	// Someone empties the active policy map behind the backend's back.
-	_, pol := be.buffers(be.active)
+	pol := be.buffers(be.active).pol
 	var keys [][]byte
 	it := pol.Iterate()
 	var k, v []byte

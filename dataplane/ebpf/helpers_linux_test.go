@@ -4,6 +4,8 @@ package ebpf
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"os"
 	"testing"
@@ -42,4 +44,10 @@ func newBackend(t testing.TB, nsPath string, opts Options) *Backend {
 
 func newDataplane(t *testing.T, nsPath string) dataplane.Dataplane {
 	return newBackend(t, nsPath, Options{})
+}
+
+func randSuffix() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -94,8 +94,9 @@ type Stats struct {
 	// last Sync, LastDuration its time.
 	LastWrites   int
 	LastDuration time.Duration
-	// IdentEntries and PolicyEntries are the sizes of the active buffer.
-	IdentEntries, PolicyEntries int
+	// IdentEntries, ClassEntries and PolicyEntries are the sizes of the
+	// active buffer's maps.
+	IdentEntries, ClassEntries, PolicyEntries int
 	// ConnectionsCut counts conntrack entries deleted by revocation.
 	ConnectionsCut int
 	// Attached counts interfaces with programs attached; Clsact is set

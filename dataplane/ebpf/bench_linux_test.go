@@ -1,0 +1,184 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
+	"github.com/bulkhead-dev/bulkhead/internal/ir"
+	"github.com/bulkhead-dev/bulkhead/internal/netns"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+)
+
+// rulesPolicy is the nftables backend's benchmark policy (copied from
+// dataplane/nftables/bench_linux_test.go so both backends measure the
+// same rule sets): n IR rules, n/20 endpoints with 20 rules each over 200
+// selector sets of 21 addresses, distinct ports, TCP and UDP, accept and
+// deny, in the admin and NetworkPolicy tiers, plus a baseline deny per
+// endpoint.
+func rulesPolicy(n int) *ir.NodePolicy {
+	np := &ir.NodePolicy{Node: "bench"}
+	for i := 0; i < 200; i++ {
+		var ps []netip.Prefix
+		for j := 0; j < 20; j++ {
+			ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 245, byte(i), byte(j*3 + 1)}), 32))
+		}
+		ps = append(ps, netip.PrefixFrom(netip.MustParseAddr(fmt.Sprintf("fd00:10:245:%x::1", i)), 128))
+		np.Sets = append(np.Sets, dptest.Set(fmt.Sprintf("sel-%03d", i), ps...))
+	}
+	eps := max(n/20, 1)
+	r := 0
+	for e := 0; e < eps; e++ {
+		ep := ir.Endpoint{
+			Name: fmt.Sprintf("ns-%02d/pod-%05d", e%17, e),
+			IPs:  []netip.Addr{netip.AddrFrom4([4]byte{10, 244, byte(e >> 8), byte(e)}), netip.MustParseAddr(fmt.Sprintf("fd00:10:244::%x", e+1))},
+		}
+		admin := ir.Tier{Kind: ir.TierAdmin}
+		netpol := ir.Tier{Kind: ir.TierNetworkPolicy}
+		for k := 0; k < 20 && r < n; k++ {
+			rule := ir.Rule{
+				ID:   fmt.Sprintf("NetworkPolicy/ns-%02d/pol-%d/ingress/%d", e%17, e, k),
+				Peer: ir.PeerMatch{Set: fmt.Sprintf("sel-%03d", (e*7+k)%200)},
+				Ports: []ir.PortRange{{Protocol: []ir.Protocol{ir.TCP, ir.UDP}[k%2],
+					From: uint16(1000 + (r % 60000)), To: uint16(1000 + (r % 60000) + k%3)}},
+				Action: ir.Accept,
+			}
+			if k%5 == 0 {
+				rule.ID = fmt.Sprintf("ZonePolicy/zp-%d-%d", e, k)
+				rule.Action = ir.Deny
+				admin.Rules = append(admin.Rules, rule)
+			} else {
+				netpol.Rules = append(netpol.Rules, rule)
+			}
+			r++
+		}
+		ep.Ingress.Tiers = []ir.Tier{admin, netpol, dptest.Tier(ir.TierBaseline, dptest.Rule("Zone/z/baseline", "", false, ir.Deny))}
+		np.Endpoints = append(np.Endpoints, ep)
+	}
+	return np
+}
+
+// benchBackend opens a backend on a bare namespace whose endpoints get
+// made-up interface indexes: it measures map updates, not attachment.
+func benchBackend(b *testing.B, np *ir.NodePolicy) *Backend {
+	b.Helper()
+	testenv.RequireRoot(b)
+	name := "bh-ebpf-bench-" + randSuffix()
+	if err := netns.Create(name); err != nil {
+		b.Fatalf("creating netns: %v", err)
+	}
+	b.Cleanup(func() {
+		if err := netns.Delete(name); err != nil {
+			b.Errorf("deleting netns: %v", err)
+		}
+	})
+	be := newBackend(b, netns.Path(name), Options{DisableConnectionCutting: true})
+	be.benchIfindex = map[string]uint32{}
+	for i, ep := range np.Endpoints {
+		be.benchIfindex[ep.Name] = uint32(1000 + i)
+	}
+	return be
+}
+
+func BenchmarkCompile(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
+			np := rulesPolicy(n)
+			ifx := map[string]uint32{}
+			for i, ep := range np.Endpoints {
+				ifx[ep.Name] = uint32(1000 + i)
+			}
+			var prog *program
+			for i := 0; i < b.N; i++ {
+				var err error
+				if prog, err = compile(np, ifx, newAllocator()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(prog.pol)), "policy-entries")
+			b.ReportMetric(float64(len(prog.idents)), "ident-entries")
+			b.ReportMetric(float64(len(prog.cls)), "class-entries")
+		})
+	}
+}
+
+// BenchmarkSyncFull measures a Sync that writes a whole policy into an
+// empty buffer and flips: compile, map writes and the swap.
+func BenchmarkSyncFull(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
+			np := rulesPolicy(n)
+			be := benchBackend(b, np)
+			empty := &ir.NodePolicy{Node: "bench"}
+			writes := 0
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				for j := 0; j < 2; j++ { // empty both buffers
+					if err := be.Sync(ctx, empty); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				if err := be.Sync(ctx, np); err != nil {
+					b.Fatal(err)
+				}
+				writes = be.Stats().LastWrites
+			}
+			b.StopTimer()
+			st := be.Stats()
+			if writes != st.IdentEntries+st.ClassEntries+st.PolicyEntries {
+				b.Fatalf("wrote %d entries, want the whole policy (%d)", writes, st.IdentEntries+st.ClassEntries+st.PolicyEntries)
+			}
+			b.ReportMetric(float64(writes), "writes")
+		})
+	}
+}
+
+// BenchmarkSyncDelta measures small changes: one more address in a set,
+// and a quarantine moving from one endpoint to the next.
+func BenchmarkSyncDelta(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range []int{100, 1000, 10000} {
+		for _, c := range []string{"set-element", "quarantine-endpoint"} {
+			b.Run(fmt.Sprintf("rules=%d/%s", n, c), func(b *testing.B) {
+				np := rulesPolicy(n)
+				be := benchBackend(b, np)
+				if err := be.Sync(ctx, np); err != nil {
+					b.Fatal(err)
+				}
+				if err := be.Sync(ctx, np); err != nil {
+					b.Fatal(err)
+				}
+				q := dptest.Tier(ir.TierQuarantine, dptest.Rule("Quarantine/ns/q", "", false, ir.Deny))
+				orig := np.Endpoints[0].Ingress.Tiers
+				total := 0
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					switch c {
+					case "set-element":
+						s := &np.Sets[i%len(np.Sets)]
+						s.Prefixes = append(s.Prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 246, byte(i >> 8), byte(i)}), 32))
+					case "quarantine-endpoint":
+						prev := &np.Endpoints[(i+len(np.Endpoints)-1)%len(np.Endpoints)]
+						prev.Quarantined, prev.Ingress.Tiers, prev.Egress.Tiers = false, orig, nil
+						ep := &np.Endpoints[i%len(np.Endpoints)]
+						ep.Quarantined = true
+						ep.Ingress.Tiers = []ir.Tier{q}
+						ep.Egress.Tiers = []ir.Tier{q}
+					}
+					if err := be.Sync(ctx, np); err != nil {
+						b.Fatal(err)
+					}
+					total += be.Stats().LastWrites
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(total)/float64(b.N), "writes/op")
+			})
+		}
+	}
+}
