@@ -162,7 +162,7 @@ func BenchmarkPodUpdateToDelta(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		n, p := i%benchNodes, (i*7)%benchPodsPer
 		node := fmt.Sprintf("node-%d", n)
-		pod := benchPod(n, p, (n+p+1+i)%benchApps) // relabel to another app
+		pod := benchPod(n, p, (n+p+1+i%9)%benchApps) // relabel to another app than before
 		name := pod.Namespace + "/" + pod.Name
 		t0 := time.Now()
 		model.Upsert(pod)
