@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -489,6 +490,47 @@ func TestController(t *testing.T) {
 			t.Fatalf("after reconnect got %v, want a snapshot of generation >= %d", again, d.GetGeneration())
 		}
 		k.deletePod("shop", "misc-1")
+	})
+
+	t.Run("the status call takes the user's own token and checks it with SubjectAccessReview", func(t *testing.T) {
+		for _, sa := range []string{"viewer", "nobody"} {
+			k.must(k.c.Create(k.ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: sysNS, Name: sa}}))
+		}
+		k.must(k.c.Create(k.ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "zone-viewer"},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{"segmentation.bulkhead.dev"}, Resources: []string{"zones"}, Verbs: []string{"get", "list"}}}}))
+		k.must(k.c.Create(k.ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "zone-viewer"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "zone-viewer"},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: sysNS, Name: "viewer"}}}))
+		userToken := func(sa string) string {
+			out, err := k.cs.CoreV1().ServiceAccounts(sysNS).CreateToken(k.ctx, sa, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+			k.must(err)
+			return out.Status.Token
+		}
+		call := func(token string) (*pb.StatusResponse, error) {
+			conn, err := stream.Dial(stream.ClientConfig{Address: addr, CAPEM: k.caPEM(), Token: token})
+			k.must(err)
+			defer conn.Close()
+			return pb.NewPolicyStreamClient(conn).Status(k.ctx, &pb.StatusRequest{})
+		}
+		var resp *pb.StatusResponse
+		eventually(t, "the viewer's status call (RBAC may take a moment)", func() error {
+			var err error
+			resp, err = call(userToken("viewer"))
+			return err
+		})
+		var nodes []string
+		for _, n := range resp.GetNodes() {
+			nodes = append(nodes, n.GetNode())
+			if n.GetAckedGeneration() != n.GetGeneration() || !n.GetConnected() {
+				t.Errorf("node %s: %v; want connected and acked", n.GetNode(), n)
+			}
+		}
+		if d := cmp.Diff([]string{"node-a", "node-b"}, nodes); d != "" {
+			t.Fatalf("nodes (-want +got):\n%s", d)
+		}
+		if _, err := call(userToken("nobody")); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("a user without access: error %v, want PermissionDenied", err)
+		}
 	})
 
 	t.Run("after a controller restart agents get a new epoch's snapshot and no stale generation", func(t *testing.T) {
