@@ -24,6 +24,7 @@ const (
 type setDesc struct {
 	kind   int
 	npKey  string
+	rule   *npRule // setNPRule, setNPNamed: peers (the set's content depends only on rule.peerKey)
 	egress bool
 	idx    int
 	names  []string
@@ -130,8 +131,15 @@ func (e *Engine) podChanged(old, cur *podInfo, nsChanged bool) {
 			c.staleSets[s] = true
 		}
 	}
-	for s := range c.anyPodSets {
-		c.staleSets[s] = true
+	if addrChanged || portsChanged {
+		// sets and chains that depend on every pod's addresses or ports
+		// (named ports over ipBlocks or all peers, zone named ports)
+		for s := range c.anyPodSets {
+			c.staleSets[s] = true
+		}
+		for k := range c.structAll {
+			c.dirty[k] = true
+		}
 	}
 	for s := range c.podSets[key] {
 		c.staleSets[s] = true
@@ -145,9 +153,6 @@ func (e *Engine) podChanged(old, cur *podInfo, nsChanged bool) {
 		for _, q := range c.quarPods {
 			c.dirty[q.key] = true
 		}
-	}
-	for k := range c.structAll {
-		c.dirty[k] = true
 	}
 	check := func(s *podSel) {
 		members := c.selMembers[s]
@@ -188,29 +193,15 @@ func (e *Engine) npChanged(old, cur *npInfo) {
 			c.dirty[p.key] = true
 		}
 	}
-	for s := range c.npSets[n.key] {
-		c.staleSets[s] = true
-	}
 }
 
 // ---- sets ----
 
 func (e *Engine) descSels(d setDesc) []*podSel {
 	switch d.kind {
-	case setNPRule:
-		n := e.nps[d.npKey]
-		if n == nil {
-			return nil
-		}
-		rules := n.in
-		if d.egress {
-			rules = n.eg
-		}
-		if d.idx >= len(rules) {
-			return nil
-		}
+	case setNPRule, setNPNamed:
 		var out []*podSel
-		for _, p := range rules[d.idx].peers {
+		for _, p := range d.rule.peers {
 			if p.sel != nil {
 				out = append(out, p.sel)
 			}
@@ -290,7 +281,11 @@ func (e *Engine) useSet(name string, d setDesc) string {
 	switch d.kind {
 	case setZones:
 		c.zoneSets[name] = true
-	case setNPNamed, setZPNamed:
+	case setNPNamed:
+		if d.rule.allPeers || !d.rule.selOnly() {
+			c.anyPodSets[name] = true
+		}
+	case setZPNamed:
 		c.anyPodSets[name] = true
 		c.zoneSets[name] = true
 	case setPod:
@@ -392,20 +387,9 @@ func (e *Engine) buildSet(s *setState) []netip.Prefix {
 	d := s.desc
 	switch d.kind {
 	case setNPRule:
-		n := e.nps[d.npKey]
-		if n == nil {
-			return nil
-		}
-		rules := n.in
-		if d.egress {
-			rules = n.eg
-		}
-		if d.idx >= len(rules) {
-			return nil
-		}
 		var addrs []netip.Addr
 		var blocks []ipRange
-		for _, p := range rules[d.idx].peers {
+		for _, p := range d.rule.peers {
 			if p.sel != nil {
 				addrs = append(addrs, e.podIPRanges(e.c.selMembers[p.sel])...)
 			} else {
@@ -417,11 +401,7 @@ func (e *Engine) buildSet(s *setState) []netip.Prefix {
 		}
 		return toPrefixes(normalize(append(blocks, hostsOf(addrs)...)))
 	case setNPNamed:
-		n := e.nps[d.npKey]
-		if n == nil || d.idx >= len(n.eg) {
-			return nil
-		}
-		for _, g := range e.npNamedGroups(n, d.idx) {
+		for _, g := range e.npNamedGroups(d.rule) {
 			if g.proto == d.proto && g.port == d.port {
 				return hostPrefixes(slices.Clone(g.addrs))
 			}
@@ -520,21 +500,39 @@ func groupNamed(specs []portSpec, each func(func(p *podInfo, ip netip.Addr))) []
 	return out
 }
 
-func (e *Engine) npNamedGroups(n *npInfo, idx int) []namedGroup {
-	memoKey := fmt.Sprintf("np|%s|%d", n.key, idx)
+func (e *Engine) npNamedGroups(r *npRule) []namedGroup {
+	memoKey := "np|" + r.peerKey + "|" + r.namedKey
 	if g, ok := e.c.namedMemo[memoKey]; ok {
 		return g
 	}
-	r := &n.eg[idx]
-	g := groupNamed(r.ports.specs, func(fn func(*podInfo, netip.Addr)) {
-		for _, p := range e.pods {
-			for _, ip := range p.ips {
-				if e.npPeerMatches(r, end{p, ip}) {
+	var g []namedGroup
+	if r.allPeers || !r.selOnly() {
+		g = groupNamed(r.ports.specs, func(fn func(*podInfo, netip.Addr)) {
+			for _, p := range e.pods {
+				for _, ip := range p.ips {
+					if e.npPeerMatches(r, end{p, ip}) {
+						fn(p, ip)
+					}
+				}
+			}
+		})
+	} else {
+		members := map[string]bool{}
+		for _, pe := range r.peers {
+			e.watchSel(pe.sel)
+			for k := range e.c.selMembers[pe.sel] {
+				members[k] = true
+			}
+		}
+		g = groupNamed(r.ports.specs, func(fn func(*podInfo, netip.Addr)) {
+			for k := range members {
+				p := e.pods[k]
+				for _, ip := range p.ips {
 					fn(p, ip)
 				}
 			}
-		}
-	})
+		})
+	}
 	if e.c.namedMemo != nil {
 		e.c.namedMemo[memoKey] = g
 	}
@@ -1060,7 +1058,8 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 				if r.allPeers {
 					return ir.PeerMatch{}
 				}
-				return b.use(r.id, setDesc{kind: setNPRule, npKey: n.key, egress: egressIdx, idx: i})
+				_ = egressIdx
+				return b.use(r.setName, setDesc{kind: setNPRule, rule: r})
 			}
 			if !egress || !r.ports.hasNamed() {
 				ports, ok := r.ports.resolved(p)
@@ -1092,9 +1091,9 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 			if !onlySels {
 				b.st.structAll = true
 			}
-			for _, g := range e.npNamedGroups(n, i) {
-				name := fmt.Sprintf("%s/%s/%d", r.id, g.proto, g.port)
-				pm := b.use(name, setDesc{kind: setNPNamed, npKey: n.key, egress: true, idx: i, proto: g.proto, port: g.port})
+			for _, g := range e.npNamedGroups(r) {
+				name := fmt.Sprintf("%s/%s/%s/%d", r.setName, r.namedKey, g.proto, g.port)
+				pm := b.use(name, setDesc{kind: setNPNamed, rule: r, proto: g.proto, port: g.port})
 				rules = append(rules, ir.Rule{ID: r.id, Peer: pm, Ports: []ir.PortRange{{Protocol: g.proto, From: g.port, To: g.port}}, Action: ir.Accept})
 			}
 		}

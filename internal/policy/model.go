@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"slices"
 	"sort"
@@ -315,6 +316,53 @@ type npRule struct {
 	allPeers bool
 	peers    []npPeer
 	ports    portList
+	// peerKey is a canonical description of the peers; rules with equal
+	// keys share one address set, named setName.
+	peerKey  string
+	setName  string
+	namedKey string // sorted protocol/name pairs of the named ports
+}
+
+func (r *npRule) selOnly() bool {
+	for _, p := range r.peers {
+		if p.sel == nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *npRule) finish() {
+	keys := make([]string, 0, len(r.peers))
+	for _, p := range r.peers {
+		if p.sel != nil {
+			keys = append(keys, p.sel.key)
+		} else {
+			var ps []string
+			for _, x := range toPrefixes(p.block.ranges) {
+				ps = append(ps, x.String())
+			}
+			keys = append(keys, "cidr="+strings.Join(ps, ","))
+		}
+	}
+	sort.Strings(keys)
+	keys = slices.Compact(keys)
+	r.peerKey = strings.Join(keys, ";")
+	if len(r.peerKey) <= 80 {
+		r.setName = "Peers/" + r.peerKey
+	} else {
+		h := fnv.New64a()
+		h.Write([]byte(r.peerKey))
+		r.setName = fmt.Sprintf("Peers/#%016x", h.Sum64())
+	}
+	var names []string
+	for _, s := range r.ports.specs {
+		if s.name != "" {
+			names = append(names, s.proto.String()+":"+s.name)
+		}
+	}
+	sort.Strings(names)
+	r.namedKey = strings.Join(slices.Compact(names), ",")
 }
 
 type npInfo struct {
@@ -527,10 +575,18 @@ func crdPorts(ports []v1alpha1.PolicyPort, o objCtx, field string) (portList, *F
 }
 
 func (e *Engine) internSel(s *podSel) *podSel {
+	// "<namespace>:<pod selector>" or "{<namespace selector>}:<pod
+	// selector>", "*" for an empty selector
+	star := func(x string) string {
+		if x == "" {
+			return "*"
+		}
+		return x
+	}
 	if s.nsSel == nil {
-		s.key = "ns=" + s.fixedNS + "|" + s.podSel.String()
+		s.key = s.fixedNS + ":" + star(s.podSel.String())
 	} else {
-		s.key = "nssel=" + s.nsSel.String() + "|" + s.podSel.String()
+		s.key = "{" + star(s.nsSel.String()) + "}:" + star(s.podSel.String())
 	}
 	if x, ok := e.selIntern[s.key]; ok {
 		return x
@@ -635,6 +691,7 @@ func (e *Engine) convertNP(np *networkingv1.NetworkPolicy) (*npInfo, *FieldError
 					rs[i].peers[j].sel = e.internSel(rs[i].peers[j].sel)
 				}
 			}
+			rs[i].finish()
 		}
 	}
 	return n, nil

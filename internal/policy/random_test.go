@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -515,4 +516,23 @@ func FuzzEngine(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkWorld(t, data)
 	})
+}
+
+// TestRandomWorlds runs the FuzzEngine invariants on many PRNG-generated
+// worlds (BULKHEAD_RANDOM_WORLDS, default 300).
+func TestRandomWorlds(t *testing.T) {
+	n := 300
+	if v := os.Getenv("BULKHEAD_RANDOM_WORLDS"); v != "" {
+		fmt.Sscan(v, &n)
+	}
+	r := rand.New(rand.NewSource(42))
+	for i := 0; i < n; i++ {
+		b := make([]byte, 64+r.Intn(256))
+		r.Read(b)
+		ok := t.Run(fmt.Sprintf("world-%d", i), func(t *testing.T) { checkWorld(t, b) })
+		if !ok {
+			t.Logf("input: %x", b)
+			break
+		}
+	}
 }
