@@ -13,7 +13,8 @@ export GOFLAGS="${GOFLAGS:--trimpath}"
 BIN="${BIN:-$root/bin}"
 NODES="${NODES:-3}"
 BACKEND="${BACKEND:-nftables}"
-ZONES="$root/internal/lab/scenarios/demo-zones.yaml"
+SCEN="$root/internal/lab/scenarios"
+ZONES="$SCEN/demo-zones.yaml"
 export BULKHEAD_LAB_DIR="${BULKHEAD_LAB_DIR:-/run/bulkhead/lab}"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -48,6 +49,17 @@ step "reachability after the zones"
 
 step "does the datapath agree with bulkhead analyze on the objects read back from the lab?"
 "$bh" lab check
+
+step "quarantining web/frontend-0 (an incident): how long until every node enforces it?"
+"$bh" lab apply -f "$SCEN/demo-quarantine.yaml" --wait
+"$bh" lab probe -o table | awk 'NR==1 || /frontend-0/'
+
+step "agreement with analyze, quarantine included"
+"$bh" lab check
+
+step "releasing the quarantine (the object stays, phase Released)"
+"$bh" lab apply -f "$SCEN/demo-release.yaml" --wait
+"$bh" lab probe -o table | awk 'NR==1 || /frontend-0/'
 
 kc=$("$bh" lab kubeconfig)
 kubectl="${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead/controlplane/v1.37.2/kubectl"

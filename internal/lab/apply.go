@@ -122,7 +122,7 @@ func WaitEnforced(ctx context.Context, c client.Client, results []ApplyResult, t
 				lines = append(lines, fmt.Sprintf("  %s %s (%s): %s", results[i].Kind, results[i].Name, results[i].Where, why))
 			}
 			return fmt.Errorf("not enforced after %s:\n%s", timeout, strings.Join(lines, "\n"))
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	return nil

@@ -425,7 +425,7 @@ func Down(lab, dir string, progressW io.Writer) error {
 				if c.Alive() {
 					progress(fmt.Sprintf("stopping control-plane child %s (pid %d)", filepath.Base(firstArg(c.Args)), c.PID))
 				}
-				if err := c.Stop(10 * time.Second); err != nil {
+				if err := c.Stop(5 * time.Second); err != nil {
 					errs = append(errs, fmt.Errorf("stopping control-plane child: %w", err))
 				}
 			}
