@@ -322,8 +322,9 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 				for _, s := range keep {
 					in[s] = true
 				}
+				ts := forPeer(c, in, alloc)
 				for _, proto := range append([]ir.Protocol{protoOther}, portProtos...) {
-					emitGroup(prog.pol, polKey{Ifindex: idx, Class: cls, Dir: d, Proto: uint8(proto)}, chainIntervals(c, in, proto, alloc))
+					emitGroup(prog.pol, polKey{Ifindex: idx, Class: cls, Dir: d, Proto: uint8(proto)}, peerIntervals(ts, proto))
 				}
 			}
 		}
@@ -337,19 +338,48 @@ type interval struct {
 	v        verdict
 }
 
-// chainIntervals walks chain c for a peer that is a member of exactly the
-// sets in, for every destination port of proto, and returns the maximal
-// port intervals with equal verdicts. For protoOther it returns one
-// interval covering port 0 only.
-func chainIntervals(c *ir.Chain, in map[string]bool, proto ir.Protocol, alloc *allocator) []interval {
-	if proto == protoOther {
-		return []interval{{0, 0, walk(c, in, proto, 0, alloc)}}
-	}
-	// Breakpoints: every range boundary of proto in the chain.
-	cuts := map[uint32]bool{0: true}
+// mrule is a rule that matches the peer, with its rule number.
+type mrule struct {
+	ports  []ir.PortRange
+	action ir.Action
+	log    bool
+	num    uint32
+}
+
+// mtier is a tier reduced to the rules that match one peer class.
+type mtier struct {
+	kind  ir.TierKind
+	rules []mrule
+}
+
+// forPeer reduces chain c to the rules whose peer matches a member of
+// exactly the sets in.
+func forPeer(c *ir.Chain, in map[string]bool, alloc *allocator) []mtier {
+	out := make([]mtier, 0, len(c.Tiers))
 	for _, t := range c.Tiers {
+		mt := mtier{kind: t.Kind}
 		for _, r := range t.Rules {
-			for _, p := range r.Ports {
+			if peerIn(r.Peer, in) {
+				mt.rules = append(mt.rules, mrule{ports: r.Ports, action: r.Action, log: r.Log, num: alloc.rule(r.ID)})
+			}
+		}
+		out = append(out, mt)
+	}
+	return out
+}
+
+// peerIntervals walks a chain reduced by forPeer for every destination
+// port of proto and returns the maximal port intervals with equal
+// verdicts. For protoOther it returns one interval covering port 0 only.
+func peerIntervals(ts []mtier, proto ir.Protocol) []interval {
+	if proto == protoOther {
+		return []interval{{0, 0, walk(ts, proto, 0)}}
+	}
+	// Breakpoints: every range boundary of proto in the matching rules.
+	cuts := map[uint32]bool{0: true}
+	for _, t := range ts {
+		for _, r := range t.rules {
+			for _, p := range r.ports {
 				if p.Protocol != proto || p.AllPorts() {
 					continue
 				}
@@ -371,7 +401,7 @@ func chainIntervals(c *ir.Chain, in map[string]bool, proto ir.Protocol, alloc *a
 		if i+1 < len(starts) {
 			end = starts[i+1] - 1
 		}
-		v := walk(c, in, proto, uint16(s), alloc)
+		v := walk(ts, proto, uint16(s))
 		if n := len(out); n > 0 && out[n-1].v == v {
 			out[n-1].to = uint16(end)
 			continue
@@ -381,8 +411,8 @@ func chainIntervals(c *ir.Chain, in map[string]bool, proto ir.Protocol, alloc *a
 	return out
 }
 
-// walk is ir.NodePolicy.Evaluate for a peer known by its set membership.
-func walk(c *ir.Chain, in map[string]bool, proto ir.Protocol, port uint16, alloc *allocator) verdict {
+// walk is ir.NodePolicy.Evaluate over a chain reduced by forPeer.
+func walk(ts []mtier, proto ir.Protocol, port uint16) verdict {
 	audited := false
 	flags := func(deny bool, log bool) uint8 {
 		var f uint8
@@ -397,17 +427,17 @@ func walk(c *ir.Chain, in map[string]bool, proto ir.Protocol, port uint16, alloc
 		}
 		return f
 	}
-	for _, t := range c.Tiers {
+	for _, t := range ts {
 	rules:
-		for _, r := range t.Rules {
-			if !peerIn(r.Peer, in) || !portsIn(r.Ports, proto, port) {
+		for _, r := range t.rules {
+			if !portsIn(r.ports, proto, port) {
 				continue
 			}
-			switch r.Action {
+			switch r.action {
 			case ir.Accept:
-				return verdict{Rule: alloc.rule(r.ID), Flags: flags(false, r.Log), Tier: t.Kind}
+				return verdict{Rule: r.num, Flags: flags(false, r.log), Tier: t.kind}
 			case ir.Deny:
-				return verdict{Rule: alloc.rule(r.ID), Flags: flags(true, r.Log), Tier: t.Kind}
+				return verdict{Rule: r.num, Flags: flags(true, r.log), Tier: t.kind}
 			case ir.Audit:
 				audited = true
 				break rules
