@@ -1,0 +1,249 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/lab"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+)
+
+// latencyScenario: app/victim on node 1, app/client (holds the
+// established connection) and app/prober (opens a new connection every
+// 5 ms) on node 2.
+const latencyScenario = `apiVersion: v1
+kind: Namespace
+metadata: {name: app}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: victim, namespace: app, labels: {app: victim}}
+spec:
+  containers: [{name: c, ports: [{containerPort: 80}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: app, labels: {app: client}}
+spec:
+  containers: [{name: c, ports: [{containerPort: 80}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: prober, namespace: app, labels: {app: prober}}
+spec:
+  containers: [{name: c, ports: [{containerPort: 80}]}]
+`
+
+const benchEchoPort = 7000
+
+// TestQuarantineLatency is the quarantine latency benchmark of
+// docs/benchmarks.md. It runs only with BULKHEAD_BENCH=1 (hack/bench.sh
+// sets it): in a 2-node lab, each trial creates a Quarantine for a pod
+// that has an established connection and a stream of new-connection
+// probes, and measures from Create returning to the first refused probe
+// and to the established connection's death; then it deletes the
+// quarantine and waits until the pod is reachable again.
+// BULKHEAD_BENCH_TRIALS (default 50) and BULKHEAD_BENCH_BACKEND (default
+// nftables) change the run.
+func TestQuarantineLatency(t *testing.T) {
+	if os.Getenv("BULKHEAD_BENCH") == "" {
+		t.Skip("a benchmark: set BULKHEAD_BENCH=1 (make bench does)")
+	}
+	testenv.RequireRoot(t)
+	if m := lab.ControlPlaneAssetsMissing(); m != "" {
+		testenv.SkipOrFail(t, "control plane: "+m+"; run hack/controlplane.sh")
+	}
+	trials := 50
+	if s := os.Getenv("BULKHEAD_BENCH_TRIALS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("BULKHEAD_BENCH_TRIALS=%q: want a positive integer", s)
+		}
+		trials = n
+	}
+	backend := os.Getenv("BULKHEAD_BENCH_BACKEND")
+	if backend == "" {
+		backend = "nftables"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+
+	bin := t.TempDir()
+	root := testenv.RepoRoot()
+	build := exec.CommandContext(ctx, filepath.Join(root, "hack", "build.sh"), bin)
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building binaries: %v\n%s", err, out)
+	}
+	bulkhead := filepath.Join(bin, "bulkhead")
+	dir := t.TempDir()
+	scenario := filepath.Join(dir, "latency.yaml")
+	if err := os.WriteFile(scenario, []byte(latencyScenario), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	labName := "b" + hex.EncodeToString(b)
+	state := filepath.Join(dir, "lab")
+	t.Cleanup(func() {
+		if out, err := exec.Command(bulkhead, "lab", "down", "--state-dir", state, "--name", labName).CombinedOutput(); err != nil {
+			t.Errorf("lab down: %v\n%s", err, out)
+		}
+	})
+	run := func(args ...string) {
+		var out bytes.Buffer
+		cmd := exec.CommandContext(ctx, bulkhead, args...)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("bulkhead %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		}
+	}
+	run("lab", "up", "--state-dir", state, "--name", labName, "--nodes", "2", "--backend", backend, "--scenario", scenario)
+	st, err := lab.LoadState(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.NoEnforcement != "" {
+		t.Fatalf("the lab runs without enforcement: %s", st.NoEnforcement)
+	}
+	c, err := lab.Client(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim, _ := st.Plan.Pod("app/victim")
+	clientPod, _ := st.Plan.Pod("app/client")
+	prober, _ := st.Plan.Pod("app/prober")
+	victimAddr := fmt.Sprintf("%s:80", victim.IP)
+	echoAddr := fmt.Sprintf("%s:%d", victim.IP, benchEchoPort)
+	echo, err := ListenEcho(victim.Netns, benchEchoPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = echo.Close() })
+
+	const (
+		probeEvery   = 5 * time.Millisecond
+		probeTimeout = 100 * time.Millisecond
+		bound        = 10 * time.Second
+	)
+	var refused, dead []time.Duration
+	for i := 0; i < trials; i++ {
+		if err := waitReachable(prober.Netns, victimAddr, victim.Key(), bound); err != nil {
+			t.Fatalf("trial %d: %v", i, err)
+		}
+		stream, err := DialStream(clientPod.Netns, echoAddr, time.Second)
+		if err != nil {
+			t.Fatalf("trial %d: %v", i, err)
+		}
+		if err := stream.Exchange(time.Second); err != nil {
+			t.Fatalf("trial %d: established connection does not work before the quarantine: %v", i, err)
+		}
+		type res struct {
+			at  time.Time
+			err error
+		}
+		refusedC, deadC := make(chan res, 1), make(chan res, 1)
+		go func() {
+			at, err := FirstRefused(prober.Netns, victimAddr, victim.Key(), probeEvery, probeTimeout, bound)
+			refusedC <- res{at, err}
+		}()
+		go func() {
+			at, err := stream.UntilDead(probeEvery, probeTimeout, bound)
+			deadC <- res{at, err}
+		}()
+		time.Sleep(50 * time.Millisecond) // the probe streams are running
+		q := &v1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: fmt.Sprintf("bench-%d", i)},
+			Spec: v1alpha1.QuarantineSpec{PodName: "victim", Reason: "latency benchmark", RequestedBy: "bench"}}
+		if err := c.Create(ctx, q); err != nil {
+			t.Fatalf("trial %d: creating quarantine: %v", i, err)
+		}
+		created := time.Now()
+		r, d := <-refusedC, <-deadC
+		_ = stream.Close()
+		if r.err != nil {
+			t.Fatalf("trial %d: %v", i, r.err)
+		}
+		if d.err != nil {
+			t.Fatalf("trial %d: established connection: %v", i, d.err)
+		}
+		refused = append(refused, max(0, r.at.Sub(created)))
+		dead = append(dead, max(0, d.at.Sub(created)))
+		if err := c.Delete(ctx, q); err != nil {
+			t.Fatalf("trial %d: deleting quarantine: %v", i, err)
+		}
+		if err := waitGone(ctx, c, client.ObjectKeyFromObject(q), bound); err != nil {
+			t.Fatalf("trial %d: %v", i, err)
+		}
+	}
+	report := fmt.Sprintf("quarantine latency, %s backend, %d trials (probe every %s, probe timeout %s):\n"+
+		"  create -> first refused new connection: p50 %s  p99 %s  max %s\n"+
+		"  create -> established connection dead:  p50 %s  p99 %s  max %s\n",
+		backend, trials, probeEvery, probeTimeout,
+		pct(refused, 50), pct(refused, 99), pct(refused, 100), pct(dead, 50), pct(dead, 99), pct(dead, 100))
+	t.Log("\n" + report)
+	fmt.Print(report)
+	if p := pct(refused, 99); p > 300*time.Millisecond {
+		t.Logf("target missed: p99 to the first refused probe is %s > 300ms", p)
+	}
+	if p := pct(dead, 99); p > 300*time.Millisecond {
+		t.Logf("target missed: p99 to the dead connection is %s > 300ms", p)
+	}
+}
+
+// pct is the nearest-rank percentile.
+func pct(ds []time.Duration, p float64) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	i = min(max(i, 0), len(s)-1)
+	return s[i].Round(time.Millisecond)
+}
+
+func waitReachable(netnsName, addr, key string, bound time.Duration) error {
+	deadline := time.Now().Add(bound)
+	for {
+		ok, err := ProbeTCP(netnsName, addr, key, 200*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not reachable from %s within %s", addr, netnsName, bound)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitGone(ctx context.Context, c client.Client, key client.ObjectKey, bound time.Duration) error {
+	deadline := time.Now().Add(bound)
+	for {
+		var q v1alpha1.Quarantine
+		if err := c.Get(ctx, key, &q); client.IgnoreNotFound(err) != nil {
+			return err
+		} else if err != nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("quarantine %s still exists after %s", key, bound)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
