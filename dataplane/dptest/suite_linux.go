@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -336,6 +337,18 @@ func Revocation(t *testing.T, dp dataplane.Dataplane, topo *Topology, cut bool) 
 		if err := Exchange(c, ProbeTimeout); err != nil {
 			t.Fatalf("exchange before revocation (%v): %v", dst, err)
 		}
+		// A connection the new policy still allows must survive.
+		var keep net.Conn
+		if len(topo.Pods) > 2 {
+			keep, err = DialTCP(topo.Pods[2], dst, 8080)
+			if err != nil {
+				t.Fatalf("dialing %v from %s: %v", dst, topo.Pods[2].Name, err)
+			}
+			defer keep.Close()
+			if err := Exchange(keep, ProbeTimeout); err != nil {
+				t.Fatalf("exchange before revocation (%v): %v", dst, err)
+			}
+		}
 		deny := topo.Policy(Set("sel-a", a.Prefixes()...))
 		deny.Endpoints[1].CutConnections = cut
 		deny.Endpoints[1].Ingress.Tiers = []ir.Tier{Tier(ir.TierAdmin, Rule("ZonePolicy/deny-a", "sel-a", false, ir.Deny))}
@@ -350,6 +363,11 @@ func Revocation(t *testing.T, dp dataplane.Dataplane, topo *Topology, cut bool) 
 			t.Errorf("%v: established connection still works after revocation", dst)
 		case !cut && err != nil:
 			t.Errorf("%v: established connection broke without CutConnections: %v", dst, err)
+		}
+		if keep != nil {
+			if err := Exchange(keep, ProbeTimeout); err != nil {
+				t.Errorf("%v: a connection the new policy allows broke: %v", dst, err)
+			}
 		}
 		if cut {
 			t.Logf("%v: no reply on the revoked connection (gave up %v after the revoking Sync began)", dst, took.Round(time.Millisecond))
