@@ -12,13 +12,13 @@ import (
 
 // Set kinds.
 const (
-	setNPRule   = iota // peers of one NetworkPolicy rule
-	setNPNamed         // pods of one egress NetworkPolicy rule resolving a named port to one number
-	setZones           // members of a list of zones (with "world": the complement, negated)
-	setZPNamed         // pods of a zone list resolving a ZonePolicy named port to one number
-	setQEntry          // one quarantine allow-list entry (cidr or pods)
-	setPod             // one pod's addresses
-	setDNS             // kube-dns pods
+	setNPRule  = iota // peers of one NetworkPolicy rule
+	setNPNamed        // pods of one egress NetworkPolicy rule resolving a named port to one number
+	setZones          // members of a list of zones (with "world": the complement, negated)
+	setZPNamed        // pods of a zone list resolving a ZonePolicy named port to one number
+	setQEntry         // one quarantine allow-list entry (cidr or pods)
+	setPod            // one pod's addresses
+	setDNS            // kube-dns pods
 )
 
 type setDesc struct {
@@ -187,11 +187,16 @@ func (e *Engine) npChanged(old, cur *npInfo) {
 	if n == nil {
 		n = old
 	}
-	for _, p := range e.podsByNS[n.ns] {
-		if (old != nil && old.podSel.Matches(p.labels)) || (cur != nil && cur.podSel.Matches(p.labels)) {
-			e.stats.SelectorEvaluations++
-			c.dirty[p.key] = true
+	for _, np := range []*npInfo{old, cur} {
+		if np == nil {
+			continue
 		}
+		e.podsFor(np.podSel, n.ns, func(p *podInfo) {
+			e.stats.SelectorEvaluations++
+			if np.podSel.Matches(p.labels) {
+				c.dirty[p.key] = true
+			}
+		})
 	}
 }
 
@@ -238,19 +243,16 @@ func (e *Engine) watchSel(s *podSel) {
 		return
 	}
 	m := map[string]bool{}
-	if s.nsSel == nil {
-		for _, p := range e.podsByNS[s.fixedNS] {
-			if e.selMatches(s, p) {
-				m[p.key] = true
-			}
+	add := func(p *podInfo) {
+		if e.selMatches(s, p) {
+			m[p.key] = true
 		}
+	}
+	if s.nsSel == nil {
+		e.podsFor(s.podSel, s.fixedNS, add)
 		addTo(c.selByNS, s.fixedNS, s)
 	} else {
-		for _, p := range e.pods {
-			if e.selMatches(s, p) {
-				m[p.key] = true
-			}
-		}
+		e.namespacesFor(s.nsSel, func(ns string) { e.podsFor(s.podSel, ns, add) })
 		c.selGlobal[s] = true
 	}
 	c.selMembers[s] = m
@@ -475,14 +477,15 @@ func groupNamed(specs []portSpec, each func(func(p *podInfo, ip netip.Addr))) []
 		port  uint16
 	}
 	m := map[k][]netip.Addr{}
+	var seen []k
 	each(func(p *podInfo, ip netip.Addr) {
-		seen := map[k]bool{}
+		seen = seen[:0]
 		for _, s := range specs {
 			if s.name == "" {
 				continue
 			}
-			if n, ok := p.resolve(s.name, s.proto); ok && !seen[k{s.proto, n}] {
-				seen[k{s.proto, n}] = true
+			if n, ok := p.resolve(s.name, s.proto); ok && !slices.Contains(seen, k{s.proto, n}) {
+				seen = append(seen, k{s.proto, n})
 				m[k{s.proto, n}] = append(m[k{s.proto, n}], ip)
 			}
 		}

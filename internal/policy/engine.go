@@ -36,14 +36,17 @@ type Engine struct {
 	podByIP    map[netip.Addr]*podInfo
 	nextIdx    int32
 
-	nps      map[string]*npInfo
-	npsByNS  map[string][]*npInfo // sorted by name
-	zones    map[string]*zoneInfo
-	zoneList []*zoneInfo // by creation, then name
-	zps      map[string]*zpInfo
-	zpList   []*zpInfo // by priority, then name
-	quars    map[string]*quarInfo
-	quarList []*quarInfo // by key
+	nps         map[string]*npInfo
+	npsByNS     map[string][]*npInfo // sorted by name
+	npsByAnchor map[string]map[string][]*npInfo
+	npsNoAnchor map[string][]*npInfo
+	podsByLabel map[string]map[string]map[string]*podInfo // ns -> "k=v" -> name -> pod
+	zones       map[string]*zoneInfo
+	zoneList    []*zoneInfo // by creation, then name
+	zps         map[string]*zpInfo
+	zpList      []*zpInfo // by priority, then name
+	quars       map[string]*quarInfo
+	quarList    []*quarInfo // by key
 
 	selIntern map[string]*podSel
 	dnsSel    *podSel
@@ -55,16 +58,19 @@ type Engine struct {
 // New returns an empty engine.
 func New() *Engine {
 	e := &Engine{
-		namespaces: map[string]*nsInfo{},
-		pods:       map[string]*podInfo{},
-		podsByNS:   map[string]map[string]*podInfo{},
-		podByIP:    map[netip.Addr]*podInfo{},
-		nps:        map[string]*npInfo{},
-		npsByNS:    map[string][]*npInfo{},
-		zones:      map[string]*zoneInfo{},
-		zps:        map[string]*zpInfo{},
-		quars:      map[string]*quarInfo{},
-		selIntern:  map[string]*podSel{},
+		namespaces:  map[string]*nsInfo{},
+		pods:        map[string]*podInfo{},
+		podsByNS:    map[string]map[string]*podInfo{},
+		podByIP:     map[netip.Addr]*podInfo{},
+		nps:         map[string]*npInfo{},
+		npsByAnchor: map[string]map[string][]*npInfo{},
+		npsNoAnchor: map[string][]*npInfo{},
+		podsByLabel: map[string]map[string]map[string]*podInfo{},
+		npsByNS:     map[string][]*npInfo{},
+		zones:       map[string]*zoneInfo{},
+		zps:         map[string]*zpInfo{},
+		quars:       map[string]*quarInfo{},
+		selIntern:   map[string]*podSel{},
 	}
 	e.dnsSel = e.internSel(&podSel{fixedNS: "kube-system", podSel: labels.SelectorFromSet(labels.Set{"k8s-app": "kube-dns"})})
 	e.c.init()
@@ -124,6 +130,7 @@ func (e *Engine) SetPod(p *corev1.Pod) {
 		return
 	}
 	if old != nil {
+		e.indexPod(old, false)
 		pi.idx = old.idx
 		for _, a := range old.ips {
 			if e.podByIP[a] == old {
@@ -139,6 +146,7 @@ func (e *Engine) SetPod(p *corev1.Pod) {
 		e.podsByNS[ns] = map[string]*podInfo{}
 	}
 	e.podsByNS[ns][p.Name] = pi
+	e.indexPod(pi, true)
 	for _, a := range pi.ips {
 		e.podByIP[a] = pi
 	}
@@ -155,6 +163,7 @@ func (e *Engine) DeletePod(namespace, name string) {
 }
 
 func (e *Engine) removePod(p *podInfo) {
+	e.indexPod(p, false)
 	delete(e.pods, p.key)
 	delete(e.podsByNS[p.ns], p.name)
 	if len(e.podsByNS[p.ns]) == 0 {
@@ -221,6 +230,10 @@ func (e *Engine) SetNetworkPolicy(np *networkingv1.NetworkPolicy) error {
 		}
 		return ferr
 	}
+	if old != nil {
+		e.indexNP(old, false)
+	}
+	e.indexNP(n, true)
 	e.nps[key] = n
 	list := e.npsByNS[ns]
 	list = slices.DeleteFunc(slices.Clone(list), func(x *npInfo) bool { return x.key == key })
@@ -239,6 +252,7 @@ func (e *Engine) DeleteNetworkPolicy(namespace, name string) {
 		return
 	}
 	delete(e.nps, key)
+	e.indexNP(old, false)
 	e.npsByNS[namespace] = slices.DeleteFunc(slices.Clone(e.npsByNS[namespace]), func(x *npInfo) bool { return x.key == key })
 	if len(e.npsByNS[namespace]) == 0 {
 		delete(e.npsByNS, namespace)

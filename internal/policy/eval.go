@@ -188,7 +188,7 @@ func (e *Engine) selecting(p *podInfo, egress bool, c *polCache) []*npInfo {
 		}
 	}
 	var out []*npInfo
-	for _, n := range e.npsByNS[p.ns] {
+	for _, n := range e.candidateNPs(p) {
 		if (egress && !n.egress) || (!egress && !n.ingress) {
 			continue
 		}
@@ -280,11 +280,6 @@ func effectiveAudit(a, b *zoneInfo) bool {
 
 func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCache, trail bool) Decision {
 	var d Decision
-	step := func(s Step) {
-		if trail {
-			d.Trail = append(d.Trail, s)
-		}
-	}
 	final := func(verdict string, tier ir.TierKind, rule string) Decision {
 		d.Verdict = verdict
 		d.Allowed = verdict != VerdictDenied
@@ -306,7 +301,9 @@ func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCach
 		if len(qs) > 0 {
 			id, ok := e.qAdmits(qs, true, dst, proto, port, dst.pod)
 			if !ok {
-				step(Step{Tier: ir.TierQuarantine, Outcome: "deny", Rule: qs[0].id, Detail: "source " + src.pod.key + " is quarantined and its egress allow-list does not admit the flow"})
+				if trail {
+					d.Trail = append(d.Trail, Step{Tier: ir.TierQuarantine, Outcome: "deny", Rule: qs[0].id, Detail: "source " + src.pod.key + " is quarantined and its egress allow-list does not admit the flow"})
+				}
 				return final(VerdictDenied, ir.TierQuarantine, qs[0].id)
 			}
 			rule = id
@@ -314,14 +311,18 @@ func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCach
 		if len(qd) > 0 {
 			id, ok := e.qAdmits(qd, false, src, proto, port, dst.pod)
 			if !ok {
-				step(Step{Tier: ir.TierQuarantine, Outcome: "deny", Rule: qd[0].id, Detail: "destination " + dst.pod.key + " is quarantined and its ingress allow-list does not admit the flow"})
+				if trail {
+					d.Trail = append(d.Trail, Step{Tier: ir.TierQuarantine, Outcome: "deny", Rule: qd[0].id, Detail: "destination " + dst.pod.key + " is quarantined and its ingress allow-list does not admit the flow"})
+				}
 				return final(VerdictDenied, ir.TierQuarantine, qd[0].id)
 			}
 			if rule == "" {
 				rule = id
 			}
 		}
-		step(Step{Tier: ir.TierQuarantine, Outcome: "accept", Rule: rule, Detail: "admitted by the forensics allow-list of every quarantined end"})
+		if trail {
+			d.Trail = append(d.Trail, Step{Tier: ir.TierQuarantine, Outcome: "accept", Rule: rule, Detail: "admitted by the forensics allow-list of every quarantined end"})
+		}
 		return final(VerdictAllowed, ir.TierQuarantine, rule)
 	}
 
@@ -338,7 +339,9 @@ func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCach
 		matched = true
 		switch zp.action {
 		case "Accept":
-			step(Step{Tier: ir.TierAdmin, Outcome: "accept", Rule: zp.id, Detail: zsN + " -> " + zdN})
+			if trail {
+				d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "accept", Rule: zp.id, Detail: zsN + " -> " + zdN})
+			}
 			return final(VerdictAllowed, ir.TierAdmin, zp.id)
 		case "Deny":
 			if zp.auditOnly || audit {
@@ -347,13 +350,19 @@ func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCach
 				if zp.auditOnly {
 					why = "auditOnly"
 				}
-				step(Step{Tier: ir.TierAdmin, Outcome: "audit", Rule: zp.id, Detail: zsN + " -> " + zdN + " would be denied (" + why + "); continues to NetworkPolicy"})
+				if trail {
+					d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "audit", Rule: zp.id, Detail: zsN + " -> " + zdN + " would be denied (" + why + "); continues to NetworkPolicy"})
+				}
 			} else {
-				step(Step{Tier: ir.TierAdmin, Outcome: "deny", Rule: zp.id, Detail: zsN + " -> " + zdN})
+				if trail {
+					d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "deny", Rule: zp.id, Detail: zsN + " -> " + zdN})
+				}
 				return final(VerdictDenied, ir.TierAdmin, zp.id)
 			}
 		default:
-			step(Step{Tier: ir.TierAdmin, Outcome: "pass", Rule: zp.id, Detail: zsN + " -> " + zdN + "; continues to NetworkPolicy"})
+			if trail {
+				d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "pass", Rule: zp.id, Detail: zsN + " -> " + zdN + "; continues to NetworkPolicy"})
+			}
 		}
 		break
 	}
@@ -366,13 +375,19 @@ func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCach
 			rule := "ZoneBoundary/" + zn
 			if audit {
 				marked = true
-				step(Step{Tier: ir.TierAdmin, Outcome: "audit", Rule: rule, Detail: "zone boundary " + zsN + " -> " + zdN + " would be denied (Audit/Learn); continues to NetworkPolicy"})
+				if trail {
+					d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "audit", Rule: rule, Detail: "zone boundary " + zsN + " -> " + zdN + " would be denied (Audit/Learn); continues to NetworkPolicy"})
+				}
 			} else {
-				step(Step{Tier: ir.TierAdmin, Outcome: "deny", Rule: rule, Detail: "zone boundary " + zsN + " -> " + zdN + " with no ZonePolicy"})
+				if trail {
+					d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "deny", Rule: rule, Detail: "zone boundary " + zsN + " -> " + zdN + " with no ZonePolicy"})
+				}
 				return final(VerdictDenied, ir.TierAdmin, rule)
 			}
 		} else {
-			step(Step{Tier: ir.TierAdmin, Outcome: "none", Detail: "no ZonePolicy matches and no zone boundary is crossed (" + zsN + " -> " + zdN + ")"})
+			if trail {
+				d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "none", Detail: "no ZonePolicy matches and no zone boundary is crossed (" + zsN + " -> " + zdN + ")"})
+			}
 		}
 	}
 
@@ -393,7 +408,9 @@ func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCach
 				}
 				for i := range rules {
 					if e.npPeerMatches(&rules[i], peer) && rules[i].ports.matches(proto, port, dst.pod) {
-						step(Step{Tier: ir.TierNetworkPolicy, Side: sideName, Outcome: "accept", Rule: rules[i].id})
+						if trail {
+							d.Trail = append(d.Trail, Step{Tier: ir.TierNetworkPolicy, Side: sideName, Outcome: "accept", Rule: rules[i].id})
+						}
 						if accRule == "" || !egress {
 							accRule = rules[i].id
 						}
@@ -401,14 +418,18 @@ func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCach
 					}
 				}
 			}
-			step(Step{Tier: ir.TierNetworkPolicy, Side: sideName, Outcome: "deny", Rule: pols[0].isoID, Detail: "isolated by " + itoa(len(pols)) + " policy(ies); no rule admits the flow"})
+			if trail {
+				d.Trail = append(d.Trail, Step{Tier: ir.TierNetworkPolicy, Side: sideName, Outcome: "deny", Rule: pols[0].isoID, Detail: "isolated by " + itoa(len(pols)) + " policy(ies); no rule admits the flow"})
+			}
 			if denied == "" {
 				denied = pols[0].isoID
 				deniedTier = ir.TierNetworkPolicy
 			}
 			return
 		}
-		step(Step{Tier: ir.TierNetworkPolicy, Side: sideName, Outcome: "none", Detail: "no policy isolates " + local.pod.key})
+		if trail {
+			d.Trail = append(d.Trail, Step{Tier: ir.TierNetworkPolicy, Side: sideName, Outcome: "none", Detail: "no policy isolates " + local.pod.key})
+		}
 		// baseline
 		if src.pod != nil && dst.pod != nil && src.pod.zone != "" && src.pod.zone == dst.pod.zone {
 			z := e.zones[src.pod.zone]
@@ -416,9 +437,13 @@ func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCach
 				rule := "ZoneBaseline/" + z.name
 				if z.audit() {
 					marked = true
-					step(Step{Tier: ir.TierBaseline, Side: sideName, Outcome: "audit", Rule: rule, Detail: "intra-zone Deny in " + z.name + " (Audit/Learn)"})
+					if trail {
+						d.Trail = append(d.Trail, Step{Tier: ir.TierBaseline, Side: sideName, Outcome: "audit", Rule: rule, Detail: "intra-zone Deny in " + z.name + " (Audit/Learn)"})
+					}
 				} else {
-					step(Step{Tier: ir.TierBaseline, Side: sideName, Outcome: "deny", Rule: rule, Detail: "intra-zone Deny in " + z.name})
+					if trail {
+						d.Trail = append(d.Trail, Step{Tier: ir.TierBaseline, Side: sideName, Outcome: "deny", Rule: rule, Detail: "intra-zone Deny in " + z.name})
+					}
 					if denied == "" {
 						denied = rule
 						deniedTier = ir.TierBaseline
@@ -427,7 +452,9 @@ func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCach
 				return
 			}
 		}
-		step(Step{Tier: ir.TierBaseline, Side: sideName, Outcome: "none", Detail: "default allow"})
+		if trail {
+			d.Trail = append(d.Trail, Step{Tier: ir.TierBaseline, Side: sideName, Outcome: "none", Detail: "default allow"})
+		}
 	}
 	side("egress", src, dst, true)
 	side("ingress", dst, src, false)
