@@ -121,6 +121,7 @@ func Up(ctx context.Context, o Options) (st *State, err error) {
 		return nil, err
 	}
 	progress := func(s string) { fmt.Fprintf(o.Progress, "lab: %s\n", s) }
+	began := time.Now()
 	dir := o.StateDir
 	l := Layout{dir}
 
@@ -277,7 +278,7 @@ func Up(ctx context.Context, o Options) (st *State, err error) {
 	if err := st.Save(dir); err != nil {
 		return nil, err
 	}
-	progress(fmt.Sprintf("up: %d nodes, %d pods; kubeconfig %s", len(plan.Nodes), len(plan.Pods), l.Kubeconfig()))
+	progress(fmt.Sprintf("up in %s: %d nodes, %d pods; kubeconfig %s", time.Since(began).Round(100*time.Millisecond), len(plan.Nodes), len(plan.Pods), l.Kubeconfig()))
 	return st, nil
 }
 
