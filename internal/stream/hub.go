@@ -28,11 +28,21 @@ type Hub struct {
 	onAck func(node string)
 }
 
+const maxPublished = 1024
+
+type pubTime struct {
+	gen uint64
+	at  time.Time
+}
+
 type nodeState struct {
 	gen       uint64
 	policy    *ir.NodePolicy
 	delta     *pb.Delta // from gen-1 to gen, nil when gen 1 or unknown
-	published map[uint64]time.Time
+	// published holds when each generation newer than the acked one was
+	// published, oldest first, for the lag metric. It keeps at most
+	// maxPublished entries (the oldest always survives).
+	published []pubTime
 
 	subs map[chan struct{}]struct{}
 
@@ -99,7 +109,7 @@ func (h *Hub) WaitReady(ctx context.Context) error {
 func (h *Hub) node(name string) *nodeState {
 	n := h.nodes[name]
 	if n == nil {
-		n = &nodeState{policy: &ir.NodePolicy{Node: name}, gen: 1, published: map[uint64]time.Time{1: h.now()}, subs: map[chan struct{}]struct{}{}}
+		n = &nodeState{policy: &ir.NodePolicy{Node: name}, gen: 1, published: []pubTime{{1, h.now()}}, subs: map[chan struct{}]struct{}{}}
 		h.nodes[name] = n
 	}
 	return n
@@ -137,7 +147,10 @@ func (h *Hub) PublishDelta(node string, np *ir.NodePolicy) (uint64, *pb.Delta) {
 	n.gen++
 	n.policy = np
 	n.delta = d
-	n.published[n.gen] = h.now()
+	if len(n.published) >= maxPublished {
+		n.published = append(n.published[:1], n.published[2:]...)
+	}
+	n.published = append(n.published, pubTime{n.gen, h.now()})
 	for c := range n.subs {
 		select {
 		case c <- struct{}{}:
@@ -194,11 +207,11 @@ func (h *Hub) Ack(node, epoch string, gen uint64, errMsg string) bool {
 	if errMsg == "" {
 		if gen > n.acked {
 			n.acked, n.ackedAt = gen, now
-			for g := range n.published {
-				if g < gen {
-					delete(n.published, g)
-				}
+			i := 0
+			for i < len(n.published) && n.published[i].gen <= gen {
+				i++
 			}
+			n.published = n.published[i:]
 		}
 		if gen >= n.errGen {
 			n.errGen, n.errMsg = 0, ""
@@ -247,14 +260,11 @@ func (h *Hub) State(node string) (NodeState, bool) {
 func (h *Hub) stateLocked(name string, n *nodeState) NodeState {
 	s := NodeState{Node: name, Generation: n.gen, Acked: n.acked, AckedAt: n.ackedAt, ErrGeneration: n.errGen, Err: n.errMsg, Sessions: n.sessions}
 	if n.acked < n.gen {
-		oldest := time.Time{}
-		for g, t := range n.published {
-			if g > n.acked && (oldest.IsZero() || t.Before(oldest)) {
-				oldest = t
+		for _, p := range n.published {
+			if p.gen > n.acked {
+				s.LagSeconds = h.now().Sub(p.at).Seconds()
+				break
 			}
-		}
-		if !oldest.IsZero() {
-			s.LagSeconds = h.now().Sub(oldest).Seconds()
 		}
 	}
 	return s
