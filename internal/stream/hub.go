@@ -36,9 +36,9 @@ type pubTime struct {
 }
 
 type nodeState struct {
-	gen       uint64
-	policy    *ir.NodePolicy
-	delta     *pb.Delta // from gen-1 to gen, nil when gen 1 or unknown
+	gen    uint64
+	policy *ir.NodePolicy
+	delta  *pb.Delta // from gen-1 to gen, nil when gen 1 or unknown
 	// published holds when each generation newer than the acked one was
 	// published, oldest first, for the lag metric. It keeps at most
 	// maxPublished entries (the oldest always survives).
