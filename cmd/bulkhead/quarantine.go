@@ -388,7 +388,7 @@ func waitActive(ctx context.Context, c client.Client, key client.ObjectKey, time
 
 func writeNodes(w io.Writer, q *v1alpha1.Quarantine) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tENFORCED AT\tAFTER CREATE\tERROR")
+	fmt.Fprintln(tw, "NODE\tENFORCED AT\tAFTER CREATE (1s resolution)\tERROR")
 	for _, n := range q.Status.Nodes {
 		at, after := "-", "-"
 		if n.EnforcedAt != nil {

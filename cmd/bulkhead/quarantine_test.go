@@ -180,9 +180,9 @@ Allow from:    cidr:10.0.0.9/32:TCP/22
 Allow to:      -
 Matched pods:  shop/api-0
 Nodes:
-  NODE  ENFORCED AT           AFTER CREATE  ERROR
-  n1    2026-12-01T10:00:01Z  1s            -
-  n2    -                     -             nft: boom
+  NODE  ENFORCED AT           AFTER CREATE (1s resolution)  ERROR
+  n1    2026-12-01T10:00:01Z  1s                            -
+  n2    -                     -                             nft: boom
 Events:
   TIME                  TYPE    REASON   MESSAGE
   2026-12-01T10:00:00Z  Normal  Pending  quarantine requested
