@@ -57,27 +57,28 @@ type nodeState struct {
 }
 
 type compileState struct {
-	eps        map[string]*epState
-	nodeEps    map[string]map[string]bool
-	dirty      map[string]bool
-	all        bool
-	sets       map[string]*setState
-	staleSets  map[string]bool
-	allStale   bool
-	selUsers   map[*podSel]map[string]bool // selector -> sets built from it
-	selMembers map[*podSel]map[string]bool // selector -> member pod keys
-	selByNS    map[string]map[*podSel]bool
-	selGlobal  map[*podSel]bool
-	structDeps map[*podSel]map[string]bool // selector -> endpoints whose rule structure depends on its members
-	structAll  map[string]bool             // endpoints whose rule structure depends on every pod
-	zoneSets   map[string]bool             // sets recomputed when zone membership or pod addresses change
-	anyPodSets map[string]bool             // sets recomputed on any pod change
-	podSets    map[string]map[string]bool  // pod key -> setPod sets
-	npSets     map[string]map[string]bool  // NetworkPolicy key -> sets
-	nodes      map[string]*nodeState
-	dirtyNodes map[string]bool
-	quarPods   []*podInfo
-	namedMemo  map[string][]namedGroup
+	eps         map[string]*epState
+	nodeEps     map[string]map[string]bool
+	dirty       map[string]bool
+	all         bool
+	sets        map[string]*setState
+	staleSets   map[string]bool
+	allStale    bool
+	selUsers    map[*podSel]map[string]bool     // selector -> sets built from it
+	selMembers  map[*podSel]map[string]*podInfo // selector -> member pods by key
+	selByNS     map[string]map[*podSel]bool
+	selGlobal   map[*podSel]bool
+	structDeps  map[*podSel]map[string]bool // selector -> endpoints whose rule structure depends on its members
+	structAll   map[string]bool             // endpoints whose rule structure depends on every pod
+	zoneSets    map[string]bool             // sets recomputed when zone membership or pod addresses change
+	anyPodSets  map[string]bool             // sets recomputed on any pod change
+	podSets     map[string]map[string]bool  // pod key -> setPod sets
+	npSets      map[string]map[string]bool  // NetworkPolicy key -> sets
+	nodes       map[string]*nodeState
+	dirtyNodes  map[string]bool
+	quarPods    []*podInfo
+	namedMemo   map[string][]namedGroup
+	sortedAddrs []netip.Addr // pod addresses, sorted; valid during one flush
 }
 
 func (c *compileState) init() {
@@ -87,7 +88,7 @@ func (c *compileState) init() {
 	c.sets = map[string]*setState{}
 	c.staleSets = map[string]bool{}
 	c.selUsers = map[*podSel]map[string]bool{}
-	c.selMembers = map[*podSel]map[string]bool{}
+	c.selMembers = map[*podSel]map[string]*podInfo{}
 	c.selByNS = map[string]map[*podSel]bool{}
 	c.selGlobal = map[*podSel]bool{}
 	c.structDeps = map[*podSel]map[string]bool{}
@@ -156,13 +157,13 @@ func (e *Engine) podChanged(old, cur *podInfo, nsChanged bool) {
 	}
 	check := func(s *podSel) {
 		members := c.selMembers[s]
-		was := members[key]
+		_, was := members[key]
 		is := cur != nil && e.selMatches(s, cur)
 		if was == is && (!is || (!addrChanged && !portsChanged)) {
 			return
 		}
 		if is {
-			members[key] = true
+			members[key] = cur
 		} else {
 			delete(members, key)
 		}
@@ -242,10 +243,10 @@ func (e *Engine) watchSel(s *podSel) {
 	if _, ok := c.selMembers[s]; ok {
 		return
 	}
-	m := map[string]bool{}
+	m := map[string]*podInfo{}
 	add := func(p *podInfo) {
 		if e.selMatches(s, p) {
-			m[p.key] = true
+			m[p.key] = p
 		}
 	}
 	if s.nsSel == nil {
@@ -330,12 +331,10 @@ func (e *Engine) dropSet(s *setState) {
 	}
 }
 
-func (e *Engine) podIPRanges(keys map[string]bool) []netip.Addr {
-	var out []netip.Addr
-	for k := range keys {
-		if p := e.pods[k]; p != nil {
-			out = append(out, p.ips...)
-		}
+func (e *Engine) podIPRanges(members map[string]*podInfo) []netip.Addr {
+	out := make([]netip.Addr, 0, len(members))
+	for _, p := range members {
+		out = append(out, p.ips...)
 	}
 	return out
 }
@@ -509,7 +508,33 @@ func (e *Engine) npNamedGroups(r *npRule) []namedGroup {
 		return g
 	}
 	var g []namedGroup
-	if r.allPeers || !r.selOnly() {
+	if !r.allPeers && !r.selOnly() {
+		g = groupNamed(r.ports.specs, func(fn func(*podInfo, netip.Addr)) {
+			seen := map[netip.Addr]bool{}
+			for _, pe := range r.peers {
+				if pe.sel != nil {
+					e.watchSel(pe.sel)
+					for _, p := range e.c.selMembers[pe.sel] {
+						for _, ip := range p.ips {
+							if !seen[ip] {
+								seen[ip] = true
+								fn(p, ip)
+							}
+						}
+					}
+					continue
+				}
+				for _, rg := range pe.block.ranges {
+					for _, ip := range e.addrsIn(rg) {
+						if !seen[ip] {
+							seen[ip] = true
+							fn(e.podByIP[ip], ip)
+						}
+					}
+				}
+			}
+		})
+	} else if r.allPeers {
 		g = groupNamed(r.ports.specs, func(fn func(*podInfo, netip.Addr)) {
 			for _, p := range e.pods {
 				for _, ip := range p.ips {
@@ -520,16 +545,15 @@ func (e *Engine) npNamedGroups(r *npRule) []namedGroup {
 			}
 		})
 	} else {
-		members := map[string]bool{}
+		members := map[string]*podInfo{}
 		for _, pe := range r.peers {
 			e.watchSel(pe.sel)
-			for k := range e.c.selMembers[pe.sel] {
-				members[k] = true
+			for k, p := range e.c.selMembers[pe.sel] {
+				members[k] = p
 			}
 		}
 		g = groupNamed(r.ports.specs, func(fn func(*podInfo, netip.Addr)) {
-			for k := range members {
-				p := e.pods[k]
+			for _, p := range members {
 				for _, ip := range p.ips {
 					fn(p, ip)
 				}
@@ -592,7 +616,8 @@ func (e *Engine) flush() {
 	}
 	sort.Slice(c.quarPods, func(i, j int) bool { return c.quarPods[i].key < c.quarPods[j].key })
 	c.namedMemo = map[string][]namedGroup{}
-	defer func() { c.namedMemo = nil }()
+	c.sortedAddrs = nil
+	defer func() { c.namedMemo = nil; c.sortedAddrs = nil }()
 
 	var unused []*setState
 	unref := func(node string, names []string) {
@@ -1122,3 +1147,21 @@ func (b *epBuilder) baselineRules() []ir.Rule {
 }
 
 func zoneSetName(zone string) string { return "Zones/" + zone }
+
+// addrsIn returns the pod addresses inside a range, from a sorted index
+// built once per flush.
+func (e *Engine) addrsIn(rg ipRange) []netip.Addr {
+	c := &e.c
+	if c.sortedAddrs == nil {
+		c.sortedAddrs = make([]netip.Addr, 0, len(e.podByIP))
+		for a := range e.podByIP {
+			c.sortedAddrs = append(c.sortedAddrs, a)
+		}
+		slices.SortFunc(c.sortedAddrs, func(a, b netip.Addr) int { return a.Compare(b) })
+	}
+	lo := uAddr(rg.from, rg.v4)
+	hi := uAddr(rg.to, rg.v4)
+	i := sort.Search(len(c.sortedAddrs), func(i int) bool { return c.sortedAddrs[i].Compare(lo) >= 0 })
+	j := sort.Search(len(c.sortedAddrs), func(i int) bool { return c.sortedAddrs[i].Compare(hi) > 0 })
+	return c.sortedAddrs[i:j]
+}

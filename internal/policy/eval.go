@@ -251,7 +251,7 @@ func (e *Engine) qAdmits(qs []*quarInfo, egress bool, peer end, proto ir.Protoco
 			list = q.egress
 		}
 		for i := range list {
-			if e.qPeerMatches(&list[i], peer) && list[i].ports.matches(proto, port, dstPod) {
+			if list[i].ports.matches(proto, port, dstPod) && e.qPeerMatches(&list[i], peer) {
 				return list[i].id, true
 			}
 		}
@@ -407,7 +407,7 @@ func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCach
 					rules = n.eg
 				}
 				for i := range rules {
-					if e.npPeerMatches(&rules[i], peer) && rules[i].ports.matches(proto, port, dst.pod) {
+					if rules[i].ports.matches(proto, port, dst.pod) && e.npPeerMatches(&rules[i], peer) {
 						if trail {
 							d.Trail = append(d.Trail, Step{Tier: ir.TierNetworkPolicy, Side: sideName, Outcome: "accept", Rule: rules[i].id})
 						}
