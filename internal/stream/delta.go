@@ -18,24 +18,24 @@ func Diff(prev, next *ir.NodePolicy) *pb.Delta {
 		prev = &ir.NodePolicy{}
 	}
 	d := &pb.Delta{}
-	old := make(map[string]*ir.Endpoint, len(prev.Endpoints))
-	for i := range prev.Endpoints {
-		old[prev.Endpoints[i].Name] = &prev.Endpoints[i]
-	}
-	for i := range next.Endpoints {
-		e := &next.Endpoints[i]
-		if o, ok := old[e.Name]; ok {
-			delete(old, e.Name)
-			if EqualEndpoint(o, e) {
-				continue
+	// Endpoints are sorted by name (an IR invariant): merge-walk them.
+	i, j := 0, 0
+	for i < len(prev.Endpoints) || j < len(next.Endpoints) {
+		switch {
+		case j == len(next.Endpoints) || (i < len(prev.Endpoints) && prev.Endpoints[i].Name < next.Endpoints[j].Name):
+			d.RemovedEndpoints = append(d.RemovedEndpoints, prev.Endpoints[i].Name)
+			i++
+		case i == len(prev.Endpoints) || prev.Endpoints[i].Name > next.Endpoints[j].Name:
+			d.UpsertedEndpoints = append(d.UpsertedEndpoints, EndpointToProto(&next.Endpoints[j]))
+			j++
+		default:
+			if !EqualEndpoint(&prev.Endpoints[i], &next.Endpoints[j]) {
+				d.UpsertedEndpoints = append(d.UpsertedEndpoints, EndpointToProto(&next.Endpoints[j]))
 			}
+			i++
+			j++
 		}
-		d.UpsertedEndpoints = append(d.UpsertedEndpoints, EndpointToProto(e))
 	}
-	for name := range old {
-		d.RemovedEndpoints = append(d.RemovedEndpoints, name)
-	}
-	sort.Strings(d.RemovedEndpoints)
 
 	oldSets := make(map[string]*ir.AddressSet, len(prev.Sets))
 	for i := range prev.Sets {
@@ -226,6 +226,12 @@ func EqualEndpoint(a, b *ir.Endpoint) bool {
 }
 
 func equalChain(a, b *ir.Chain) bool {
+	if len(a.Tiers) != len(b.Tiers) {
+		return false
+	}
+	if len(a.Tiers) == 0 || &a.Tiers[0] == &b.Tiers[0] {
+		return true // shared, as the engine shares unchanged endpoints' chains
+	}
 	return slices.EqualFunc(a.Tiers, b.Tiers, func(x, y ir.Tier) bool {
 		return x.Kind == y.Kind && slices.EqualFunc(x.Rules, y.Rules, func(r, s ir.Rule) bool {
 			return r.ID == s.ID && r.Peer == s.Peer && r.Action == s.Action && r.Log == s.Log && slices.Equal(r.Ports, s.Ports)
