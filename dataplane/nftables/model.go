@@ -564,8 +564,15 @@ func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOp
 	name := endpointChainName(ep, d, v6)
 	top := &chainSpec{name: name}
 	out := []*chainSpec{top}
-	for ti, t := range c.Tiers {
-		tn := fmt.Sprintf("%s-%d-%s", name, ti, t.Kind)
+	kinds := map[ir.TierKind]int{}
+	for _, t := range c.Tiers {
+		// Named by tier kind, so that adding a tier (a quarantine) leaves
+		// the other tiers' chains untouched; a repeated kind gets a suffix.
+		tn := name + "-" + t.Kind.String()
+		if n := kinds[t.Kind]; n > 0 {
+			tn = fmt.Sprintf("%s-%d", tn, n)
+		}
+		kinds[t.Kind]++
 		tc := &chainSpec{name: tn}
 		for _, r := range t.Rules {
 			tc.rules = append(tc.rules, tierRules(r, d, v6, o, ids)...)

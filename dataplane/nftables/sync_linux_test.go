@@ -230,18 +230,18 @@ func TestResyncRepairsDrift(t *testing.T) {
 		drift func(t *testing.T, ns string)
 	}{
 		{"a deleted rule", func(t *testing.T, ns string) {
-			out := nft(t, ns, "-a", "list", "chain", "inet", "bulkhead", "ep-"+hashName("ns/suspect")+"-i4-0-quarantine")
+			out := nft(t, ns, "-a", "list", "chain", "inet", "bulkhead", "ep-"+hashName("ns/suspect")+"-i4-quarantine")
 			m := handleRE.FindAllStringSubmatch(out, -1)
 			if len(m) == 0 {
 				t.Fatalf("no rule handles in:\n%s", out)
 			}
-			nft(t, ns, "delete", "rule", "inet", "bulkhead", "ep-"+hashName("ns/suspect")+"-i4-0-quarantine", "handle", m[len(m)-1][1])
+			nft(t, ns, "delete", "rule", "inet", "bulkhead", "ep-"+hashName("ns/suspect")+"-i4-quarantine", "handle", m[len(m)-1][1])
 		}},
 		{"an added rule", func(t *testing.T, ns string) {
 			nft(t, ns, "insert", "rule", "inet", "bulkhead", "egress", "accept")
 		}},
 		{"a changed rule", func(t *testing.T, ns string) {
-			c := "ep-" + hashName("ns/db-0") + "-i4-1-networkpolicy"
+			c := "ep-" + hashName("ns/db-0") + "-i4-networkpolicy"
 			out := nft(t, ns, "-a", "list", "chain", "inet", "bulkhead", c)
 			m := handleRE.FindAllStringSubmatch(out, -1)
 			// m[0] is the chain's own handle.
