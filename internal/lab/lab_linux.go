@@ -422,11 +422,17 @@ func Down(lab, dir string, progressW io.Writer) error {
 	if b, err := os.ReadFile(Layout{dir}.ControlPlaneChildren()); err == nil {
 		var children []Proc
 		if err := jsonUnmarshal(b, &children); err == nil {
+			// kube-apiserver before etcd: etcd lingers while clients
+			// are connected. Their data is disposable, so the grace is
+			// short.
+			sort.SliceStable(children, func(i, j int) bool {
+				return strings.Contains(firstArg(children[i].Args), "apiserver") && !strings.Contains(firstArg(children[j].Args), "apiserver")
+			})
 			for _, c := range children {
 				if c.Alive() {
 					progress(fmt.Sprintf("stopping control-plane child %s (pid %d)", filepath.Base(firstArg(c.Args)), c.PID))
 				}
-				if err := c.Stop(5 * time.Second); err != nil {
+				if err := c.Stop(3 * time.Second); err != nil {
 					errs = append(errs, fmt.Errorf("stopping control-plane child: %w", err))
 				}
 			}

@@ -350,7 +350,7 @@ func TestDownAfterCrash(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	opts := Options{StateDir: dir, Name: name, Nodes: 1, PodsPerNode: 2, NoBulkhead: true, Daemon: testDaemon}
+	opts := Options{StateDir: dir, Name: name, Nodes: 1, PodsPerNode: 2, NoBulkhead: true, Daemon: testDaemon, Progress: logWriter{t, time.Now()}}
 	st, err := Up(ctx, opts)
 	if err != nil {
 		t.Fatalf("up: %v", err)
@@ -396,7 +396,7 @@ func TestDownAfterCrash(t *testing.T) {
 	if err := os.Remove(Layout{dir}.State()); err != nil {
 		t.Fatal(err)
 	}
-	if err := Down(name, dir, nil); err != nil {
+	if err := Down(name, dir, opts.Progress); err != nil {
 		t.Fatalf("down without state: %v", err)
 	}
 	if left, _ := LabNetns(name); len(left) > 0 {
@@ -407,6 +407,18 @@ func TestDownAfterCrash(t *testing.T) {
 			t.Errorf("control-plane child %d still runs after down", c.PID)
 		}
 	}
+}
+
+// logWriter turns progress lines into test log lines with the elapsed
+// time, shown with -v or on failure.
+type logWriter struct {
+	t     *testing.T
+	start time.Time
+}
+
+func (w logWriter) Write(b []byte) (int, error) {
+	w.t.Logf("%6.2fs %s", time.Since(w.start).Seconds(), strings.TrimRight(string(b), "\n"))
+	return len(b), nil
 }
 
 func kill9(p Proc) error {
