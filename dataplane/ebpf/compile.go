@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
@@ -23,6 +24,9 @@ const protoOther = 0
 // portProtos are the protocols whose destination port the datapath
 // matches; every other protocol is judged as protoOther with port 0.
 var portProtos = []ir.Protocol{ir.TCP, ir.UDP, ir.SCTP}
+
+// allProtos are the protocol classes of the policy trie.
+var allProtos = [4]ir.Protocol{protoOther, ir.TCP, ir.UDP, ir.SCTP}
 
 // identKey is an entry of the identity LPM trie: a prefix of one address
 // family (IPv4 in the first 4 bytes of Addr). The family is part of the
@@ -82,6 +86,9 @@ type allocator struct {
 	rules     map[string]uint32
 	ruleIDs   map[uint32]string
 	nextRule  uint32
+	// walks memoizes the port walks of (chain, class) pairs of the last
+	// compile; rule numbers are stable, so results stay valid.
+	walks map[string]*[4][]interval
 }
 
 func newAllocator() *allocator {
@@ -282,6 +289,8 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	prog := &program{idents: idents, cls: map[clsKey]uint32{}, pol: map[polKey]verdict{}, identBits: bits}
+	walks := map[string]*[4][]interval{}
+	defer func() { alloc.walks = walks }()
 	for i := range np.Endpoints {
 		ep := &np.Endpoints[i]
 		idx, ok := ifindex[ep.Name]
@@ -293,6 +302,7 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 			if len(c.Tiers) == 0 {
 				continue
 			}
+			fp := fingerprint(c)
 			named := map[string]bool{}
 			for _, t := range c.Tiers {
 				for _, r := range t.Rules {
@@ -322,9 +332,21 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 				for _, s := range keep {
 					in[s] = true
 				}
-				ts := forPeer(c, in, alloc)
-				for _, proto := range append([]ir.Protocol{protoOther}, portProtos...) {
-					emitGroup(prog.pol, polKey{Ifindex: idx, Class: cls, Dir: d, Proto: uint8(proto)}, peerIntervals(ts, proto))
+				mk := fp + "\x01" + strings.Join(keep, "\x00")
+				res := alloc.walks[mk]
+				if res == nil {
+					res = walks[mk]
+				}
+				if res == nil {
+					res = new([4][]interval)
+					ts := forPeer(c, in, alloc)
+					for j, proto := range allProtos {
+						res[j] = peerIntervals(ts, proto)
+					}
+				}
+				walks[mk] = res
+				for j, proto := range allProtos {
+					emitGroup(prog.pol, polKey{Ifindex: idx, Class: cls, Dir: d, Proto: uint8(proto)}, res[j])
 				}
 			}
 		}
@@ -565,4 +587,35 @@ func sortedLens(lens map[uint8]map[uint8]bool) map[uint8][]uint8 {
 		sort.Slice(out[fam], func(i, j int) bool { return out[fam][i] > out[fam][j] })
 	}
 	return out
+}
+
+// fingerprint is a canonical text of a chain: equal chains, equal text.
+func fingerprint(c *ir.Chain) string {
+	var sb strings.Builder
+	for _, t := range c.Tiers {
+		sb.WriteString("T")
+		sb.WriteString(strconv.Itoa(int(t.Kind)))
+		for _, r := range t.Rules {
+			sb.WriteString("\x02")
+			sb.WriteString(r.ID)
+			sb.WriteString("\x03")
+			sb.WriteString(r.Peer.Set)
+			if r.Peer.Negate {
+				sb.WriteString("!")
+			}
+			sb.WriteString(strconv.Itoa(int(r.Action)))
+			if r.Log {
+				sb.WriteString("L")
+			}
+			for _, p := range r.Ports {
+				sb.WriteString(",")
+				sb.WriteString(strconv.Itoa(int(p.Protocol)))
+				sb.WriteString(":")
+				sb.WriteString(strconv.Itoa(int(p.From)))
+				sb.WriteString("-")
+				sb.WriteString(strconv.Itoa(int(p.To)))
+			}
+		}
+	}
+	return sb.String()
 }

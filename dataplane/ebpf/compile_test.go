@@ -86,13 +86,15 @@ func TestCompiledLookupsAgreeWithEvaluate(t *testing.T) {
 	ports := []uint16{0, 1, 52, 53, 54, 79, 80, 81, 443, 444, 1023, 1024, 7999, 8000, 8050, 8100, 8101, 9000, 9001, 9002, 65534, 65535}
 	protos := []ir.Protocol{ir.TCP, ir.UDP, ir.SCTP, 1, 58}
 	checked := 0
+	// One allocator for all rounds, as a backend keeps it across Syncs:
+	// memoized walks of earlier policies must not leak into later ones.
+	alloc := newAllocator()
 	for round := 0; round < 200; round++ {
 		np := randomPolicy(r)
 		ifindex := map[string]uint32{}
 		for i, ep := range np.Endpoints {
 			ifindex[ep.Name] = uint32(10 + i)
 		}
-		alloc := newAllocator()
 		prog, err := compile(np, ifindex, alloc)
 		if err != nil {
 			t.Fatalf("round %d: compile: %v", round, err)
