@@ -21,6 +21,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
 	"github.com/bulkhead-dev/bulkhead/controllers"
 	"github.com/bulkhead-dev/bulkhead/dataplane/agent"
 	"github.com/bulkhead-dev/bulkhead/internal/stream"
@@ -148,10 +150,20 @@ func TestControllerMetricsAreDocumented(t *testing.T) {
 	addr := freeAddr(t)
 	c, err := controllers.New(ctx, env.Config, controllers.Options{
 		StreamAddr: "127.0.0.1:0", Namespace: namespace, MetricsAddr: addr, LeaderElect: true,
+		// Let -count=N build a manager with the same controller names again.
+		SkipNameValidation: true,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The controller registers into controller-runtime's global registry,
+	// as in production; unregister (by equal descriptors) so that another
+	// run in this process can register again.
+	t.Cleanup(func() {
+		for _, c := range append(fields(controllers.NewMetrics(nil)), controllers.NewNodeLagCollector(stream.NewHub())) {
+			ctrlmetrics.Registry.Unregister(c)
+		}
+	})
 	done := make(chan error, 1)
 	go func() { done <- c.Start(ctx) }()
 	t.Cleanup(func() {
