@@ -194,9 +194,13 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	if err := validate(desired); err != nil {
 		return fmt.Errorf("sync: policy for node %q: %w", desired.Node, err)
 	}
-	ifindex, ifnames, missing := b.resolve(desired)
+	var ifindex map[string]uint32
+	var ifnames map[uint32]string
+	var missing []string
 	if b.benchIfindex != nil {
-		ifindex, missing = b.benchIfindex, nil
+		ifindex = b.benchIfindex
+	} else {
+		ifindex, ifnames, missing = b.resolve(desired)
 	}
 	prog, err := compile(desired, ifindex, b.alloc)
 	if err != nil {
