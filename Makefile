@@ -7,7 +7,7 @@ BIN ?= $(CURDIR)/bin
 GO ?= go
 
 UNIT_PKGS        = ./api/... ./internal/... ./cmd/... ./hack/...
-INTEGRATION_PKGS = ./test/crd/... ./controllers/...
+INTEGRATION_PKGS = ./test/crd/... ./test/manifests/... ./controllers/...
 DATAPLANE_PKGS   = ./dataplane/...
 E2E_PKGS         = ./test/e2e/...
 
@@ -34,11 +34,13 @@ manifests: ## Regenerate CRDs and RBAC under config/.
 	$(GO) tool controller-gen crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	@if [[ -d controllers ]] && ls controllers/*.go >/dev/null 2>&1; then \
 	  $(GO) tool controller-gen rbac:roleName=bulkhead-controller paths=./controllers/... output:rbac:artifacts:config=config/rbac; fi
+	$(GO) run sigs.k8s.io/kustomize/kustomize/v5@v5.8.2 build config/default > test/manifests/testdata/bulkhead.yaml
+	$(GO) run sigs.k8s.io/kustomize/kustomize/v5@v5.8.2 build test/manifests/testdata/ebpf > test/manifests/testdata/bulkhead-ebpf.yaml
 
 .PHONY: verify
 verify: deps generate manifests ## Regenerate everything and fail on any diff.
-	@git diff --exit-code -- api config internal bpf || { echo "generated files are stale: run make generate manifests and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- api config internal bpf)" || { git status --porcelain -- api config internal bpf; echo "untracked generated files"; exit 1; }
+	@git diff --exit-code -- api config internal bpf test/manifests/testdata || { echo "generated files are stale: run make generate manifests and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- api config internal bpf test/manifests/testdata)" || { git status --porcelain -- api config internal bpf test/manifests/testdata; echo "untracked generated files"; exit 1; }
 
 .PHONY: fmt
 fmt: ## Run gofmt.
