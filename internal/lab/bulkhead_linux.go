@@ -21,14 +21,6 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
-// Binary names of the product's daemons.
-const (
-	ControllerBinary = "bulkhead-controller"
-	AgentBinary      = "bulkhead-agent"
-	// CAConfigMap is where the controller publishes its CA bundle.
-	CAConfigMap = "bulkhead-ca"
-)
-
 // RepoRoot finds the Bulkhead source tree: $BULKHEAD_REPO, then the first
 // parent of the working directory or of the executable whose go.mod
 // declares module github.com/bulkhead-dev/bulkhead, then the tree this

@@ -18,21 +18,6 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/netns"
 )
 
-// ProbeOptions tune ProbeMatrix.
-type ProbeOptions struct {
-	// Timeout bounds one probe: TCP connect plus one request and reply,
-	// a UDP request and reply, or an SCTP INIT's arrival. Default 600ms.
-	Timeout time.Duration
-	// Workers bounds concurrent probes. Default 32.
-	Workers int
-	// IPv6 probes the pods' IPv6 addresses instead of their IPv4 ones.
-	IPv6 bool
-	// Served are the TCP/UDP ports a probe server already listens on in
-	// every pod namespace; ProbeMatrix listens on the others itself for
-	// the duration of the run.
-	Served []Probe
-}
-
 // ProbeMatrix measures reachability with real packets from every pod
 // namespace to every other pod's IPv4 (or, with IPv6, IPv6) address, for
 // every probe, and
