@@ -292,6 +292,19 @@ func QuarantineExpiry(q *v1alpha1.Quarantine) time.Time {
 	return time.Time{}
 }
 
+// podNodesEnforced reports whether the node of every matched pod has
+// acknowledged a policy that contains the quarantine. Until the quarantine
+// is in a published policy its set of desired nodes is empty, and an empty
+// set must not count as enforced.
+func podNodesEnforced(real Realization) bool {
+	for _, p := range real.MatchedPods {
+		if _, ok := real.NodeEnforcedAt[p.Node]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	var q v1alpha1.Quarantine
 	if err := r.Client.Get(ctx, req.NamespacedName, &q); err != nil {
@@ -318,7 +331,7 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 	case st.Phase == v1alpha1.QuarantineExpired:
 	case !expiry.IsZero() && !now.Before(expiry):
 		st.Phase = v1alpha1.QuarantineExpired
-	case len(real.MatchedPods) > 0 && s.enforced:
+	case len(real.MatchedPods) > 0 && s.enforced && podNodesEnforced(real):
 		st.Phase = v1alpha1.QuarantineActive
 	case st.Phase == v1alpha1.QuarantineActive:
 		// Stays active: earlier pods are isolated while new ones catch up.
@@ -344,7 +357,7 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 			}
 			st.Nodes = append(st.Nodes, qn)
 		}
-		if s.enforced && len(real.MatchedPods) > 0 && st.EnforcedAt == nil && !real.EnforcedAt.IsZero() {
+		if s.enforced && len(real.MatchedPods) > 0 && podNodesEnforced(real) && st.EnforcedAt == nil && !real.EnforcedAt.IsZero() {
 			t := metav1.NewTime(real.EnforcedAt.Truncate(time.Second))
 			st.EnforcedAt = &t
 		}
@@ -358,6 +371,10 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 			Message: "no running pod matches the quarantine yet", ObservedGeneration: q.Generation})
 	}
 	res := requeue(s)
+	if st.Phase == v1alpha1.QuarantinePending && len(real.MatchedPods) > 0 && res.RequeueAfter == 0 {
+		// Matched pods whose nodes have not acknowledged yet.
+		res.RequeueAfter = pollWhilePending
+	}
 	if !nowEnded && !expiry.IsZero() {
 		if d := expiry.Sub(now); res.RequeueAfter == 0 || d < res.RequeueAfter {
 			res.RequeueAfter = max(d, time.Millisecond)
