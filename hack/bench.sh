@@ -17,4 +17,4 @@ go test -run '^$' -bench "$pattern" -benchmem -count "${BENCH_COUNT:-5}" -timeou
 if [[ -z "${SKIP_FUZZ:-}" ]] && grep -rqs 'func FuzzEngine' internal/policy; then
   go test -run '^$' -fuzz '^FuzzEngine$' -fuzztime "${FUZZ_TIME:-2m}" ./internal/policy
 fi
-BULKHEAD_BENCH=1 go test -run '^TestQuarantineLatency$' -count 1 -v -timeout 30m ./test/bench/
+BULKHEAD_BENCH=1 go test -tags labbench -run '^TestQuarantineLatency$' -count 1 -v -timeout 30m ./test/bench/

@@ -1,3 +1,5 @@
+//go:build linux && labbench
+
 package bench
 
 import (
