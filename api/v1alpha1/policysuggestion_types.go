@@ -36,7 +36,7 @@ type Evidence struct {
 	Packets int64 `json:"packets,omitempty"`
 	// SourcePods is the number of distinct source pods.
 	// +optional
-	SourcePods int32 `json:"sourcePods,omitempty"`
+	SourcePods int32       `json:"sourcePods,omitempty"`
 	FirstSeen  metav1.Time `json:"firstSeen"`
 	LastSeen   metav1.Time `json:"lastSeen"`
 	// Samples are a few example flows, as "src -> dst proto/port".
