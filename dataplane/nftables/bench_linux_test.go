@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"sort"
 	"testing"
 	"time"
 
@@ -14,59 +13,12 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
 )
 
-// rulesPolicy returns a diverse policy with n IR rules: n/20 endpoints
-// with 20 rules each over 200 selector sets of 20 addresses, distinct
-// ports, TCP and UDP, accept and deny, in the admin and NetworkPolicy
-// tiers, plus a baseline deny per endpoint.
-func rulesPolicy(n int) *ir.NodePolicy {
-	np := &ir.NodePolicy{Node: "bench"}
-	for i := 0; i < 200; i++ {
-		var ps []netip.Prefix
-		for j := 0; j < 20; j++ {
-			ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 245, byte(i), byte(j*3 + 1)}), 32))
-		}
-		ps = append(ps, netip.PrefixFrom(netip.MustParseAddr(fmt.Sprintf("fd00:10:245:%x::1", i)), 128))
-		np.Sets = append(np.Sets, dptest.Set(fmt.Sprintf("sel-%03d", i), ps...))
-	}
-	eps := max(n/20, 1)
-	r := 0
-	for e := 0; e < eps; e++ {
-		ep := ir.Endpoint{
-			Name: fmt.Sprintf("ns-%02d/pod-%05d", e%17, e),
-			IPs:  []netip.Addr{netip.AddrFrom4([4]byte{10, 244, byte(e >> 8), byte(e)}), netip.MustParseAddr(fmt.Sprintf("fd00:10:244::%x", e+1))},
-		}
-		admin := ir.Tier{Kind: ir.TierAdmin}
-		netpol := ir.Tier{Kind: ir.TierNetworkPolicy}
-		for k := 0; k < 20 && r < n; k++ {
-			rule := ir.Rule{
-				ID:   fmt.Sprintf("NetworkPolicy/ns-%02d/pol-%d/ingress/%d", e%17, e, k),
-				Peer: ir.PeerMatch{Set: fmt.Sprintf("sel-%03d", (e*7+k)%200)},
-				Ports: []ir.PortRange{{Protocol: []ir.Protocol{ir.TCP, ir.UDP}[k%2],
-					From: uint16(1000 + (r % 60000)), To: uint16(1000 + (r % 60000) + k%3)}},
-				Action: ir.Accept,
-			}
-			if k%5 == 0 {
-				rule.ID = fmt.Sprintf("ZonePolicy/zp-%d-%d", e, k)
-				rule.Action = ir.Deny
-				admin.Rules = append(admin.Rules, rule)
-			} else {
-				netpol.Rules = append(netpol.Rules, rule)
-			}
-			r++
-		}
-		ep.Ingress.Tiers = []ir.Tier{admin, netpol, dptest.Tier(ir.TierBaseline, dptest.Rule("Zone/z/baseline", "", false, ir.Deny))}
-		np.Endpoints = append(np.Endpoints, ep)
-	}
-	sort.Slice(np.Endpoints, func(i, j int) bool { return np.Endpoints[i].Name < np.Endpoints[j].Name })
-	return np
-}
-
 func BenchmarkProgram(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
 			ns := nsOnly(b)
 			be := newBackend(b, ns, Options{})
-			np := rulesPolicy(n)
+			np := dptest.RulesPolicy(n)
 			ctx := context.Background()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -94,7 +46,7 @@ func BenchmarkProgram(b *testing.B) {
 func BenchmarkDelta(b *testing.B) {
 	ctx := context.Background()
 	for _, n := range []int{1000, 10000} {
-		np := rulesPolicy(n)
+		np := dptest.RulesPolicy(n)
 		cases := []struct {
 			name string
 			edit func(np *ir.NodePolicy, on bool)
@@ -163,7 +115,7 @@ func BenchmarkResync(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				ns := nsOnly(b)
 				be := newBackend(b, ns, Options{AlwaysVerify: always})
-				np := rulesPolicy(n)
+				np := dptest.RulesPolicy(n)
 				if err := be.Sync(ctx, np); err != nil {
 					b.Fatal(err)
 				}
