@@ -22,6 +22,7 @@ func addKnownTypes(s *runtime.Scheme) error {
 		&ZonePolicy{}, &ZonePolicyList{},
 		&Quarantine{}, &QuarantineList{},
 		&PolicySuggestion{}, &PolicySuggestionList{},
+		&FlowEdgeSet{}, &FlowEdgeSetList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
