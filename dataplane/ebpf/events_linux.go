@@ -16,14 +16,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bulkhead-dev/bulkhead/bpf"
+	"github.com/bulkhead-dev/bulkhead/dataplane"
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
 )
 
-// Verdicts of flow records, as the nftables backend reports them.
+// Verdicts of flow records, as dataplane defines them.
 const (
-	VerdictDropped   = "DROPPED"
-	VerdictAudit     = "AUDIT"
-	VerdictForwarded = "FORWARDED"
+	VerdictDropped   = dataplane.VerdictDropped
+	VerdictAudit     = dataplane.VerdictAudit
+	VerdictForwarded = dataplane.VerdictForwarded
 )
 
 // event kinds and flags, as EV_* and EVF_* in bpf/policy.c.
@@ -34,30 +35,11 @@ const (
 	evV6      = 2
 )
 
-// FlowRecord is one datapath event: a new connection (FORWARDED, or AUDIT
-// when an Audit rule marked it) or a dropped packet (at most one per
-// 5-tuple and second). Its fields and JSON names match the nftables
-// backend's FlowRecord; Endpoint, Tier and Identity are extra.
-type FlowRecord struct {
-	Time      time.Time  `json:"time"`
-	Verdict   string     `json:"verdict"`
-	Direction string     `json:"traffic_direction"`
-	Src       netip.Addr `json:"source_ip"`
-	Dst       netip.Addr `json:"destination_ip"`
-	Protocol  uint8      `json:"protocol"`
-	SrcPort   uint16     `json:"source_port,omitempty"`
-	DstPort   uint16     `json:"destination_port,omitempty"`
-	// RuleID is the deciding rule's ID; empty for the default allow or
-	// when the rule number is unknown (events from before this process's
-	// first Sync).
-	RuleID     string `json:"policy,omitempty"`
-	RuleNumber uint32 `json:"rule_number"`
-	// Endpoint is the local endpoint ("namespace/pod") whose chain judged
-	// the connection, Tier the deciding tier.
-	Endpoint string `json:"endpoint,omitempty"`
-	Tier     string `json:"tier,omitempty"`
-	Identity uint32 `json:"identity"`
-}
+// FlowRecord is the shared flow record. The ring buffer yields one per
+// datapath event: a new connection (FORWARDED, or AUDIT when an Audit rule
+// marked it) or a dropped packet (at most one per 5-tuple and second),
+// with Endpoint, Tier and Identity set.
+type FlowRecord = dataplane.FlowRecord
 
 // FlowReader reads the backend's flow-event ring buffer. Only one reader
 // should run per pin directory: each event is delivered once.

@@ -15,6 +15,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/bulkhead-dev/bulkhead/dataplane"
 	"github.com/bulkhead-dev/bulkhead/internal/netns"
 )
 
@@ -37,30 +38,19 @@ const (
 	nfulaPrefix    = 10
 )
 
-// Verdicts of flow records.
+// Verdicts of flow records, as dataplane defines them.
 const (
-	VerdictDropped   = "DROPPED"
-	VerdictAudit     = "AUDIT"
-	VerdictForwarded = "FORWARDED"
+	VerdictDropped   = dataplane.VerdictDropped
+	VerdictAudit     = dataplane.VerdictAudit
+	VerdictForwarded = dataplane.VerdictForwarded
 )
 
-// FlowRecord is one packet logged by a rule of the backend: the first
-// packet of a dropped or audited connection, or of one accepted by a rule
-// with Log set.
-type FlowRecord struct {
-	Time      time.Time  `json:"time"`
-	Verdict   string     `json:"verdict"`
-	Direction string     `json:"traffic_direction"`
-	Src       netip.Addr `json:"source_ip"`
-	Dst       netip.Addr `json:"destination_ip"`
-	Protocol  uint8      `json:"protocol"`
-	SrcPort   uint16     `json:"source_port,omitempty"`
-	DstPort   uint16     `json:"destination_port,omitempty"`
-	// RuleID is the deciding rule's ID, empty when RuleNumber is unknown
-	// to the resolver.
-	RuleID     string `json:"policy,omitempty"`
-	RuleNumber uint32 `json:"rule_number"`
-}
+// FlowRecord is the shared flow record. The nflog reader produces one per
+// packet logged by a rule of the backend: the first packet of a dropped or
+// audited connection, or of one accepted by a rule with Log set. Accepted
+// connections without Log come from the conntrack watcher
+// (dataplane/conntrack).
+type FlowRecord = dataplane.FlowRecord
 
 // FlowReader reads the backend's nflog group in one namespace.
 type FlowReader struct {
