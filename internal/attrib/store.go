@@ -56,6 +56,10 @@ func (s *Store) Dirty() bool { return s.dirty }
 // MarkClean records that the current edges were persisted.
 func (s *Store) MarkClean() { s.dirty = false }
 
+// MarkDirty records that the edges must be persisted again, as after a
+// failed write.
+func (s *Store) MarkDirty() { s.dirty = true }
+
 // Merge adds e: counters add up, first/last seen widen, labels and zones
 // take the later edge's values, source pods and samples are kept up to
 // their limits. It returns false when e is new and the store is full.
