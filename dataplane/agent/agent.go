@@ -43,6 +43,16 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	Metrics                *Metrics
 	Log                    logr.Logger
+	// Flows, when set, is read for flow records; the agent reduces them
+	// to address-level edges and reports them every FlowInterval (default
+	// 5s) with up to MaxRecordsPerReport records (default 2000). At most
+	// MaxPendingEdges (default 10000) edges are pending per interval.
+	Flows               FlowSource
+	FlowInterval        time.Duration
+	MaxPendingEdges     int
+	MaxRecordsPerReport int
+	// FlowLog, when set, receives every record.
+	FlowLog *FlowLog
 }
 
 // Validate returns every problem with the config.
@@ -89,6 +99,8 @@ type Agent struct {
 	failed bool
 	sess   *stream.Session
 
+	flows *flowPipe
+
 	ready atomic.Bool
 }
 
@@ -106,7 +118,17 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
+	if cfg.FlowInterval <= 0 {
+		cfg.FlowInterval = DefaultFlowInterval
+	}
+	if cfg.MaxPendingEdges <= 0 {
+		cfg.MaxPendingEdges = DefaultMaxPendingEdges
+	}
+	if cfg.MaxRecordsPerReport <= 0 {
+		cfg.MaxRecordsPerReport = DefaultMaxRecordsPerReport
+	}
 	a := &Agent{cfg: cfg, log: cfg.Log.WithName("agent").WithValues("node", cfg.Node), m: cfg.Metrics}
+	a.flows = newFlowPipe(&a.cfg)
 	if cfg.StateDir != "" {
 		b, err := os.ReadFile(filepath.Join(cfg.StateDir, "state.json"))
 		switch {
@@ -136,6 +158,9 @@ func (a *Agent) Applied() State {
 func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.ResyncInterval > 0 {
 		go a.resyncLoop(ctx)
+	}
+	if a.cfg.Flows != nil {
+		go a.flowLoop(ctx)
 	}
 	backoff := a.cfg.MinBackoff
 	for i := 0; ; i++ {
@@ -283,6 +308,7 @@ func (a *Agent) syncLocked(ctx context.Context, trigger string) error {
 	a.m.LastAppliedTS.SetToCurrentTime()
 	a.log.V(1).Info("synced", "trigger", trigger, "epoch", a.epoch, "generation", a.gen, "took", time.Since(start))
 	a.applied = State{Epoch: a.epoch, Generation: a.gen}
+	a.flows.setEndpoints(a.desired)
 	if err := a.persist(); err != nil {
 		a.log.Error(err, "persisting agent state")
 	}

@@ -14,6 +14,11 @@ type Metrics struct {
 	StaleUpdates  prometheus.Counter
 	Reconnects    prometheus.Counter
 	LastAppliedTS prometheus.Gauge
+	// Flow pipeline.
+	FlowRecords      *prometheus.CounterVec
+	FlowEdgesDropped prometheus.Counter
+	FlowLogErrors    prometheus.Counter
+	FlowReports      prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them in reg (if not nil).
@@ -33,9 +38,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Watch sessions that ended and were retried."}),
 		LastAppliedTS: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "bulkhead", Subsystem: "agent", Name: "last_applied_timestamp_seconds",
 			Help: "Unix time of the last successful sync."}),
+		FlowRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "bulkhead", Subsystem: "agent", Name: "flow_records_total",
+			Help: "Flow records read from the dataplane, by verdict."}, []string{"verdict"}),
+		FlowEdgesDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "bulkhead", Subsystem: "agent", Name: "flow_edges_dropped_total",
+			Help: "Flow records not summarized because the pending edges were at their cap."}),
+		FlowLogErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "bulkhead", Subsystem: "agent", Name: "flow_log_errors_total",
+			Help: "Flow records that could not be written to the local flow log."}),
+		FlowReports: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "bulkhead", Subsystem: "agent", Name: "flow_reports_total",
+			Help: "Flow reports sent to the controller."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Generation, m.Connected, m.Syncs, m.SyncSeconds, m.StaleUpdates, m.Reconnects, m.LastAppliedTS)
+		reg.MustRegister(m.Generation, m.Connected, m.Syncs, m.SyncSeconds, m.StaleUpdates, m.Reconnects, m.LastAppliedTS,
+			m.FlowRecords, m.FlowEdgesDropped, m.FlowLogErrors, m.FlowReports)
 	}
 	return m
 }

@@ -135,5 +135,11 @@ func (s *Session) Ack(epoch string, generation uint64, err error) error {
 	return s.st.Send(&pb.AgentMessage{Msg: &pb.AgentMessage_Ack{Ack: a}})
 }
 
+// Report sends one FlowReport. Like Ack, it must not be called
+// concurrently with another send on the session.
+func (s *Session) Report(r *pb.FlowReport) error {
+	return s.st.Send(&pb.AgentMessage{Msg: &pb.AgentMessage_Flows{Flows: r}})
+}
+
 // Close ends the session's sending side.
 func (s *Session) Close() error { return s.st.CloseSend() }

@@ -26,6 +26,11 @@ type Server struct {
 	// OnSession, when set, is told when an agent session opens (+1) and
 	// closes (-1).
 	OnSession func(node string, delta int)
+	// OnFlows, when set, receives each FlowReport an agent sends. It runs
+	// on the session's receive loop and must not block for long.
+	OnFlows func(node string, r *pb.FlowReport)
+	// FlowBus serves the Flows call; nil makes Flows Unimplemented.
+	FlowBus *FlowBus
 }
 
 var _ pb.PolicyStreamServer = (*Server)(nil)
@@ -93,9 +98,15 @@ func (s *Server) Watch(st pb.PolicyStream_WatchServer) error {
 				recvErr <- err
 				return
 			}
+			if fr := m.GetFlows(); fr != nil {
+				if s.OnFlows != nil {
+					s.OnFlows(node, fr)
+				}
+				continue
+			}
 			a := m.GetAck()
 			if a == nil {
-				recvErr <- status.Error(codes.InvalidArgument, "after Hello only Acks may be sent")
+				recvErr <- status.Error(codes.InvalidArgument, "after Hello only Acks and FlowReports may be sent")
 				return
 			}
 			if !s.Hub.Ack(node, a.GetEpoch(), a.GetGeneration(), a.GetError()) {

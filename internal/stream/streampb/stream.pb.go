@@ -137,6 +137,7 @@ type AgentMessage struct {
 	//
 	//	*AgentMessage_Hello
 	//	*AgentMessage_Ack
+	//	*AgentMessage_Flows
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -197,6 +198,15 @@ func (x *AgentMessage) GetAck() *Ack {
 	return nil
 }
 
+func (x *AgentMessage) GetFlows() *FlowReport {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_Flows); ok {
+			return x.Flows
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -209,9 +219,310 @@ type AgentMessage_Ack struct {
 	Ack *Ack `protobuf:"bytes,2,opt,name=ack,proto3,oneof"`
 }
 
+type AgentMessage_Flows struct {
+	Flows *FlowReport `protobuf:"bytes,3,opt,name=flows,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Ack) isAgentMessage_Msg() {}
+
+func (*AgentMessage_Flows) isAgentMessage_Msg() {}
+
+// FlowReport carries one interval of a node's flow observations.
+type FlowReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// edges summarize every flow of the interval per address pair, server
+	// port and verdict.
+	Edges []*FlowEdge `protobuf:"bytes,1,rep,name=edges,proto3" json:"edges,omitempty"`
+	// records are individual flow records, at most a bounded number per
+	// interval.
+	Records []*Flow `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// dropped counts records since agent start that were not summarized
+	// because the pending edges were full, or not sent because of the
+	// per-interval record limit.
+	Dropped       uint64 `protobuf:"varint,3,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlowReport) Reset() {
+	*x = FlowReport{}
+	mi := &file_stream_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowReport) ProtoMessage() {}
+
+func (x *FlowReport) ProtoReflect() protoreflect.Message {
+	mi := &file_stream_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowReport.ProtoReflect.Descriptor instead.
+func (*FlowReport) Descriptor() ([]byte, []int) {
+	return file_stream_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FlowReport) GetEdges() []*FlowEdge {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+func (x *FlowReport) GetRecords() []*Flow {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *FlowReport) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+// FlowEdge is an address-level edge summary.
+type FlowEdge struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// src and dst are 4- or 16-byte addresses.
+	Src      []byte `protobuf:"bytes,1,opt,name=src,proto3" json:"src,omitempty"`
+	Dst      []byte `protobuf:"bytes,2,opt,name=dst,proto3" json:"dst,omitempty"`
+	Protocol uint32 `protobuf:"varint,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Port     uint32 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	// verdict is FORWARDED, DROPPED or AUDIT.
+	Verdict           string `protobuf:"bytes,5,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	Connections       uint64 `protobuf:"varint,6,opt,name=connections,proto3" json:"connections,omitempty"`
+	Packets           uint64 `protobuf:"varint,7,opt,name=packets,proto3" json:"packets,omitempty"`
+	FirstSeenUnixNano int64  `protobuf:"varint,8,opt,name=first_seen_unix_nano,json=firstSeenUnixNano,proto3" json:"first_seen_unix_nano,omitempty"`
+	LastSeenUnixNano  int64  `protobuf:"varint,9,opt,name=last_seen_unix_nano,json=lastSeenUnixNano,proto3" json:"last_seen_unix_nano,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *FlowEdge) Reset() {
+	*x = FlowEdge{}
+	mi := &file_stream_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowEdge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowEdge) ProtoMessage() {}
+
+func (x *FlowEdge) ProtoReflect() protoreflect.Message {
+	mi := &file_stream_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowEdge.ProtoReflect.Descriptor instead.
+func (*FlowEdge) Descriptor() ([]byte, []int) {
+	return file_stream_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FlowEdge) GetSrc() []byte {
+	if x != nil {
+		return x.Src
+	}
+	return nil
+}
+
+func (x *FlowEdge) GetDst() []byte {
+	if x != nil {
+		return x.Dst
+	}
+	return nil
+}
+
+func (x *FlowEdge) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *FlowEdge) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *FlowEdge) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *FlowEdge) GetConnections() uint64 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *FlowEdge) GetPackets() uint64 {
+	if x != nil {
+		return x.Packets
+	}
+	return 0
+}
+
+func (x *FlowEdge) GetFirstSeenUnixNano() int64 {
+	if x != nil {
+		return x.FirstSeenUnixNano
+	}
+	return 0
+}
+
+func (x *FlowEdge) GetLastSeenUnixNano() int64 {
+	if x != nil {
+		return x.LastSeenUnixNano
+	}
+	return 0
+}
+
+// Flow is one flow record as JSON (dataplane.FlowRecord, a subset of
+// Hubble's flow format).
+type Flow struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Json          string                 `protobuf:"bytes,1,opt,name=json,proto3" json:"json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Flow) Reset() {
+	*x = Flow{}
+	mi := &file_stream_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Flow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Flow) ProtoMessage() {}
+
+func (x *Flow) ProtoReflect() protoreflect.Message {
+	mi := &file_stream_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Flow.ProtoReflect.Descriptor instead.
+func (*Flow) Descriptor() ([]byte, []int) {
+	return file_stream_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Flow) GetJson() string {
+	if x != nil {
+		return x.Json
+	}
+	return ""
+}
+
+// FlowsRequest filters the records Flows returns; empty fields match all.
+type FlowsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pod       string                 `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	Zone      string                 `protobuf:"bytes,3,opt,name=zone,proto3" json:"zone,omitempty"`
+	// verdict is FORWARDED, DROPPED or AUDIT.
+	Verdict       string `protobuf:"bytes,4,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlowsRequest) Reset() {
+	*x = FlowsRequest{}
+	mi := &file_stream_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowsRequest) ProtoMessage() {}
+
+func (x *FlowsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stream_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowsRequest.ProtoReflect.Descriptor instead.
+func (*FlowsRequest) Descriptor() ([]byte, []int) {
+	return file_stream_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *FlowsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *FlowsRequest) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *FlowsRequest) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *FlowsRequest) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
 
 // Hello opens a Watch. epoch and generation are the last ones the agent
 // applied (empty and 0 on a fresh start); they are informational: every
@@ -227,7 +538,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_stream_proto_msgTypes[1]
+	mi := &file_stream_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +550,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[1]
+	mi := &file_stream_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +563,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{1}
+	return file_stream_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Hello) GetNode() string {
@@ -289,7 +600,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_stream_proto_msgTypes[2]
+	mi := &file_stream_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -301,7 +612,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[2]
+	mi := &file_stream_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -314,7 +625,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{2}
+	return file_stream_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Ack) GetEpoch() string {
@@ -355,7 +666,7 @@ type ControllerMessage struct {
 
 func (x *ControllerMessage) Reset() {
 	*x = ControllerMessage{}
-	mi := &file_stream_proto_msgTypes[3]
+	mi := &file_stream_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -367,7 +678,7 @@ func (x *ControllerMessage) String() string {
 func (*ControllerMessage) ProtoMessage() {}
 
 func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[3]
+	mi := &file_stream_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -380,7 +691,7 @@ func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControllerMessage.ProtoReflect.Descriptor instead.
 func (*ControllerMessage) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{3}
+	return file_stream_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ControllerMessage) GetEpoch() string {
@@ -456,7 +767,7 @@ type Delta struct {
 
 func (x *Delta) Reset() {
 	*x = Delta{}
-	mi := &file_stream_proto_msgTypes[4]
+	mi := &file_stream_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +779,7 @@ func (x *Delta) String() string {
 func (*Delta) ProtoMessage() {}
 
 func (x *Delta) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[4]
+	mi := &file_stream_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +792,7 @@ func (x *Delta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delta.ProtoReflect.Descriptor instead.
 func (*Delta) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{4}
+	return file_stream_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Delta) GetBaseGeneration() uint64 {
@@ -539,7 +850,7 @@ type SetPatch struct {
 
 func (x *SetPatch) Reset() {
 	*x = SetPatch{}
-	mi := &file_stream_proto_msgTypes[5]
+	mi := &file_stream_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +862,7 @@ func (x *SetPatch) String() string {
 func (*SetPatch) ProtoMessage() {}
 
 func (x *SetPatch) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[5]
+	mi := &file_stream_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +875,7 @@ func (x *SetPatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPatch.ProtoReflect.Descriptor instead.
 func (*SetPatch) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{5}
+	return file_stream_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SetPatch) GetName() string {
@@ -599,7 +910,7 @@ type NodePolicy struct {
 
 func (x *NodePolicy) Reset() {
 	*x = NodePolicy{}
-	mi := &file_stream_proto_msgTypes[6]
+	mi := &file_stream_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +922,7 @@ func (x *NodePolicy) String() string {
 func (*NodePolicy) ProtoMessage() {}
 
 func (x *NodePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[6]
+	mi := &file_stream_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +935,7 @@ func (x *NodePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodePolicy.ProtoReflect.Descriptor instead.
 func (*NodePolicy) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{6}
+	return file_stream_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NodePolicy) GetNode() string {
@@ -663,7 +974,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_stream_proto_msgTypes[7]
+	mi := &file_stream_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +986,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[7]
+	mi := &file_stream_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +999,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{7}
+	return file_stream_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Endpoint) GetName() string {
@@ -742,7 +1053,7 @@ type Chain struct {
 
 func (x *Chain) Reset() {
 	*x = Chain{}
-	mi := &file_stream_proto_msgTypes[8]
+	mi := &file_stream_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +1065,7 @@ func (x *Chain) String() string {
 func (*Chain) ProtoMessage() {}
 
 func (x *Chain) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[8]
+	mi := &file_stream_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +1078,7 @@ func (x *Chain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chain.ProtoReflect.Descriptor instead.
 func (*Chain) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{8}
+	return file_stream_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Chain) GetTiers() []*Tier {
@@ -787,7 +1098,7 @@ type Tier struct {
 
 func (x *Tier) Reset() {
 	*x = Tier{}
-	mi := &file_stream_proto_msgTypes[9]
+	mi := &file_stream_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +1110,7 @@ func (x *Tier) String() string {
 func (*Tier) ProtoMessage() {}
 
 func (x *Tier) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[9]
+	mi := &file_stream_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +1123,7 @@ func (x *Tier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tier.ProtoReflect.Descriptor instead.
 func (*Tier) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{9}
+	return file_stream_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Tier) GetKind() TierKind {
@@ -842,7 +1153,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_stream_proto_msgTypes[10]
+	mi := &file_stream_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1165,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[10]
+	mi := &file_stream_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1178,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{10}
+	return file_stream_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Rule) GetId() string {
@@ -915,7 +1226,7 @@ type PeerMatch struct {
 
 func (x *PeerMatch) Reset() {
 	*x = PeerMatch{}
-	mi := &file_stream_proto_msgTypes[11]
+	mi := &file_stream_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1238,7 @@ func (x *PeerMatch) String() string {
 func (*PeerMatch) ProtoMessage() {}
 
 func (x *PeerMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[11]
+	mi := &file_stream_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1251,7 @@ func (x *PeerMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMatch.ProtoReflect.Descriptor instead.
 func (*PeerMatch) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{11}
+	return file_stream_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PeerMatch) GetSet() string {
@@ -968,7 +1279,7 @@ type PortRange struct {
 
 func (x *PortRange) Reset() {
 	*x = PortRange{}
-	mi := &file_stream_proto_msgTypes[12]
+	mi := &file_stream_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1291,7 @@ func (x *PortRange) String() string {
 func (*PortRange) ProtoMessage() {}
 
 func (x *PortRange) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[12]
+	mi := &file_stream_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1304,7 @@ func (x *PortRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortRange.ProtoReflect.Descriptor instead.
 func (*PortRange) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{12}
+	return file_stream_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PortRange) GetProtocol() uint32 {
@@ -1027,7 +1338,7 @@ type AddressSet struct {
 
 func (x *AddressSet) Reset() {
 	*x = AddressSet{}
-	mi := &file_stream_proto_msgTypes[13]
+	mi := &file_stream_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1350,7 @@ func (x *AddressSet) String() string {
 func (*AddressSet) ProtoMessage() {}
 
 func (x *AddressSet) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[13]
+	mi := &file_stream_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1363,7 @@ func (x *AddressSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddressSet.ProtoReflect.Descriptor instead.
 func (*AddressSet) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{13}
+	return file_stream_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AddressSet) GetName() string {
@@ -1079,7 +1390,7 @@ type Prefix struct {
 
 func (x *Prefix) Reset() {
 	*x = Prefix{}
-	mi := &file_stream_proto_msgTypes[14]
+	mi := &file_stream_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1402,7 @@ func (x *Prefix) String() string {
 func (*Prefix) ProtoMessage() {}
 
 func (x *Prefix) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[14]
+	mi := &file_stream_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1415,7 @@ func (x *Prefix) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prefix.ProtoReflect.Descriptor instead.
 func (*Prefix) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{14}
+	return file_stream_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Prefix) GetAddr() []byte {
@@ -1129,7 +1440,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_stream_proto_msgTypes[15]
+	mi := &file_stream_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1452,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[15]
+	mi := &file_stream_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1465,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{15}
+	return file_stream_proto_rawDescGZIP(), []int{19}
 }
 
 type NodeStatus struct {
@@ -1172,7 +1483,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_stream_proto_msgTypes[16]
+	mi := &file_stream_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1495,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[16]
+	mi := &file_stream_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1508,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{16}
+	return file_stream_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NodeStatus) GetNode() string {
@@ -1258,7 +1569,7 @@ type ObjectStatus struct {
 
 func (x *ObjectStatus) Reset() {
 	*x = ObjectStatus{}
-	mi := &file_stream_proto_msgTypes[17]
+	mi := &file_stream_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1581,7 @@ func (x *ObjectStatus) String() string {
 func (*ObjectStatus) ProtoMessage() {}
 
 func (x *ObjectStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[17]
+	mi := &file_stream_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1594,7 @@ func (x *ObjectStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectStatus.ProtoReflect.Descriptor instead.
 func (*ObjectStatus) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{17}
+	return file_stream_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ObjectStatus) GetKind() string {
@@ -1353,7 +1664,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_stream_proto_msgTypes[18]
+	mi := &file_stream_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1676,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[18]
+	mi := &file_stream_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1689,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{18}
+	return file_stream_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatusResponse) GetEpoch() string {
@@ -1406,11 +1717,34 @@ var File_stream_proto protoreflect.FileDescriptor
 
 const file_stream_proto_rawDesc = "" +
 	"\n" +
-	"\fstream.proto\x12\x12bulkhead.stream.v1\"u\n" +
+	"\fstream.proto\x12\x12bulkhead.stream.v1\"\xad\x01\n" +
 	"\fAgentMessage\x121\n" +
 	"\x05hello\x18\x01 \x01(\v2\x19.bulkhead.stream.v1.HelloH\x00R\x05hello\x12+\n" +
-	"\x03ack\x18\x02 \x01(\v2\x17.bulkhead.stream.v1.AckH\x00R\x03ackB\x05\n" +
-	"\x03msg\"Q\n" +
+	"\x03ack\x18\x02 \x01(\v2\x17.bulkhead.stream.v1.AckH\x00R\x03ack\x126\n" +
+	"\x05flows\x18\x03 \x01(\v2\x1e.bulkhead.stream.v1.FlowReportH\x00R\x05flowsB\x05\n" +
+	"\x03msg\"\x8e\x01\n" +
+	"\n" +
+	"FlowReport\x122\n" +
+	"\x05edges\x18\x01 \x03(\v2\x1c.bulkhead.stream.v1.FlowEdgeR\x05edges\x122\n" +
+	"\arecords\x18\x02 \x03(\v2\x18.bulkhead.stream.v1.FlowR\arecords\x12\x18\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\"\x94\x02\n" +
+	"\bFlowEdge\x12\x10\n" +
+	"\x03src\x18\x01 \x01(\fR\x03src\x12\x10\n" +
+	"\x03dst\x18\x02 \x01(\fR\x03dst\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\rR\bprotocol\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\rR\x04port\x12\x18\n" +
+	"\averdict\x18\x05 \x01(\tR\averdict\x12 \n" +
+	"\vconnections\x18\x06 \x01(\x04R\vconnections\x12\x18\n" +
+	"\apackets\x18\a \x01(\x04R\apackets\x12/\n" +
+	"\x14first_seen_unix_nano\x18\b \x01(\x03R\x11firstSeenUnixNano\x12-\n" +
+	"\x13last_seen_unix_nano\x18\t \x01(\x03R\x10lastSeenUnixNano\"\x1a\n" +
+	"\x04Flow\x12\x12\n" +
+	"\x04json\x18\x01 \x01(\tR\x04json\"l\n" +
+	"\fFlowsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x12\n" +
+	"\x04zone\x18\x03 \x01(\tR\x04zone\x12\x18\n" +
+	"\averdict\x18\x04 \x01(\tR\averdict\"Q\n" +
 	"\x05Hello\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x1e\n" +
@@ -1514,10 +1848,11 @@ const file_stream_proto_rawDesc = "" +
 	"\rACTION_ACCEPT\x10\x01\x12\x0f\n" +
 	"\vACTION_DENY\x10\x02\x12\x0f\n" +
 	"\vACTION_PASS\x10\x03\x12\x10\n" +
-	"\fACTION_AUDIT\x10\x042\xb5\x01\n" +
+	"\fACTION_AUDIT\x10\x042\xfc\x01\n" +
 	"\fPolicyStream\x12T\n" +
 	"\x05Watch\x12 .bulkhead.stream.v1.AgentMessage\x1a%.bulkhead.stream.v1.ControllerMessage(\x010\x01\x12O\n" +
-	"\x06Status\x12!.bulkhead.stream.v1.StatusRequest\x1a\".bulkhead.stream.v1.StatusResponseB;Z9github.com/bulkhead-dev/bulkhead/internal/stream/streampbb\x06proto3"
+	"\x06Status\x12!.bulkhead.stream.v1.StatusRequest\x1a\".bulkhead.stream.v1.StatusResponse\x12E\n" +
+	"\x05Flows\x12 .bulkhead.stream.v1.FlowsRequest\x1a\x18.bulkhead.stream.v1.Flow0\x01B;Z9github.com/bulkhead-dev/bulkhead/internal/stream/streampbb\x06proto3"
 
 var (
 	file_stream_proto_rawDescOnce sync.Once
@@ -1532,62 +1867,71 @@ func file_stream_proto_rawDescGZIP() []byte {
 }
 
 var file_stream_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_stream_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_stream_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_stream_proto_goTypes = []any{
 	(TierKind)(0),             // 0: bulkhead.stream.v1.TierKind
 	(Action)(0),               // 1: bulkhead.stream.v1.Action
 	(*AgentMessage)(nil),      // 2: bulkhead.stream.v1.AgentMessage
-	(*Hello)(nil),             // 3: bulkhead.stream.v1.Hello
-	(*Ack)(nil),               // 4: bulkhead.stream.v1.Ack
-	(*ControllerMessage)(nil), // 5: bulkhead.stream.v1.ControllerMessage
-	(*Delta)(nil),             // 6: bulkhead.stream.v1.Delta
-	(*SetPatch)(nil),          // 7: bulkhead.stream.v1.SetPatch
-	(*NodePolicy)(nil),        // 8: bulkhead.stream.v1.NodePolicy
-	(*Endpoint)(nil),          // 9: bulkhead.stream.v1.Endpoint
-	(*Chain)(nil),             // 10: bulkhead.stream.v1.Chain
-	(*Tier)(nil),              // 11: bulkhead.stream.v1.Tier
-	(*Rule)(nil),              // 12: bulkhead.stream.v1.Rule
-	(*PeerMatch)(nil),         // 13: bulkhead.stream.v1.PeerMatch
-	(*PortRange)(nil),         // 14: bulkhead.stream.v1.PortRange
-	(*AddressSet)(nil),        // 15: bulkhead.stream.v1.AddressSet
-	(*Prefix)(nil),            // 16: bulkhead.stream.v1.Prefix
-	(*StatusRequest)(nil),     // 17: bulkhead.stream.v1.StatusRequest
-	(*NodeStatus)(nil),        // 18: bulkhead.stream.v1.NodeStatus
-	(*ObjectStatus)(nil),      // 19: bulkhead.stream.v1.ObjectStatus
-	(*StatusResponse)(nil),    // 20: bulkhead.stream.v1.StatusResponse
+	(*FlowReport)(nil),        // 3: bulkhead.stream.v1.FlowReport
+	(*FlowEdge)(nil),          // 4: bulkhead.stream.v1.FlowEdge
+	(*Flow)(nil),              // 5: bulkhead.stream.v1.Flow
+	(*FlowsRequest)(nil),      // 6: bulkhead.stream.v1.FlowsRequest
+	(*Hello)(nil),             // 7: bulkhead.stream.v1.Hello
+	(*Ack)(nil),               // 8: bulkhead.stream.v1.Ack
+	(*ControllerMessage)(nil), // 9: bulkhead.stream.v1.ControllerMessage
+	(*Delta)(nil),             // 10: bulkhead.stream.v1.Delta
+	(*SetPatch)(nil),          // 11: bulkhead.stream.v1.SetPatch
+	(*NodePolicy)(nil),        // 12: bulkhead.stream.v1.NodePolicy
+	(*Endpoint)(nil),          // 13: bulkhead.stream.v1.Endpoint
+	(*Chain)(nil),             // 14: bulkhead.stream.v1.Chain
+	(*Tier)(nil),              // 15: bulkhead.stream.v1.Tier
+	(*Rule)(nil),              // 16: bulkhead.stream.v1.Rule
+	(*PeerMatch)(nil),         // 17: bulkhead.stream.v1.PeerMatch
+	(*PortRange)(nil),         // 18: bulkhead.stream.v1.PortRange
+	(*AddressSet)(nil),        // 19: bulkhead.stream.v1.AddressSet
+	(*Prefix)(nil),            // 20: bulkhead.stream.v1.Prefix
+	(*StatusRequest)(nil),     // 21: bulkhead.stream.v1.StatusRequest
+	(*NodeStatus)(nil),        // 22: bulkhead.stream.v1.NodeStatus
+	(*ObjectStatus)(nil),      // 23: bulkhead.stream.v1.ObjectStatus
+	(*StatusResponse)(nil),    // 24: bulkhead.stream.v1.StatusResponse
 }
 var file_stream_proto_depIdxs = []int32{
-	3,  // 0: bulkhead.stream.v1.AgentMessage.hello:type_name -> bulkhead.stream.v1.Hello
-	4,  // 1: bulkhead.stream.v1.AgentMessage.ack:type_name -> bulkhead.stream.v1.Ack
-	8,  // 2: bulkhead.stream.v1.ControllerMessage.snapshot:type_name -> bulkhead.stream.v1.NodePolicy
-	6,  // 3: bulkhead.stream.v1.ControllerMessage.delta:type_name -> bulkhead.stream.v1.Delta
-	9,  // 4: bulkhead.stream.v1.Delta.upserted_endpoints:type_name -> bulkhead.stream.v1.Endpoint
-	15, // 5: bulkhead.stream.v1.Delta.upserted_sets:type_name -> bulkhead.stream.v1.AddressSet
-	7,  // 6: bulkhead.stream.v1.Delta.patched_sets:type_name -> bulkhead.stream.v1.SetPatch
-	16, // 7: bulkhead.stream.v1.SetPatch.added:type_name -> bulkhead.stream.v1.Prefix
-	16, // 8: bulkhead.stream.v1.SetPatch.removed:type_name -> bulkhead.stream.v1.Prefix
-	9,  // 9: bulkhead.stream.v1.NodePolicy.endpoints:type_name -> bulkhead.stream.v1.Endpoint
-	15, // 10: bulkhead.stream.v1.NodePolicy.sets:type_name -> bulkhead.stream.v1.AddressSet
-	10, // 11: bulkhead.stream.v1.Endpoint.ingress:type_name -> bulkhead.stream.v1.Chain
-	10, // 12: bulkhead.stream.v1.Endpoint.egress:type_name -> bulkhead.stream.v1.Chain
-	11, // 13: bulkhead.stream.v1.Chain.tiers:type_name -> bulkhead.stream.v1.Tier
-	0,  // 14: bulkhead.stream.v1.Tier.kind:type_name -> bulkhead.stream.v1.TierKind
-	12, // 15: bulkhead.stream.v1.Tier.rules:type_name -> bulkhead.stream.v1.Rule
-	13, // 16: bulkhead.stream.v1.Rule.peer:type_name -> bulkhead.stream.v1.PeerMatch
-	14, // 17: bulkhead.stream.v1.Rule.ports:type_name -> bulkhead.stream.v1.PortRange
-	1,  // 18: bulkhead.stream.v1.Rule.action:type_name -> bulkhead.stream.v1.Action
-	16, // 19: bulkhead.stream.v1.AddressSet.prefixes:type_name -> bulkhead.stream.v1.Prefix
-	18, // 20: bulkhead.stream.v1.StatusResponse.nodes:type_name -> bulkhead.stream.v1.NodeStatus
-	19, // 21: bulkhead.stream.v1.StatusResponse.objects:type_name -> bulkhead.stream.v1.ObjectStatus
-	2,  // 22: bulkhead.stream.v1.PolicyStream.Watch:input_type -> bulkhead.stream.v1.AgentMessage
-	17, // 23: bulkhead.stream.v1.PolicyStream.Status:input_type -> bulkhead.stream.v1.StatusRequest
-	5,  // 24: bulkhead.stream.v1.PolicyStream.Watch:output_type -> bulkhead.stream.v1.ControllerMessage
-	20, // 25: bulkhead.stream.v1.PolicyStream.Status:output_type -> bulkhead.stream.v1.StatusResponse
-	24, // [24:26] is the sub-list for method output_type
-	22, // [22:24] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	7,  // 0: bulkhead.stream.v1.AgentMessage.hello:type_name -> bulkhead.stream.v1.Hello
+	8,  // 1: bulkhead.stream.v1.AgentMessage.ack:type_name -> bulkhead.stream.v1.Ack
+	3,  // 2: bulkhead.stream.v1.AgentMessage.flows:type_name -> bulkhead.stream.v1.FlowReport
+	4,  // 3: bulkhead.stream.v1.FlowReport.edges:type_name -> bulkhead.stream.v1.FlowEdge
+	5,  // 4: bulkhead.stream.v1.FlowReport.records:type_name -> bulkhead.stream.v1.Flow
+	12, // 5: bulkhead.stream.v1.ControllerMessage.snapshot:type_name -> bulkhead.stream.v1.NodePolicy
+	10, // 6: bulkhead.stream.v1.ControllerMessage.delta:type_name -> bulkhead.stream.v1.Delta
+	13, // 7: bulkhead.stream.v1.Delta.upserted_endpoints:type_name -> bulkhead.stream.v1.Endpoint
+	19, // 8: bulkhead.stream.v1.Delta.upserted_sets:type_name -> bulkhead.stream.v1.AddressSet
+	11, // 9: bulkhead.stream.v1.Delta.patched_sets:type_name -> bulkhead.stream.v1.SetPatch
+	20, // 10: bulkhead.stream.v1.SetPatch.added:type_name -> bulkhead.stream.v1.Prefix
+	20, // 11: bulkhead.stream.v1.SetPatch.removed:type_name -> bulkhead.stream.v1.Prefix
+	13, // 12: bulkhead.stream.v1.NodePolicy.endpoints:type_name -> bulkhead.stream.v1.Endpoint
+	19, // 13: bulkhead.stream.v1.NodePolicy.sets:type_name -> bulkhead.stream.v1.AddressSet
+	14, // 14: bulkhead.stream.v1.Endpoint.ingress:type_name -> bulkhead.stream.v1.Chain
+	14, // 15: bulkhead.stream.v1.Endpoint.egress:type_name -> bulkhead.stream.v1.Chain
+	15, // 16: bulkhead.stream.v1.Chain.tiers:type_name -> bulkhead.stream.v1.Tier
+	0,  // 17: bulkhead.stream.v1.Tier.kind:type_name -> bulkhead.stream.v1.TierKind
+	16, // 18: bulkhead.stream.v1.Tier.rules:type_name -> bulkhead.stream.v1.Rule
+	17, // 19: bulkhead.stream.v1.Rule.peer:type_name -> bulkhead.stream.v1.PeerMatch
+	18, // 20: bulkhead.stream.v1.Rule.ports:type_name -> bulkhead.stream.v1.PortRange
+	1,  // 21: bulkhead.stream.v1.Rule.action:type_name -> bulkhead.stream.v1.Action
+	20, // 22: bulkhead.stream.v1.AddressSet.prefixes:type_name -> bulkhead.stream.v1.Prefix
+	22, // 23: bulkhead.stream.v1.StatusResponse.nodes:type_name -> bulkhead.stream.v1.NodeStatus
+	23, // 24: bulkhead.stream.v1.StatusResponse.objects:type_name -> bulkhead.stream.v1.ObjectStatus
+	2,  // 25: bulkhead.stream.v1.PolicyStream.Watch:input_type -> bulkhead.stream.v1.AgentMessage
+	21, // 26: bulkhead.stream.v1.PolicyStream.Status:input_type -> bulkhead.stream.v1.StatusRequest
+	6,  // 27: bulkhead.stream.v1.PolicyStream.Flows:input_type -> bulkhead.stream.v1.FlowsRequest
+	9,  // 28: bulkhead.stream.v1.PolicyStream.Watch:output_type -> bulkhead.stream.v1.ControllerMessage
+	24, // 29: bulkhead.stream.v1.PolicyStream.Status:output_type -> bulkhead.stream.v1.StatusResponse
+	5,  // 30: bulkhead.stream.v1.PolicyStream.Flows:output_type -> bulkhead.stream.v1.Flow
+	28, // [28:31] is the sub-list for method output_type
+	25, // [25:28] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_stream_proto_init() }
@@ -1598,8 +1942,9 @@ func file_stream_proto_init() {
 	file_stream_proto_msgTypes[0].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Ack)(nil),
+		(*AgentMessage_Flows)(nil),
 	}
-	file_stream_proto_msgTypes[3].OneofWrappers = []any{
+	file_stream_proto_msgTypes[7].OneofWrappers = []any{
 		(*ControllerMessage_Snapshot)(nil),
 		(*ControllerMessage_Delta)(nil),
 	}
@@ -1609,7 +1954,7 @@ func file_stream_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stream_proto_rawDesc), len(file_stream_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

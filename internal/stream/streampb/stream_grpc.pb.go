@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	PolicyStream_Watch_FullMethodName  = "/bulkhead.stream.v1.PolicyStream/Watch"
 	PolicyStream_Status_FullMethodName = "/bulkhead.stream.v1.PolicyStream/Status"
+	PolicyStream_Flows_FullMethodName  = "/bulkhead.stream.v1.PolicyStream/Flows"
 )
 
 // PolicyStreamClient is the client API for PolicyStream service.
@@ -36,6 +37,9 @@ type PolicyStreamClient interface {
 	Watch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AgentMessage, ControllerMessage], error)
 	// Status reports realization per object and per node (for the CLI).
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Flows streams the flow records agents report, filtered, to an
+	// authorized user (for `bulkhead flows`).
+	Flows(ctx context.Context, in *FlowsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Flow], error)
 }
 
 type policyStreamClient struct {
@@ -69,6 +73,25 @@ func (c *policyStreamClient) Status(ctx context.Context, in *StatusRequest, opts
 	return out, nil
 }
 
+func (c *policyStreamClient) Flows(ctx context.Context, in *FlowsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Flow], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PolicyStream_ServiceDesc.Streams[1], PolicyStream_Flows_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FlowsRequest, Flow]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PolicyStream_FlowsClient = grpc.ServerStreamingClient[Flow]
+
 // PolicyStreamServer is the server API for PolicyStream service.
 // All implementations must embed UnimplementedPolicyStreamServer
 // for forward compatibility.
@@ -82,6 +105,9 @@ type PolicyStreamServer interface {
 	Watch(grpc.BidiStreamingServer[AgentMessage, ControllerMessage]) error
 	// Status reports realization per object and per node (for the CLI).
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// Flows streams the flow records agents report, filtered, to an
+	// authorized user (for `bulkhead flows`).
+	Flows(*FlowsRequest, grpc.ServerStreamingServer[Flow]) error
 	mustEmbedUnimplementedPolicyStreamServer()
 }
 
@@ -97,6 +123,9 @@ func (UnimplementedPolicyStreamServer) Watch(grpc.BidiStreamingServer[AgentMessa
 }
 func (UnimplementedPolicyStreamServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedPolicyStreamServer) Flows(*FlowsRequest, grpc.ServerStreamingServer[Flow]) error {
+	return status.Error(codes.Unimplemented, "method Flows not implemented")
 }
 func (UnimplementedPolicyStreamServer) mustEmbedUnimplementedPolicyStreamServer() {}
 func (UnimplementedPolicyStreamServer) testEmbeddedByValue()                      {}
@@ -144,6 +173,17 @@ func _PolicyStream_Status_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PolicyStream_Flows_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FlowsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PolicyStreamServer).Flows(m, &grpc.GenericServerStream[FlowsRequest, Flow]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PolicyStream_FlowsServer = grpc.ServerStreamingServer[Flow]
+
 // PolicyStream_ServiceDesc is the grpc.ServiceDesc for PolicyStream service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -162,6 +202,11 @@ var PolicyStream_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _PolicyStream_Watch_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Flows",
+			Handler:       _PolicyStream_Flows_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "stream.proto",
