@@ -9,6 +9,6 @@ import (
 
 func init() {
 	backends["nftables"] = func(netnsPath string, log logr.Logger) (dataplane.Dataplane, error) {
-		return nftables.New(nftables.Options{NetNSPath: netnsPath, Logger: log.WithName("nftables")})
+		return nftables.New(nftables.Options{NetNSPath: netnsPath, Logger: log.WithName("nftables"), NFLogGroup: NFLogGroup})
 	}
 }

@@ -34,6 +34,12 @@ type Options struct {
 	HealthAddr     string
 	ResyncInterval time.Duration
 	Verbosity      int
+	// Flow pipeline.
+	Flows           bool
+	FlowInterval    time.Duration
+	MaxPendingEdges int
+	FlowLog         string
+	FlowLogMaxBytes int64
 }
 
 // Bind registers the flags.
@@ -49,6 +55,11 @@ func (o *Options) Bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.HealthAddr, "health-addr", ":9091", "/healthz and /readyz listen address; empty disables")
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", 30*time.Second, "re-enforce the current policy this often to repair drift; 0 disables")
 	fs.IntVar(&o.Verbosity, "v", 0, "log verbosity")
+	fs.BoolVar(&o.Flows, "flows", true, "read flow records from the dataplane and report edge summaries to the controller")
+	fs.DurationVar(&o.FlowInterval, "flow-interval", DefaultFlowInterval, "how often flow edge summaries are reported")
+	fs.IntVar(&o.MaxPendingEdges, "flow-max-edges", DefaultMaxPendingEdges, "most distinct edges held per interval; further ones are dropped and counted")
+	fs.StringVar(&o.FlowLog, "flow-log", "", "append flow records as JSON lines to this file; empty disables")
+	fs.Int64Var(&o.FlowLogMaxBytes, "flow-log-max-bytes", 64<<20, "rotate the flow log to <file>.1 when it would grow beyond this size")
 }
 
 // Validate returns every problem with the flags at once.
@@ -75,6 +86,12 @@ func (o *Options) Validate() error {
 	if o.ResyncInterval < 0 {
 		errs = append(errs, fmt.Errorf("--resync-interval %s is negative", o.ResyncInterval))
 	}
+	if o.Flows && o.FlowInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--flow-interval %s must be positive", o.FlowInterval))
+	}
+	if o.FlowLog != "" && o.FlowLogMaxBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--flow-log-max-bytes %d must be positive", o.FlowLogMaxBytes))
+	}
 	return errors.Join(errs...)
 }
 
@@ -100,9 +117,27 @@ func Main(ctx context.Context, o Options) error {
 	defer backend.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var flows FlowSource
+	if o.Flows {
+		if flows, err = NewFlowSource(backend, o.NetNS); err != nil {
+			log.Error(err, "flow observation is off")
+			flows = nil
+		}
+	}
+	var flowLog *FlowLog
+	if o.FlowLog != "" {
+		if flowLog, err = OpenFlowLog(o.FlowLog, o.FlowLogMaxBytes); err != nil {
+			return err
+		}
+		defer flowLog.Close()
+	}
 	a, err := New(Config{
-		Node:        o.Node,
-		Controllers: o.controllers(),
+		Flows:           flows,
+		FlowInterval:    o.FlowInterval,
+		MaxPendingEdges: o.MaxPendingEdges,
+		FlowLog:         flowLog,
+		Node:            o.Node,
+		Controllers:     o.controllers(),
 		Dial: func(addr string) (*grpc.ClientConn, error) {
 			return stream.Dial(stream.ClientConfig{Address: addr, CAFile: o.CAFile, TokenFile: o.TokenFile})
 		},
