@@ -49,6 +49,9 @@ type Options struct {
 	AgentUsers []string
 	// Debounce coalesces changes before a publish (default 5ms).
 	Debounce time.Duration
+	// FlowPersistInterval is the least time between two writes of the
+	// FlowEdgeSets (default 10s).
+	FlowPersistInterval time.Duration
 	// Registry for metrics; default controller-runtime's.
 	Registry metrics.RegistererGatherer
 	// SkipNameValidation lets tests run several managers in one process.
@@ -187,6 +190,9 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (*Controller, error) 
 	auth := &stream.TokenReviewAuthenticator{Reviews: cs.AuthenticationV1().TokenReviews(), Access: cs.AuthorizationV1().SubjectAccessReviews(), AgentUsers: users, CacheTTL: 30 * time.Second}
 	srv := &stream.Server{Hub: hub, Auth: auth, Log: log.WithName("stream"), StatusFunc: c.status,
 		OnSession: func(_ string, d int) { m.ConnectedAgents.Add(float64(d)) }}
+	if err := setupFlows(ctx, mgr, srv, o.FlowPersistInterval); err != nil {
+		return nil, err
+	}
 	lis, err := net.Listen("tcp", o.StreamAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listening on --stream-addr %s: %w", o.StreamAddr, err)

@@ -64,6 +64,13 @@ func (f *FlowEdges) SetZoneModes(m attrib.ZoneModes) {
 	f.modes = m
 }
 
+// SetServices replaces the Service table attribution reads.
+func (f *FlowEdges) SetServices(s *attrib.Services) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Attributor.Services = s
+}
+
 // Load merges the persisted FlowEdgeSets into memory, as after a restart.
 func (f *FlowEdges) Load(ctx context.Context) error {
 	var list v1alpha1.FlowEdgeSetList

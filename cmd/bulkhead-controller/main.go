@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/go-logr/stdr"
 	"k8s.io/client-go/rest"
@@ -37,6 +38,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.Namespace, "namespace", "bulkhead-system", "namespace of the TLS Secret, the CA ConfigMap and the leader lease")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", ":8080", "Prometheus metrics listen address; empty disables")
 	fs.StringVar(&o.HealthAddr, "health-addr", ":8081", "/healthz and /readyz listen address; empty disables")
+	fs.DurationVar(&o.FlowPersistInterval, "flow-persist-interval", 10*time.Second, "least time between two writes of the learned FlowEdgeSets")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader to write status (enable with more than one replica)")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "serving certificate (PEM); default: generate one and keep it in Secret bulkhead-controller-tls")
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "", "serving key (PEM), with --tls-cert-file")

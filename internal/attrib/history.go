@@ -3,6 +3,7 @@ package attrib
 import (
 	"net/netip"
 	"sort"
+	"sync"
 	"time"
 )
 
@@ -28,9 +29,10 @@ type span struct {
 	pod      Pod
 }
 
-// History records which pod held each IP over time. The zero value is
-// not usable; call NewHistory.
+// History records which pod held each IP over time. It is safe for
+// concurrent use. The zero value is not usable; call NewHistory.
 type History struct {
+	mu   sync.RWMutex
 	byIP map[netip.Addr][]span
 }
 
@@ -42,6 +44,8 @@ func NewHistory() *History { return &History{byIP: map[netip.Addr][]span{}} }
 // its labels and zone without starting a new span.
 func (h *History) Assign(ip netip.Addr, pod Pod, at time.Time) {
 	ip = ip.Unmap()
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	spans := h.byIP[ip]
 	if n := len(spans); n > 0 && spans[n-1].to.IsZero() {
 		last := &spans[n-1]
@@ -57,6 +61,8 @@ func (h *History) Assign(ip netip.Addr, pod Pod, at time.Time) {
 // Release records that whatever pod held ip stopped holding it at at.
 func (h *History) Release(ip netip.Addr, at time.Time) {
 	ip = ip.Unmap()
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	spans := h.byIP[ip]
 	if n := len(spans); n > 0 && spans[n-1].to.IsZero() {
 		spans[n-1].to = at
@@ -67,6 +73,8 @@ func (h *History) Release(ip netip.Addr, at time.Time) {
 // before the pod was first observed (informer lag) still matches the
 // pod's first span when no earlier span covers it.
 func (h *History) Lookup(ip netip.Addr, at time.Time) (Pod, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
 	spans := h.byIP[ip.Unmap()]
 	// Latest span that started at or before at.
 	i := sort.Search(len(spans), func(i int) bool { return spans[i].from.After(at) }) - 1
@@ -89,6 +97,8 @@ const lookupGrace = 30 * time.Second
 
 // Prune forgets spans that ended before before.
 func (h *History) Prune(before time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	for ip, spans := range h.byIP {
 		kept := spans[:0]
 		for _, s := range spans {
@@ -105,4 +115,8 @@ func (h *History) Prune(before time.Time) {
 }
 
 // Len is the number of addresses with history.
-func (h *History) Len() int { return len(h.byIP) }
+func (h *History) Len() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.byIP)
+}
