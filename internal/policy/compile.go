@@ -19,20 +19,22 @@ const (
 	setQEntry         // one quarantine allow-list entry (cidr or pods)
 	setPod            // one pod's addresses
 	setDNS            // kube-dns pods
+	setNodes          // addresses of nodes matching a selector
 )
 
 type setDesc struct {
-	kind   int
-	npKey  string
-	rule   *npRule // setNPRule, setNPNamed: peers (the set's content depends only on rule.peerKey)
-	egress bool
-	idx    int
-	names  []string
-	zpName string
-	proto  ir.Protocol
-	port   uint16
-	podKey string
-	qKey   string
+	kind    int
+	npKey   string
+	rule    *npRule // setNPRule, setNPNamed: peers (the set's content depends only on rule.peerKey)
+	egress  bool
+	idx     int
+	names   []string
+	zpName  string
+	proto   ir.Protocol
+	port    uint16
+	podKey  string
+	qKey    string
+	nodeSel *nodeSel
 }
 
 type setState struct {
@@ -458,6 +460,8 @@ func (e *Engine) buildSet(s *setState) []netip.Prefix {
 		}
 	case setDNS:
 		return hostPrefixes(e.podIPRanges(e.c.selMembers[e.dnsSel]))
+	case setNodes:
+		return e.nodeSetPrefixes(d.nodeSel)
 	}
 	return nil
 }
@@ -818,7 +822,7 @@ func (b *epBuilder) chain(egress bool) ir.Chain {
 	np, isolated := b.npRules(egress)
 	c.Tiers = append(c.Tiers, tier(ir.TierNetworkPolicy, np)...)
 	if !isolated {
-		c.Tiers = append(c.Tiers, tier(ir.TierBaseline, b.baselineRules())...)
+		c.Tiers = append(c.Tiers, tier(ir.TierBaseline, b.baselineRules(egress))...)
 	}
 	return c
 }
@@ -941,7 +945,7 @@ func (b *epBuilder) quarantineRules(egress bool) []ir.Rule {
 
 func (b *epBuilder) adminRules(egress bool) []ir.Rule {
 	e, p := b.e, b.p
-	if len(e.zones) == 0 && len(e.zpList) == 0 {
+	if len(e.zones) == 0 && len(e.zpList) == 0 && len(e.upAdmin) == 0 {
 		return nil
 	}
 	local := p.zoneName()
@@ -950,7 +954,12 @@ func (b *epBuilder) adminRules(egress bool) []ir.Rule {
 		lz = e.zones[p.zone]
 	}
 	var rules []ir.Rule
-	for _, zp := range e.zpList {
+	for _, ent := range e.adminOrder() {
+		if ent.up != nil {
+			rules = b.upRulesIR(rules, ent.up, egress)
+			continue
+		}
+		zp := ent.zp
 		var peers []string
 		if egress {
 			if !zp.hasFrom(local) {
@@ -1080,14 +1089,28 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 			list = n.eg
 		}
 		for i := range list {
-			r := &list[i]
-			egressIdx := egress
+			rules = b.ruleIR(rules, &list[i], egress, ir.Accept)
+		}
+	}
+	rules = append(rules, ir.Rule{ID: pols[0].isoID, Action: ir.Deny})
+	return rules, true
+}
+
+// ruleIR appends the IR rules of one NetworkPolicy-shaped rule with the
+// given action: named ports resolve against the endpoint itself for
+// ingress, and per destination pod for egress.
+func (b *epBuilder) ruleIR(rules []ir.Rule, r *npRule, egress bool, action ir.Action) []ir.Rule {
+	e, p := b.e, b.p
+	{
+		{
 			peerOf := func() ir.PeerMatch {
 				if r.allPeers {
 					return ir.PeerMatch{}
 				}
-				_ = egressIdx
 				return b.use(r.setName, setDesc{kind: setNPRule, rule: r})
+			}
+			if !r.allPeers && len(r.peers) == 0 {
+				return rules
 			}
 			if !egress || !r.ports.hasNamed() {
 				ports, ok := r.ports.resolved(p)
@@ -1098,13 +1121,12 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 					}
 				}
 				if !ok {
-					continue
+					return rules
 				}
-				rules = append(rules, ir.Rule{ID: r.id, Peer: peerOf(), Ports: ports, Action: ir.Accept})
-				continue
+				return append(rules, ir.Rule{ID: r.id, Peer: peerOf(), Ports: ports, Action: action})
 			}
 			if num := r.ports.numeric(); len(num) > 0 {
-				rules = append(rules, ir.Rule{ID: r.id, Peer: peerOf(), Ports: num, Action: ir.Accept})
+				rules = append(rules, ir.Rule{ID: r.id, Peer: peerOf(), Ports: num, Action: action})
 			}
 			// named ports resolve per destination pod
 			onlySels := !r.allPeers
@@ -1122,28 +1144,61 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 			for _, g := range e.npNamedGroups(r) {
 				name := fmt.Sprintf("%s/%s/%s/%d", r.setName, r.namedKey, g.proto, g.port)
 				pm := b.use(name, setDesc{kind: setNPNamed, rule: r, proto: g.proto, port: g.port})
-				rules = append(rules, ir.Rule{ID: r.id, Peer: pm, Ports: []ir.PortRange{{Protocol: g.proto, From: g.port, To: g.port}}, Action: ir.Accept})
+				rules = append(rules, ir.Rule{ID: r.id, Peer: pm, Ports: []ir.PortRange{{Protocol: g.proto, From: g.port, To: g.port}}, Action: action})
 			}
 		}
 	}
-	rules = append(rules, ir.Rule{ID: pols[0].isoID, Action: ir.Deny})
-	return rules, true
+	return rules
 }
 
-func (b *epBuilder) baselineRules() []ir.Rule {
+// upRulesIR appends the IR rules of an upstream policy's rules for one
+// direction, when the policy's subject selects the endpoint.
+func (b *epBuilder) upRulesIR(rules []ir.Rule, u *upInfo, egress bool) []ir.Rule {
+	if !b.e.selMatches(u.subject, b.p) {
+		return rules
+	}
+	list := u.in
+	if egress {
+		list = u.eg
+	}
+	for i := range list {
+		r := &list[i]
+		rules = b.ruleIR(rules, &r.np, egress, r.action)
+		if !egress || len(r.nodes) == 0 {
+			continue
+		}
+		ports := r.np.ports.numeric()
+		if r.np.ports.all {
+			ports = nil
+		} else if len(ports) == 0 {
+			continue // named ports never match a node address
+		}
+		for _, ns := range r.nodes {
+			pm := b.use(ns.key, setDesc{kind: setNodes, nodeSel: ns})
+			rules = append(rules, ir.Rule{ID: r.np.id, Peer: pm, Ports: ports, Action: r.action})
+		}
+	}
+	return rules
+}
+
+func (b *epBuilder) baselineRules(egress bool) []ir.Rule {
 	p := b.p
+	var rules []ir.Rule
+	for _, u := range b.e.upBaseline {
+		rules = b.upRulesIR(rules, u, egress)
+	}
 	if p.zone == "" {
-		return nil
+		return rules
 	}
 	z := b.e.zones[p.zone]
 	if z == nil || !z.intraDeny {
-		return nil
+		return rules
 	}
 	act := ir.Deny
 	if z.audit() {
 		act = ir.Audit
 	}
-	return []ir.Rule{{ID: "ZoneBaseline/" + z.name, Peer: b.zones([]string{z.name}), Action: act}}
+	return append(rules, ir.Rule{ID: "ZoneBaseline/" + z.name, Peer: b.zones([]string{z.name}), Action: act})
 }
 
 func zoneSetName(zone string) string { return "Zones/" + zone }

@@ -48,6 +48,13 @@ type Engine struct {
 	quars       map[string]*quarInfo
 	quarList    []*quarInfo // by key
 
+	nodes        map[string]*nodeInfo
+	ups          map[string]*upInfo // kind/name
+	upAdmin      []*upInfo          // by priority, kind, name
+	upBaseline   []*upInfo          // by priority, kind, name
+	upAdminCount int
+	upNodePeers  bool
+
 	selIntern map[string]*podSel
 	dnsSel    *podSel
 
@@ -70,6 +77,8 @@ func New() *Engine {
 		zones:       map[string]*zoneInfo{},
 		zps:         map[string]*zpInfo{},
 		quars:       map[string]*quarInfo{},
+		nodes:       map[string]*nodeInfo{},
+		ups:         map[string]*upInfo{},
 		selIntern:   map[string]*podSel{},
 	}
 	e.dnsSel = e.internSel(&podSel{fixedNS: "kube-system", podSel: labels.SelectorFromSet(labels.Set{"k8s-app": "kube-dns"})})

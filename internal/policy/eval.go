@@ -3,6 +3,7 @@ package policy
 import (
 	"net/netip"
 	"sort"
+	"strings"
 
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
 )
@@ -331,72 +332,93 @@ func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCach
 	zsN, zs := src.zone(e)
 	zdN, zd := dst.zone(e)
 	audit := effectiveAudit(zs, zd)
-	matched := false
-	for _, zp := range e.zpList {
-		if !zp.hasFrom(zsN) || !zp.hasTo(zdN) || !zp.ports.matches(proto, port, dst.pod) {
-			continue
+	var skipSide [2]bool // egress, ingress: decided by an upstream or zone Accept
+	adminAcc := ""
+	if len(e.upAdmin) > 0 {
+		var rule string
+		var ok bool
+		skipSide, adminAcc, rule, ok = e.adminSides(src, dst, proto, port, zsN, zdN, zs, zd, audit, &marked, &d, trail)
+		if !ok {
+			return final(VerdictDenied, ir.TierAdmin, rule)
 		}
-		matched = true
-		switch zp.action {
-		case "Accept":
-			if trail {
-				d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "accept", Rule: zp.id, Detail: zsN + " -> " + zdN})
-			}
-			return final(VerdictAllowed, ir.TierAdmin, zp.id)
-		case "Deny":
-			if zp.auditOnly || audit {
-				marked = true
-				why := "zone mode Audit/Learn"
-				if zp.auditOnly {
-					why = "auditOnly"
-				}
-				if trail {
-					d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "audit", Rule: zp.id, Detail: zsN + " -> " + zdN + " would be denied (" + why + "); continues to NetworkPolicy"})
-				}
-			} else {
-				if trail {
-					d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "deny", Rule: zp.id, Detail: zsN + " -> " + zdN})
-				}
-				return final(VerdictDenied, ir.TierAdmin, zp.id)
-			}
-		default:
-			if trail {
-				d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "pass", Rule: zp.id, Detail: zsN + " -> " + zdN + "; continues to NetworkPolicy"})
-			}
+		if (skipSide[0] || src.pod == nil) && (skipSide[1] || dst.pod == nil) {
+			return final(VerdictAllowed, ir.TierAdmin, adminAcc)
 		}
-		break
+		goto sides
 	}
-	if !matched {
-		if zsN != zdN && (zs != nil || zd != nil) {
-			zn := zsN
-			if zd != nil {
-				zn = zdN
+	{
+		matched := false
+		for _, zp := range e.zpList {
+			if !zp.hasFrom(zsN) || !zp.hasTo(zdN) || !zp.ports.matches(proto, port, dst.pod) {
+				continue
 			}
-			rule := "ZoneBoundary/" + zn
-			if audit {
-				marked = true
+			matched = true
+			switch zp.action {
+			case "Accept":
 				if trail {
-					d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "audit", Rule: rule, Detail: "zone boundary " + zsN + " -> " + zdN + " would be denied (Audit/Learn); continues to NetworkPolicy"})
+					d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "accept", Rule: zp.id, Detail: zsN + " -> " + zdN})
+				}
+				return final(VerdictAllowed, ir.TierAdmin, zp.id)
+			case "Deny":
+				if zp.auditOnly || audit {
+					marked = true
+					why := "zone mode Audit/Learn"
+					if zp.auditOnly {
+						why = "auditOnly"
+					}
+					if trail {
+						d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "audit", Rule: zp.id, Detail: zsN + " -> " + zdN + " would be denied (" + why + "); continues to NetworkPolicy"})
+					}
+				} else {
+					if trail {
+						d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "deny", Rule: zp.id, Detail: zsN + " -> " + zdN})
+					}
+					return final(VerdictDenied, ir.TierAdmin, zp.id)
+				}
+			default:
+				if trail {
+					d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "pass", Rule: zp.id, Detail: zsN + " -> " + zdN + "; continues to NetworkPolicy"})
+				}
+			}
+			break
+		}
+		if !matched {
+			if zsN != zdN && (zs != nil || zd != nil) {
+				zn := zsN
+				if zd != nil {
+					zn = zdN
+				}
+				rule := "ZoneBoundary/" + zn
+				if audit {
+					marked = true
+					if trail {
+						d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "audit", Rule: rule, Detail: "zone boundary " + zsN + " -> " + zdN + " would be denied (Audit/Learn); continues to NetworkPolicy"})
+					}
+				} else {
+					if trail {
+						d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "deny", Rule: rule, Detail: "zone boundary " + zsN + " -> " + zdN + " with no ZonePolicy"})
+					}
+					return final(VerdictDenied, ir.TierAdmin, rule)
 				}
 			} else {
 				if trail {
-					d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "deny", Rule: rule, Detail: "zone boundary " + zsN + " -> " + zdN + " with no ZonePolicy"})
+					d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "none", Detail: "no ZonePolicy matches and no zone boundary is crossed (" + zsN + " -> " + zdN + ")"})
 				}
-				return final(VerdictDenied, ir.TierAdmin, rule)
-			}
-		} else {
-			if trail {
-				d.Trail = append(d.Trail, Step{Tier: ir.TierAdmin, Outcome: "none", Detail: "no ZonePolicy matches and no zone boundary is crossed (" + zsN + " -> " + zdN + ")"})
 			}
 		}
+
 	}
 
 	// 3+4. NetworkPolicy and baseline, per side.
+sides:
 	denied := ""
 	deniedTier := ir.TierNetworkPolicy
 	accRule := ""
 	side := func(sideName string, local, peer end, egress bool) {
 		if local.pod == nil {
+			return
+		}
+		if (egress && skipSide[0]) || (!egress && skipSide[1]) {
 			return
 		}
 		pols := e.selecting(local.pod, egress, c)
@@ -430,7 +452,28 @@ func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCach
 		if trail {
 			d.Trail = append(d.Trail, Step{Tier: ir.TierNetworkPolicy, Side: sideName, Outcome: "none", Detail: "no policy isolates " + local.pod.key})
 		}
-		// baseline
+		// baseline: upstream baseline policies, then the intra-zone posture
+		for _, u := range e.upBaseline {
+			r := e.upSide(u, local.pod, peer, egress, proto, port, dst.pod)
+			if r == nil {
+				continue
+			}
+			if trail {
+				d.Trail = append(d.Trail, Step{Tier: ir.TierBaseline, Side: sideName, Outcome: actionName(r.action), Rule: r.np.id})
+			}
+			switch r.action {
+			case ir.Accept:
+				if accRule == "" || !egress {
+					accRule = r.np.id
+				}
+			case ir.Deny:
+				if denied == "" {
+					denied = r.np.id
+					deniedTier = ir.TierBaseline
+				}
+			}
+			return
+		}
 		if src.pod != nil && dst.pod != nil && src.pod.zone != "" && src.pod.zone == dst.pod.zone {
 			z := e.zones[src.pod.zone]
 			if z != nil && z.intraDeny {
@@ -466,7 +509,14 @@ func (e *Engine) decide(src, dst end, proto ir.Protocol, port uint16, c *polCach
 		v = VerdictAudit
 	}
 	if accRule != "" {
-		return final(v, ir.TierNetworkPolicy, accRule)
+		t := ir.TierNetworkPolicy
+		if !strings.HasPrefix(accRule, "NetworkPolicy/") {
+			t = ir.TierBaseline
+		}
+		return final(v, t, accRule)
+	}
+	if adminAcc != "" {
+		return final(v, ir.TierAdmin, adminAcc)
 	}
 	return final(v, ir.TierBaseline, "")
 }

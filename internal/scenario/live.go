@@ -13,6 +13,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	anpv1alpha1 "sigs.k8s.io/network-policy-api/apis/v1alpha1"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
 	"github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 )
 
@@ -64,15 +68,45 @@ func LoadLiveConfig(ctx context.Context, cfg *rest.Config) (*Scenario, error) {
 	for i := range nps.Items {
 		s.Objects = append(s.Objects, Object{Kind: "NetworkPolicy", Obj: &nps.Items[i]})
 	}
-	for _, k := range []struct {
-		kind, resource string
-		newObj         func() any
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	for i := range nodes.Items {
+		s.Objects = append(s.Objects, Object{Kind: "Node", Obj: &nodes.Items[i]})
+	}
+	// upstream ClusterNetworkPolicy: the newest served version only
+	cnpVersion := ""
+	if _, err := cs.Discovery().ServerResourcesForGroupVersion("policy.networking.k8s.io/v1beta1"); err == nil {
+		cnpVersion = "v1beta1"
+	} else if _, err := cs.Discovery().ServerResourcesForGroupVersion("policy.networking.k8s.io/v1alpha2"); err == nil {
+		cnpVersion = "v1alpha2"
+	}
+	const upGroup = "policy.networking.k8s.io"
+	kinds := []struct {
+		kind, group, version, resource string
+		newObj                         func() any
 	}{
-		{"Zone", "zones", func() any { return &v1alpha1.Zone{} }},
-		{"ZonePolicy", "zonepolicies", func() any { return &v1alpha1.ZonePolicy{} }},
-		{"Quarantine", "quarantines", func() any { return &v1alpha1.Quarantine{} }},
-	} {
-		gvr := schema.GroupVersionResource{Group: v1alpha1.GroupVersion.Group, Version: v1alpha1.GroupVersion.Version, Resource: k.resource}
+		{"Zone", v1alpha1.GroupVersion.Group, v1alpha1.GroupVersion.Version, "zones", func() any { return &v1alpha1.Zone{} }},
+		{"ZonePolicy", v1alpha1.GroupVersion.Group, v1alpha1.GroupVersion.Version, "zonepolicies", func() any { return &v1alpha1.ZonePolicy{} }},
+		{"Quarantine", v1alpha1.GroupVersion.Group, v1alpha1.GroupVersion.Version, "quarantines", func() any { return &v1alpha1.Quarantine{} }},
+		{"AdminNetworkPolicy", upGroup, "v1alpha1", "adminnetworkpolicies", func() any { return &anpv1alpha1.AdminNetworkPolicy{} }},
+		{"BaselineAdminNetworkPolicy", upGroup, "v1alpha1", "baselineadminnetworkpolicies", func() any { return &anpv1alpha1.BaselineAdminNetworkPolicy{} }},
+	}
+	switch cnpVersion {
+	case "v1beta1":
+		kinds = append(kinds, struct {
+			kind, group, version, resource string
+			newObj                         func() any
+		}{"ClusterNetworkPolicy", upGroup, "v1beta1", "clusternetworkpolicies", func() any { return &cnpv1beta1.ClusterNetworkPolicy{} }})
+	case "v1alpha2":
+		kinds = append(kinds, struct {
+			kind, group, version, resource string
+			newObj                         func() any
+		}{"ClusterNetworkPolicy", upGroup, "v1alpha2", "clusternetworkpolicies", func() any { return &cnpv1alpha2.ClusterNetworkPolicy{} }})
+	}
+	for _, k := range kinds {
+		gvr := schema.GroupVersionResource{Group: k.group, Version: k.version, Resource: k.resource}
 		list, err := dyn.Resource(gvr).List(ctx, metav1.ListOptions{})
 		if apierrors.IsNotFound(err) {
 			s.Warnings = append(s.Warnings, fmt.Sprintf("%s: the CRD is not installed; skipping", k.resource))

@@ -19,6 +19,10 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	anpv1alpha1 "sigs.k8s.io/network-policy-api/apis/v1alpha1"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
 	"github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 )
@@ -68,7 +72,10 @@ type Object struct {
 	Source Source
 	Kind   string
 	// Obj is *corev1.Namespace, *corev1.Pod, *networkingv1.NetworkPolicy,
-	// *v1alpha1.Zone, *v1alpha1.ZonePolicy or *v1alpha1.Quarantine.
+	// *v1alpha1.Zone, *v1alpha1.ZonePolicy, *v1alpha1.Quarantine,
+	// *corev1.Node, or an upstream ClusterNetworkPolicy (v1beta1 or
+	// v1alpha2), AdminNetworkPolicy or BaselineAdminNetworkPolicy
+	// (v1alpha1).
 	Obj any
 }
 
@@ -217,6 +224,21 @@ func (s *Scenario) addJSON(src Source, js []byte) error {
 		obj = &v1alpha1.ZonePolicy{}
 	case "Quarantine":
 		obj = &v1alpha1.Quarantine{}
+	case "Node":
+		obj = &corev1.Node{}
+	case policy.KindAdminNetworkPolicy:
+		obj = &anpv1alpha1.AdminNetworkPolicy{}
+	case policy.KindBaselineAdminNetworkPolicy:
+		obj = &anpv1alpha1.BaselineAdminNetworkPolicy{}
+	case policy.KindClusterNetworkPolicy:
+		switch tm.APIVersion {
+		case "policy.networking.k8s.io/v1alpha2":
+			obj = &cnpv1alpha2.ClusterNetworkPolicy{}
+		case "policy.networking.k8s.io/v1beta1", "":
+			obj = &cnpv1beta1.ClusterNetworkPolicy{}
+		default:
+			return &InputError{Where: where(), Detail: fmt.Sprintf("apiVersion: unsupported %q for ClusterNetworkPolicy (want policy.networking.k8s.io/v1beta1 or v1alpha2)", tm.APIVersion)}
+		}
 	default:
 		s.Warnings = append(s.Warnings, fmt.Sprintf("%s: skipping unsupported kind %s", where(), tm.Kind))
 		return nil
@@ -302,6 +324,21 @@ func (s *Scenario) Engine() (*policy.Engine, error) {
 		case *v1alpha1.Quarantine:
 			key = "Quarantine/" + x.Namespace + "/" + x.Name
 			err = e.SetQuarantine(x)
+		case *corev1.Node:
+			key = "Node/" + x.Name
+			e.SetNode(x)
+		case *cnpv1beta1.ClusterNetworkPolicy:
+			key = "ClusterNetworkPolicy/" + x.Name
+			err = e.SetClusterNetworkPolicy(x)
+		case *cnpv1alpha2.ClusterNetworkPolicy:
+			key = "ClusterNetworkPolicy/" + x.Name
+			err = e.SetClusterNetworkPolicyV1alpha2(x)
+		case *anpv1alpha1.AdminNetworkPolicy:
+			key = "AdminNetworkPolicy/" + x.Name
+			err = e.SetAdminNetworkPolicy(x)
+		case *anpv1alpha1.BaselineAdminNetworkPolicy:
+			key = "BaselineAdminNetworkPolicy/" + x.Name
+			err = e.SetBaselineAdminNetworkPolicy(x)
 		}
 		if err != nil {
 			var fe *policy.FieldError
