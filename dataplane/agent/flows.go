@@ -59,6 +59,15 @@ func (p *flowPipe) setEndpoints(np *ir.NodePolicy) {
 	p.local.Store(&m)
 }
 
+func (p *flowPipe) isLocal(ip netip.Addr) bool {
+	_, ok := (*p.local.Load())[ip.Unmap()]
+	return ok
+}
+
+// IsLocal reports whether ip is an address of an endpoint of the policy
+// last enforced.
+func (a *Agent) IsLocal(ip netip.Addr) bool { return a.flows.isLocal(ip) }
+
 func (p *flowPipe) endpoint(ip netip.Addr) *dataplane.FlowEndpoint {
 	name, ok := (*p.local.Load())[ip.Unmap()]
 	if !ok {

@@ -4,9 +4,13 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
+	"sync"
 
 	"github.com/bulkhead-dev/bulkhead/dataplane"
+	"github.com/bulkhead-dev/bulkhead/dataplane/conntrack"
 	"github.com/bulkhead-dev/bulkhead/dataplane/ebpf"
 	"github.com/bulkhead-dev/bulkhead/dataplane/nftables"
 )
@@ -15,9 +19,13 @@ import (
 const NFLogGroup = 7
 
 // NewFlowSource returns the flow source of a backend built by NewBackend.
-// The nftables backend's records come from its nflog group in netnsPath;
-// the eBPF backend's from its ring buffer.
-func NewFlowSource(d dataplane.Dataplane, netnsPath string) (FlowSource, error) {
+// The nftables backend's records come from its nflog group in netnsPath
+// (drops, audits, logged accepts) and from conntrack in netnsPath
+// (accepted connections: a snapshot of the existing ones at start, then
+// NEW events); local tells conntrack which addresses are local pods. The
+// eBPF backend's come from its ring buffer, which reports new and
+// dropped connections itself.
+func NewFlowSource(d dataplane.Dataplane, netnsPath string, local func(netip.Addr) bool) (FlowSource, error) {
 	switch b := d.(type) {
 	case *nftables.Backend:
 		r, err := nftables.NewFlowReader(netnsPath, NFLogGroup, b.RuleID)
@@ -26,7 +34,12 @@ func NewFlowSource(d dataplane.Dataplane, netnsPath string) (FlowSource, error) 
 		}
 		return func(ctx context.Context, fn func(dataplane.FlowRecord)) error {
 			defer r.Close()
-			return r.Run(ctx, fn)
+			var mu sync.Mutex
+			safe := func(rec dataplane.FlowRecord) { mu.Lock(); fn(rec); mu.Unlock() }
+			ctErr := make(chan error, 1)
+			go func() { ctErr <- conntrack.Watch(ctx, netnsPath, true, local, safe) }()
+			err := r.Run(ctx, safe)
+			return errors.Join(err, <-ctErr)
 		}, nil
 	case *ebpf.Backend:
 		r, err := b.NewFlowReader()

@@ -4,6 +4,7 @@ package agent
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/bulkhead-dev/bulkhead/dataplane"
 )
@@ -12,6 +13,6 @@ import (
 const NFLogGroup = 7
 
 // NewFlowSource is not supported off Linux.
-func NewFlowSource(d dataplane.Dataplane, _ string) (FlowSource, error) {
+func NewFlowSource(d dataplane.Dataplane, _ string, _ func(netip.Addr) bool) (FlowSource, error) {
 	return nil, fmt.Errorf("backend %s: %w: no flow source", d.Name(), dataplane.ErrNotSupported)
 }

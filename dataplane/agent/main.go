@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -118,8 +119,9 @@ func Main(ctx context.Context, o Options) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var flows FlowSource
+	var a *Agent // set below, before Run starts the flow source
 	if o.Flows {
-		if flows, err = NewFlowSource(backend, o.NetNS); err != nil {
+		if flows, err = NewFlowSource(backend, o.NetNS, func(ip netip.Addr) bool { return a.IsLocal(ip) }); err != nil {
 			log.Error(err, "flow observation is off")
 			flows = nil
 		}
@@ -131,7 +133,7 @@ func Main(ctx context.Context, o Options) error {
 		}
 		defer flowLog.Close()
 	}
-	a, err := New(Config{
+	a, err = New(Config{
 		Flows:           flows,
 		FlowInterval:    o.FlowInterval,
 		MaxPendingEdges: o.MaxPendingEdges,
