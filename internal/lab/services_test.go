@@ -49,7 +49,6 @@ func summarize(slices []discoveryv1.EndpointSlice) []sliceSummary {
 	return out
 }
 
-
 func TestEndpointSlicesFor(t *testing.T) {
 	app := map[string]string{"app": "api"}
 	svc := &corev1.Service{
