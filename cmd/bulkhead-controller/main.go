@@ -45,6 +45,10 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.TLSCAFile, "tls-ca-file", "", "CA bundle of a supplied certificate, published in ConfigMap bulkhead-ca")
 	fs.StringVar(&sans, "tls-extra-sans", "", "comma-separated extra DNS names or IPs for a generated certificate")
 	fs.StringVar(&agentUsers, "agent-users", "", "comma-separated usernames agent tokens may carry (default system:serviceaccount:<namespace>:bulkhead-agent; * for any node-bound token)")
+	var so controllers.SuggestOptions
+	enableSuggest := fs.Bool("suggest", false, "run the suggestion controller (leader only): FlowEdgeSets become PolicySuggestions")
+	fs.DurationVar(&so.StableAfter, "suggest-stable-after", 10*time.Minute, "a suggestion with no new edge for this long becomes Stable")
+	fs.DurationVar(&so.Interval, "suggest-interval", 10*time.Second, "time between two suggestion runs")
 	verbosity := fs.Int("v", 0, "log verbosity")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -71,6 +75,11 @@ func run(ctx context.Context, args []string) error {
 	c, err := controllers.New(ctx, cfg, o)
 	if err != nil {
 		return err
+	}
+	if *enableSuggest {
+		if err := controllers.SetupSuggest(c.Manager, so); err != nil {
+			return err
+		}
 	}
 	return c.Start(ctx)
 }
