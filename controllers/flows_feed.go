@@ -191,6 +191,17 @@ func (f *FlowFeeder) refreshZones(ctx context.Context, log logr.Logger) {
 		m[z.Name] = mode
 	}
 	f.Edges.SetZoneModes(m)
+	// Zone membership changes with zones and namespace labels, not only
+	// with pod events: re-attribute every pod (the same pod keeps its
+	// span; only labels and zone are updated).
+	var pods corev1.PodList
+	if err := f.Cache.List(ctx, &pods); err != nil {
+		log.Error(err, "listing pods for flow attribution")
+		return
+	}
+	for i := range pods.Items {
+		f.pod(ctx, &pods.Items[i], false)
+	}
 }
 
 // refreshServices rebuilds the Service table at most every 5 seconds.
