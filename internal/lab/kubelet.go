@@ -111,7 +111,7 @@ func registerPod(ctx context.Context, cs kubernetes.Interface, p *Plan, pp PodPl
 		}
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: pp.Name, Namespace: pp.Namespace, Labels: pp.Labels,
+		ObjectMeta: metav1.ObjectMeta{Name: pp.Name, Namespace: pp.Namespace, Labels: pp.Labels, OwnerReferences: pp.Owners,
 			Annotations: map[string]string{"bulkhead.dev/lab-netns": pp.Netns}},
 		Spec: spec,
 	}

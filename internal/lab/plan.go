@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // MaxPodsPerNode is how many pods fit one node's /24 (host numbers 2..254).
@@ -74,6 +75,8 @@ type PodPlan struct {
 	HostVeth  string            `json:"hostVeth"` // node-side veth name, in the node netns
 	// Spec is the pod spec as the kubelet creates it (nodeName set).
 	Spec corev1.PodSpec `json:"spec"`
+	// Owners are the ownerReferences of a workload's pod (added after up).
+	Owners []metav1.OwnerReference `json:"owners,omitempty"`
 }
 
 // Key is "namespace/name", the matrix's endpoint name.

@@ -145,17 +145,27 @@ func serveUDP(pc net.PacketConn, id string) {
 
 // ServeProbes runs the probe server daemon: it loads the state in dir,
 // listens on the served ports in every pod namespace, writes
-// DIR/probes.ready, and serves until ctx ends.
+// DIR/probes.ready, and serves until ctx ends. It rereads the state every
+// 100ms, so pods added to or removed from the running lab (AddPod,
+// RemovePod) gain or lose their listeners.
 func ServeProbes(ctx context.Context, dir string) error {
 	st, err := LoadState(dir)
 	if err != nil {
 		return err
 	}
-	l, err := Listen(st.Plan.Pods, st.ServedPorts)
-	if err != nil {
-		return fmt.Errorf("probe server: %w", err)
+	per := map[string]*Listeners{} // by pod netns
+	defer func() {
+		for _, l := range per {
+			_ = l.Close()
+		}
+	}()
+	for _, pod := range st.Plan.Pods {
+		l, err := Listen([]PodPlan{pod}, st.ServedPorts)
+		if err != nil {
+			return fmt.Errorf("probe server: %w", err)
+		}
+		per[pod.Netns] = l
 	}
-	defer l.Close()
 	var names []string
 	for _, p := range st.ServedPorts {
 		names = append(names, p.String())
@@ -164,6 +174,37 @@ func ServeProbes(ctx context.Context, dir string) error {
 		return err
 	}
 	fmt.Printf("probe server: listening on %s in %d pod namespaces\n", strings.Join(names, ","), len(st.Plan.Pods))
-	<-ctx.Done()
-	return nil
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		cur, err := LoadState(dir)
+		if err != nil {
+			continue // mid-write or being torn down; try again
+		}
+		want := map[string]bool{}
+		for _, pod := range cur.Plan.Pods {
+			want[pod.Netns] = true
+			if per[pod.Netns] != nil {
+				continue
+			}
+			l, err := Listen([]PodPlan{pod}, cur.ServedPorts)
+			if err != nil {
+				fmt.Printf("probe server: pod %s: %v\n", pod.Key(), err)
+				continue
+			}
+			per[pod.Netns] = l
+			fmt.Printf("probe server: listening in added pod %s\n", pod.Key())
+		}
+		for n, l := range per {
+			if !want[n] {
+				_ = l.Close()
+				delete(per, n)
+			}
+		}
+	}
 }
