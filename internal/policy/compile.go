@@ -134,9 +134,9 @@ func (e *Engine) podChanged(old, cur *podInfo, nsChanged bool) {
 			c.staleSets[s] = true
 		}
 	}
-	if addrChanged || portsChanged {
-		// sets and chains that depend on every pod's addresses or ports
-		// (named ports over ipBlocks or all peers, zone named ports)
+	if addrChanged || portsChanged || old.zone != cur.zone {
+		// sets and chains that depend on every pod's addresses, ports or
+		// zone (named ports over ipBlocks or all peers, zone named ports)
 		for s := range c.anyPodSets {
 			c.staleSets[s] = true
 		}

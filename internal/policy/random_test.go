@@ -58,6 +58,7 @@ type world struct {
 	zones      []*v1alpha1.Zone
 	zps        []*v1alpha1.ZonePolicy
 	quars      []*v1alpha1.Quarantine
+	up         upstreamWorld
 }
 
 var nsNames = []string{"n0", "n1", "n2", "kube-system"}
@@ -277,6 +278,7 @@ func (g *gen) world() *world {
 	for i := g.n(3); i > 0; i-- {
 		w.quars = append(w.quars, g.quarantine(w, i, zoneNames))
 	}
+	w.up = g.upstream()
 	return w
 }
 
@@ -346,11 +348,29 @@ func (w *world) apply(t testing.TB, e *policy.Engine) {
 			t.Fatalf("generated quarantine rejected: %v", err)
 		}
 	}
+	for _, n := range w.up.nodes {
+		e.SetNode(n)
+	}
+	for _, c := range w.up.cnps {
+		if err := e.SetClusterNetworkPolicy(c); err != nil {
+			t.Fatalf("generated ClusterNetworkPolicy rejected: %v", err)
+		}
+	}
+	for _, a := range w.up.anps {
+		if err := e.SetAdminNetworkPolicy(a); err != nil {
+			t.Fatalf("generated AdminNetworkPolicy rejected: %v", err)
+		}
+	}
+	if w.up.banp != nil {
+		if err := e.SetBaselineAdminNetworkPolicy(w.up.banp); err != nil {
+			t.Fatalf("generated BaselineAdminNetworkPolicy rejected: %v", err)
+		}
+	}
 }
 
 var fuzzProbes = []policy.Probe{{Protocol: ir.TCP, Port: 80}, {Protocol: ir.TCP, Port: 81}, {Protocol: ir.TCP, Port: 8080}, {Protocol: ir.UDP, Port: 53}, {Protocol: ir.SCTP, Port: 90}}
 
-var externalIPs = []netip.Addr{netip.MustParseAddr("192.0.2.5"), netip.MustParseAddr("192.0.2.200"), netip.MustParseAddr("203.0.113.9"), netip.MustParseAddr("fd00:10:244:9::1")}
+var externalIPs = []netip.Addr{netip.MustParseAddr("192.0.2.5"), netip.MustParseAddr("192.0.2.200"), netip.MustParseAddr("203.0.113.9"), netip.MustParseAddr("fd00:10:244:9::1"), netip.MustParseAddr("10.250.0.1"), netip.MustParseAddr("10.250.0.2")}
 
 func allowedSet(m []policy.MatrixEntry) map[string]bool {
 	out := map[string]bool{}
@@ -415,6 +435,18 @@ func checkWorld(t *testing.T, data []byte) {
 	}
 	for _, q := range w.quars {
 		steps = append(steps, func() { _ = inc.SetQuarantine(q) })
+	}
+	for _, n := range w.up.nodes {
+		steps = append(steps, func() { inc.SetNode(n) })
+	}
+	for _, c := range w.up.cnps {
+		steps = append(steps, func() { _ = inc.SetClusterNetworkPolicy(c) })
+	}
+	for _, a := range w.up.anps {
+		steps = append(steps, func() { _ = inc.SetAdminNetworkPolicy(a) })
+	}
+	if b := w.up.banp; b != nil {
+		steps = append(steps, func() { _ = inc.SetBaselineAdminNetworkPolicy(b) })
 	}
 	for _, n := range w.namespaces {
 		steps = append(steps, func() { inc.SetNamespace(n) })
