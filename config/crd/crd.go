@@ -10,3 +10,11 @@ import "embed"
 //
 //go:embed bases/*.yaml
 var Bases embed.FS
+
+// Upstream holds upstream/*.yaml: the sig-network-policy-api CRDs that
+// Bulkhead enforces (ClusterNetworkPolicy as shipped by
+// sigs.k8s.io/network-policy-api v0.3.0; AdminNetworkPolicy and
+// BaselineAdminNetworkPolicy v1alpha1 as minimal structural CRDs).
+//
+//go:embed upstream/*.yaml
+var Upstream embed.FS

@@ -23,23 +23,25 @@ const ServiceCIDR = "10.96.0.0/16"
 // EmbeddedCRDs decodes the CRDs compiled into the binary.
 func EmbeddedCRDs() ([]*apiextensionsv1.CustomResourceDefinition, error) {
 	var out []*apiextensionsv1.CustomResourceDefinition
-	err := fs.WalkDir(crd.Bases, ".", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := crd.Bases.ReadFile(path)
+	for _, fsys := range []fs.FS{crd.Bases, crd.Upstream} {
+		err := fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := fs.ReadFile(fsys, path)
+			if err != nil {
+				return err
+			}
+			c := &apiextensionsv1.CustomResourceDefinition{}
+			if err := yaml.UnmarshalStrict(b, c); err != nil {
+				return fmt.Errorf("decoding embedded CRD %s: %w", path, err)
+			}
+			out = append(out, c)
+			return nil
+		})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		c := &apiextensionsv1.CustomResourceDefinition{}
-		if err := yaml.UnmarshalStrict(b, c); err != nil {
-			return fmt.Errorf("decoding embedded CRD %s: %w", path, err)
-		}
-		out = append(out, c)
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("no CRDs embedded")

@@ -128,7 +128,7 @@ func Start(t testing.TB) *Env {
 	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: dir,
-		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases"), filepath.Join(RepoRoot(), "config", "crd", "upstream")},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()
