@@ -174,6 +174,13 @@ func ServeProbes(ctx context.Context, dir string) error {
 		return err
 	}
 	fmt.Printf("probe server: listening on %s in %d pod namespaces\n", strings.Join(names, ","), len(st.Plan.Pods))
+	dnsPods := map[string]*DNSServer{}
+	var zoneAt time.Time
+	defer func() {
+		for _, srv := range dnsPods {
+			_ = srv.Close()
+		}
+	}()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -189,7 +196,17 @@ func ServeProbes(ctx context.Context, dir string) error {
 		want := map[string]bool{}
 		for _, pod := range cur.Plan.Pods {
 			want[pod.Netns] = true
-			if per[pod.Netns] != nil {
+			if per[pod.Netns] != nil || dnsPods[pod.Netns] != nil {
+				continue
+			}
+			if pod.Namespace == "kube-system" && pod.Labels[KubeDNSLabel] == "kube-dns" {
+				srv, err := ServeDNS(pod.Netns, ":53", &DNSZone{})
+				if err != nil {
+					fmt.Printf("probe server: kube-dns pod %s: %v\n", pod.Key(), err)
+					continue
+				}
+				dnsPods[pod.Netns] = srv
+				fmt.Printf("probe server: kube-dns in added pod %s\n", pod.Key())
 				continue
 			}
 			l, err := Listen([]PodPlan{pod}, cur.ServedPorts)
@@ -204,6 +221,20 @@ func ServeProbes(ctx context.Context, dir string) error {
 			if !want[n] {
 				_ = l.Close()
 				delete(per, n)
+			}
+		}
+		for n, srv := range dnsPods {
+			if !want[n] {
+				_ = srv.Close()
+				delete(dnsPods, n)
+			}
+		}
+		if len(dnsPods) > 0 && time.Since(zoneAt) > time.Second {
+			if z, err := zoneFromAPI(ctx, dir); err == nil {
+				for _, srv := range dnsPods {
+					srv.SetZone(z)
+				}
+				zoneAt = time.Now()
 			}
 		}
 	}

@@ -5,16 +5,23 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/bulkhead-dev/bulkhead/internal/netns"
 )
@@ -322,4 +329,110 @@ func (s *HoldServer) Close() error {
 	}
 	s.mu.Unlock()
 	return err
+}
+
+// KubeDNSLabel is the label (value "kube-dns") that makes a kube-system pod
+// of the lab run the DNS responder instead of probe servers.
+const KubeDNSLabel = "k8s-app"
+
+// ExternalNamesFile is DIR/external-names.json: a JSON object from a fully
+// qualified name to the addresses the lab's kube-dns answers for it.
+func (l Layout) ExternalNames() string { return filepath.Join(l.Dir, "external-names.json") }
+
+// zoneFromAPI builds the kube-dns zone from the lab's Services (ClusterIP
+// Services by name) and DIR/external-names.json.
+func zoneFromAPI(ctx context.Context, dir string) (*DNSZone, error) {
+	cs, err := labClientset(dir)
+	if err != nil {
+		return nil, err
+	}
+	svcs, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing services: %w", err)
+	}
+	z := &DNSZone{Records: map[string][]netip.Addr{}}
+	for _, s := range svcs.Items {
+		if a, err := netip.ParseAddr(s.Spec.ClusterIP); err == nil {
+			z.Records[ServiceDNSName(s.Namespace, s.Name)] = []netip.Addr{a}
+		}
+	}
+	if b, err := os.ReadFile(Layout{dir}.ExternalNames()); err == nil {
+		var ext map[string][]netip.Addr
+		if err := json.Unmarshal(b, &ext); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", Layout{dir}.ExternalNames(), err)
+		}
+		for n, as := range ext {
+			z.Records[strings.ToLower(strings.TrimSuffix(n, "."))+"."] = as
+		}
+	}
+	return z, nil
+}
+
+// EnableDNS adds the kube-dns stand-in to the running lab: a pod
+// kube-system/kube-dns-0 (label k8s-app=kube-dns) in which the probe server
+// daemon runs the DNS responder, and the Service kube-system/kube-dns with
+// ClusterIP KubeDNSIP on port 53 UDP and TCP. external maps extra names to
+// addresses (they must be lab addresses). It returns once a query for
+// kube-dns.kube-system.svc.cluster.local through the ClusterIP is answered.
+func EnableDNS(ctx context.Context, dir string, external map[string][]netip.Addr) error {
+	if len(external) > 0 {
+		b, err := json.Marshal(external)
+		if err != nil {
+			return fmt.Errorf("external names: %w", err)
+		}
+		if err := writeFileAtomic(Layout{dir}.ExternalNames(), b, 0o600); err != nil {
+			return err
+		}
+	}
+	st, err := LoadState(dir)
+	if err != nil {
+		return err
+	}
+	pp, ok := st.Plan.Pod("kube-system/kube-dns-0")
+	if !ok {
+		pp, err = AddPod(ctx, dir, PodInput{Namespace: "kube-system", Name: "kube-dns-0",
+			Labels: map[string]string{KubeDNSLabel: "kube-dns"},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "dns", Image: ProbeImage, Ports: []corev1.ContainerPort{
+				{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}, {Name: "dns-tcp", ContainerPort: 53}}}}},
+		}, 0, nil)
+		if err != nil {
+			return fmt.Errorf("kube-dns: %w", err)
+		}
+	}
+	if _, err := ApplyService(ctx, dir, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns", Labels: map[string]string{KubeDNSLabel: "kube-dns"}},
+		Spec: corev1.ServiceSpec{ClusterIP: KubeDNSIP.String(), Selector: map[string]string{KubeDNSLabel: "kube-dns"},
+			Ports: []corev1.ServicePort{
+				{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromString("dns")},
+				{Name: "dns-tcp", Port: 53, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromString("dns-tcp")}}},
+	}); err != nil {
+		return fmt.Errorf("kube-dns: %w", err)
+	}
+	// Ask from another pod: a pod reaching itself through its own
+	// ClusterIP would need hairpin masquerading, which the proxy lacks.
+	from := ""
+	for _, p := range st.Plan.Pods {
+		if p.Netns != pp.Netns {
+			from = p.Netns
+			break
+		}
+	}
+	if from == "" {
+		return nil
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := Resolve(from, netip.AddrPortFrom(KubeDNSIP, 53), "kube-system", "kube-dns", 300*time.Millisecond)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kube-dns did not answer within 15s: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -141,6 +141,34 @@ func TestDeploymentScaleRolloutService(t *testing.T) {
 		}
 		check(t, 2, "v1")
 	})
+	t.Run("the service name resolves through kube-dns and reaches the deployment", func(t *testing.T) {
+		if err := EnableDNS(ctx, dir, map[string][]netip.Addr{"pay.example.com": {netip.MustParseAddr("10.251.0.2")}}); err != nil {
+			t.Fatal(err)
+		}
+		dnsAddr := netip.AddrPortFrom(KubeDNSIP, 53)
+		deadline := time.Now().Add(5 * time.Second)
+		var id string
+		for {
+			id, err = ProbeName(front.Netns, dnsAddr, "shop", "api", 8080, 2*time.Second)
+			if err == nil || time.Now().After(deadline) {
+				break // the responder loads Services once a second
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(id, "shop/api-") {
+			t.Errorf("api answered by %s, want a shop/api-* pod", id)
+		}
+		got, err := Resolve(front.Netns, dnsAddr, "shop", "pay.example.com", 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0] != netip.MustParseAddr("10.251.0.2") {
+			t.Errorf("pay.example.com resolved to %v, want [10.251.0.2]", got)
+		}
+	})
 	t.Run("scaling up adds reachable pods", func(t *testing.T) {
 		if _, err := ApplyDeployment(ctx, dir, deploy(3, "v1")); err != nil {
 			t.Fatal(err)
