@@ -98,6 +98,9 @@ func Scheme() *runtime.Scheme {
 	if err := v1alpha1.AddToScheme(s); err != nil {
 		panic(err)
 	}
+	if err := addUpstreamSchemes(s); err != nil {
+		panic(err)
+	}
 	return s
 }
 
@@ -161,7 +164,11 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (*Controller, error) 
 	}
 	model := NewModel(hub, o.Debounce, m, log)
 	c := &Controller{Manager: mgr, Model: model, Hub: hub, Bundle: bundle, opts: o, log: log, metrics: m}
-	if err := mgr.Add(&Feeder{Cache: mgr.GetCache(), Model: model}); err != nil {
+	upstream, err := DiscoverUpstream(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(&Feeder{Cache: mgr.GetCache(), Model: model, Upstream: upstream}); err != nil {
 		return nil, err
 	}
 	sr := &StatusReconciler{Client: mgr.GetClient(), Model: model, Recorder: mgr.GetEventRecorder("bulkhead-controller"), Metrics: m}

@@ -24,6 +24,9 @@ import (
 type Feeder struct {
 	Cache cache.Cache
 	Model *Model
+	// Upstream are the upstream admin policy kinds to watch as well (see
+	// DiscoverUpstream); empty when their CRDs are not installed.
+	Upstream []client.Object
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every
@@ -40,7 +43,7 @@ func watched() []client.Object {
 
 // Start implements manager.Runnable.
 func (f *Feeder) Start(ctx context.Context) error {
-	for _, obj := range watched() {
+	for _, obj := range append(watched(), f.Upstream...) {
 		inf, err := f.Cache.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("getting informer for %T: %w", obj, err)
@@ -91,7 +94,33 @@ func unchangedForEngine(old, cur any) bool {
 		oq := old.(*v1alpha1.Quarantine)
 		return o.GetGeneration() == c.GetGeneration() && oq.Status.Phase == cq.Status.Phase
 	case *corev1.Node:
-		return true // only existence matters
+		// existence, labels and addresses matter (upstream nodes peers)
+		on := old.(*corev1.Node)
+		return labelsEqual(on.Labels, cq.Labels) && addressesEqual(on.Status.Addresses, cq.Status.Addresses)
 	}
 	return false
+}
+
+func labelsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func addressesEqual(a, b []corev1.NodeAddress) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }

@@ -139,6 +139,7 @@ func (m *Model) Upsert(obj any) {
 			m.k8sNode[o.Name] = true
 			m.pending[o.Name] = true
 		}
+		m.eng.SetNode(o)
 	case *networkingv1.NetworkPolicy:
 		m.track(policy.ObjectRef{Kind: KindNetworkPolicy, Namespace: o.Namespace, Name: o.Name}, m.eng.SetNetworkPolicy(o))
 	case *v1alpha1.Zone:
@@ -148,8 +149,10 @@ func (m *Model) Upsert(obj any) {
 	case *v1alpha1.Quarantine:
 		m.track(policy.ObjectRef{Kind: KindQuarantine, Namespace: o.Namespace, Name: o.Name}, m.eng.SetQuarantine(o))
 	default:
-		m.log.Info("ignoring object of unexpected type", "type", fmt.Sprintf("%T", obj))
-		return
+		if !m.upsertUpstream(obj) {
+			m.log.Info("ignoring object of unexpected type", "type", fmt.Sprintf("%T", obj))
+			return
+		}
 	}
 	m.changed()
 }
@@ -166,6 +169,7 @@ func (m *Model) Delete(obj any) {
 	case *corev1.Node:
 		delete(m.k8sNode, o.Name)
 		m.pending[o.Name] = true
+		m.eng.DeleteNode(o.Name)
 	case *networkingv1.NetworkPolicy:
 		m.eng.DeleteNetworkPolicy(o.Namespace, o.Name)
 		delete(m.objs, policy.ObjectRef{Kind: KindNetworkPolicy, Namespace: o.Namespace, Name: o.Name})
@@ -179,7 +183,9 @@ func (m *Model) Delete(obj any) {
 		m.eng.DeleteQuarantine(o.Namespace, o.Name)
 		delete(m.objs, policy.ObjectRef{Kind: KindQuarantine, Namespace: o.Namespace, Name: o.Name})
 	default:
-		return
+		if !m.deleteUpstream(obj) {
+			return
+		}
 	}
 	m.changed()
 }
