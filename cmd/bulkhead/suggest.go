@@ -43,9 +43,13 @@ func newSuggestCmd() *cobra.Command {
 		}
 	}
 	cmd.AddCommand(&cobra.Command{Use: "list", Short: "List suggestions", Args: usageArgs(cobra.NoArgs),
-		RunE: withSession(func(ctx context.Context, s *kubeSession, w io.Writer, _ []string) error { return suggestList(ctx, s.c, w) })})
+		RunE: withSession(func(ctx context.Context, s *kubeSession, w io.Writer, _ []string) error {
+			return suggestList(ctx, s.c, w)
+		})})
 	cmd.AddCommand(&cobra.Command{Use: "show NAME", Short: "Show a suggestion's policies and evidence", Args: usageArgs(cobra.ExactArgs(1)),
-		RunE: withSession(func(ctx context.Context, s *kubeSession, w io.Writer, a []string) error { return suggestShow(ctx, s.c, w, a[0]) })})
+		RunE: withSession(func(ctx context.Context, s *kubeSession, w io.Writer, a []string) error {
+			return suggestShow(ctx, s.c, w, a[0])
+		})})
 	cmd.AddCommand(&cobra.Command{Use: "diff NAME", Short: "Show what apply would change in the cluster", Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: withSession(func(ctx context.Context, s *kubeSession, w io.Writer, a []string) error {
 			return suggestDiff(ctx, s.c, w, a[0], true)

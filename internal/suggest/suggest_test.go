@@ -528,4 +528,3 @@ func TestSuggestionHoldsOutAndDenies(t *testing.T) {
 		t.Errorf("denied %d of %d attack flows, want all", denied, len(attacks))
 	}
 }
-
