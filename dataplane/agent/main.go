@@ -41,6 +41,8 @@ type Options struct {
 	MaxPendingEdges int
 	FlowLog         string
 	FlowLogMaxBytes int64
+	// Uninstall removes the backend's kernel state and exits.
+	Uninstall bool
 }
 
 // Bind registers the flags.
@@ -61,11 +63,15 @@ func (o *Options) Bind(fs *flag.FlagSet) {
 	fs.IntVar(&o.MaxPendingEdges, "flow-max-edges", DefaultMaxPendingEdges, "most distinct edges held per interval; further ones are dropped and counted")
 	fs.StringVar(&o.FlowLog, "flow-log", "", "append flow records as JSON lines to this file; empty disables")
 	fs.Int64Var(&o.FlowLogMaxBytes, "flow-log-max-bytes", 64<<20, "rotate the flow log to <file>.1 when it would grow beyond this size")
+	fs.BoolVar(&o.Uninstall, "uninstall", false, "remove the backend's kernel state (nft table, eBPF attachments and pins) from --netns and exit")
 }
 
 // Validate returns every problem with the flags at once.
 func (o *Options) Validate() error {
 	var errs []error
+	if o.Uninstall {
+		return nil // only --backend and --netns matter
+	}
 	if o.Node == "" {
 		errs = append(errs, errors.New("--node is required"))
 	}
@@ -114,6 +120,14 @@ func Main(ctx context.Context, o Options) error {
 	backend, err := NewBackend(o.Backend, o.NetNS, log)
 	if err != nil {
 		return err
+	}
+	if o.Uninstall {
+		if err := backend.Uninstall(ctx); err != nil {
+			_ = backend.Close()
+			return fmt.Errorf("uninstalling backend %s: %w", backend.Name(), err)
+		}
+		log.Info("uninstalled", "backend", backend.Name(), "netns", o.NetNS)
+		return nil
 	}
 	defer backend.Close()
 	reg := prometheus.NewRegistry()

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	cebpf "github.com/cilium/ebpf"
@@ -657,6 +658,13 @@ func (b *Backend) Uninstall(ctx context.Context) error {
 	b.objs = bpf.PolicyObjects{}
 	if err := os.RemoveAll(b.opts.PinDir); err != nil {
 		errs = append(errs, fmt.Errorf("removing pins: %w", err))
+	}
+	// The shared root goes with its last pin directory; another netns's
+	// backend may still use it, so a non-empty root stays.
+	if root := filepath.Dir(b.opts.PinDir); root == DefaultPinRoot {
+		if err := os.Remove(root); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+			errs = append(errs, fmt.Errorf("removing pin root %s: %w", root, err))
+		}
 	}
 	b.closed = true
 	if b.nl != nil {
