@@ -134,7 +134,7 @@ func (f *FlowFeeder) pod(ctx context.Context, o any, deleted bool) {
 		}
 		return
 	}
-	ap := attrib.Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, Owner: controllerOf(p), Zone: f.zoneOf(ctx, p)}
+	ap := attrib.Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, Owner: controllerOf(p), Zone: f.zoneOf(ctx, p), Node: p.Spec.NodeName}
 	for _, ip := range ips {
 		f.History.Assign(ip, ap, now)
 	}
@@ -285,6 +285,13 @@ func (f *FlowFeeder) OnFlows(node string, r *pb.FlowReport) {
 		v, ok3 := verdicts[e.GetVerdict()]
 		if !ok1 || !ok2 || !ok3 || e.GetProtocol() > 255 || e.GetPort() > 65535 {
 			continue
+		}
+		// A forwarded flow between pods on two nodes is seen by both
+		// agents; it counts at the source pod's node only.
+		if v == v1alpha1.VerdictForwarded {
+			if p, ok := f.History.Lookup(src, time.Unix(0, e.GetLastSeenUnixNano())); ok && p.Node != "" && p.Node != node {
+				continue
+			}
 		}
 		edges = append(edges, attrib.AddrEdge{
 			Src: src.Unmap(), Dst: dst.Unmap(), Protocol: uint8(e.GetProtocol()), Port: uint16(e.GetPort()), Verdict: v,

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -157,7 +159,9 @@ func runFlows(ctx context.Context, w io.Writer, f flowsFlags) error {
 	for n := 0; f.follow || n < f.limit; n++ {
 		m, err := st.Recv()
 		if err != nil {
-			if ctx.Err() != nil {
+			// The deadline of --wait reaches the server too, which may end
+			// the stream (EOF) before the client's own timer fires.
+			if ctx.Err() != nil || !f.follow && (errors.Is(err, io.EOF) || status.Code(err) == codes.DeadlineExceeded) {
 				return nil // --wait elapsed or interrupted
 			}
 			return fmt.Errorf("receiving flows: %w", err)

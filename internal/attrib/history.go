@@ -22,6 +22,8 @@ type Pod struct {
 	Owner OwnerRef
 	// Zone is the pod's zone, empty when it is in none.
 	Zone string
+	// Node is the pod's node, empty when not yet scheduled.
+	Node string
 }
 
 type span struct {
