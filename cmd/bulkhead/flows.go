@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -113,30 +111,7 @@ func runFlows(ctx context.Context, w io.Writer, f flowsFlags) error {
 		}
 		return writeEdges(w, filterEdges(list.Items, f), f.output)
 	}
-	token := cfg.BearerToken
-	if f.tokenFile != "" {
-		b, err := os.ReadFile(f.tokenFile)
-		if err != nil {
-			return usageError{fmt.Errorf("--token-file: %w", err)}
-		}
-		token = strings.TrimSpace(string(b))
-	}
-	if token == "" {
-		return usageError{errors.New("--controller needs a bearer token: the kubeconfig has none; pass --token-file")}
-	}
-	var ca []byte
-	if f.caFile != "" {
-		if ca, err = os.ReadFile(f.caFile); err != nil {
-			return usageError{fmt.Errorf("--ca-file: %w", err)}
-		}
-	} else {
-		var cm corev1.ConfigMap
-		if err := c.Get(ctx, client.ObjectKey{Namespace: f.caNamespace, Name: controllers.CAConfigMap}, &cm); err != nil {
-			return fmt.Errorf("reading the controller CA from configmap %s/%s: %w", f.caNamespace, controllers.CAConfigMap, err)
-		}
-		ca = []byte(cm.Data[controllers.CAKey])
-	}
-	conn, err := stream.Dial(stream.ClientConfig{Address: f.controller, CAPEM: ca, Token: token})
+	conn, err := dialController(ctx, c, cfg, controllerDial{address: f.controller, tokenFile: f.tokenFile, caFile: f.caFile, caNamespace: f.caNamespace})
 	if err != nil {
 		return err
 	}

@@ -2,17 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -20,7 +17,6 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/controllers"
-	"github.com/bulkhead-dev/bulkhead/internal/stream"
 	pb "github.com/bulkhead-dev/bulkhead/internal/stream/streampb"
 )
 
@@ -76,30 +72,7 @@ func runStatus(ctx context.Context, w io.Writer, f statusFlags) error {
 	}
 	var resp *pb.StatusResponse
 	if f.controller != "" {
-		token := cfg.BearerToken
-		if f.tokenFile != "" {
-			b, err := os.ReadFile(f.tokenFile)
-			if err != nil {
-				return usageError{fmt.Errorf("--token-file: %w", err)}
-			}
-			token = strings.TrimSpace(string(b))
-		}
-		if token == "" {
-			return usageError{errors.New("--controller needs a bearer token: the kubeconfig has none; pass --token-file")}
-		}
-		var ca []byte
-		if f.caFile != "" {
-			if ca, err = os.ReadFile(f.caFile); err != nil {
-				return usageError{fmt.Errorf("--ca-file: %w", err)}
-			}
-		} else {
-			var cm corev1.ConfigMap
-			if err := c.Get(ctx, client.ObjectKey{Namespace: f.namespace, Name: controllers.CAConfigMap}, &cm); err != nil {
-				return fmt.Errorf("reading the controller CA from configmap %s/%s: %w", f.namespace, controllers.CAConfigMap, err)
-			}
-			ca = []byte(cm.Data[controllers.CAKey])
-		}
-		conn, err := stream.Dial(stream.ClientConfig{Address: f.controller, CAPEM: ca, Token: token})
+		conn, err := dialController(ctx, c, cfg, controllerDial{address: f.controller, tokenFile: f.tokenFile, caFile: f.caFile, caNamespace: f.namespace})
 		if err != nil {
 			return err
 		}
