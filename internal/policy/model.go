@@ -39,6 +39,7 @@ type podInfo struct {
 	key, ns, name, node string
 	idx                 int32
 	labels              labels.Set
+	kv                  []string // "key=value" of every label, for the label indexes
 	ips                 []netip.Addr
 	ports               []namedPort
 	zone                string // "" when unzoned
@@ -369,6 +370,7 @@ type npInfo struct {
 	key, ns, name string
 	podSel        labels.Selector
 	podSelKey     string
+	anchors       []string // of podSel, see anchors
 	ingress       bool // policy type Ingress
 	egress        bool // policy type Egress
 	in, eg        []npRule
@@ -609,7 +611,7 @@ func (e *Engine) convertNP(np *networkingv1.NetworkPolicy) (*npInfo, *FieldError
 	if ferr != nil {
 		return nil, ferr
 	}
-	n := &npInfo{key: ns + "/" + np.Name, ns: ns, name: np.Name, podSel: sel, podSelKey: sel.String()}
+	n := &npInfo{key: ns + "/" + np.Name, ns: ns, name: np.Name, podSel: sel, podSelKey: sel.String(), anchors: anchors(sel)}
 	n.isoID = "NetworkPolicy/" + n.key + "/isolation"
 	if len(np.Spec.PolicyTypes) == 0 {
 		n.ingress = true
@@ -905,6 +907,10 @@ func convertPod(p *corev1.Pod) *podInfo {
 		ns = "default"
 	}
 	pi := &podInfo{key: ns + "/" + p.Name, ns: ns, name: p.Name, node: p.Spec.NodeName, ips: ips, labels: labels.Set(maps(p.Labels))}
+	pi.kv = make([]string, 0, len(pi.labels))
+	for k, v := range pi.labels {
+		pi.kv = append(pi.kv, k+"="+v)
+	}
 	for _, c := range p.Spec.Containers {
 		for _, cp := range c.Ports {
 			proto := ir.TCP
