@@ -371,8 +371,8 @@ type npInfo struct {
 	podSel        labels.Selector
 	podSelKey     string
 	anchors       []string // of podSel, see anchors
-	ingress       bool // policy type Ingress
-	egress        bool // policy type Egress
+	ingress       bool     // policy type Ingress
+	egress        bool     // policy type Egress
 	in, eg        []npRule
 	isoID         string
 	selected      map[string]bool // endpoint keys selected at last compile
