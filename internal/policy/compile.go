@@ -81,7 +81,8 @@ type compileState struct {
 	dirtyNodes  map[string]bool
 	quarPods    []*podInfo
 	namedMemo   map[string][]namedGroup
-	sortedAddrs []netip.Addr // pod addresses, sorted; valid during one flush
+	chainMemo   map[uint64][]*chainMemo // valid during one flush
+	sortedAddrs []netip.Addr            // pod addresses, sorted; valid during one flush
 }
 
 func (c *compileState) init() {
@@ -665,8 +666,9 @@ func (e *Engine) flush() {
 	}
 	sort.Slice(c.quarPods, func(i, j int) bool { return c.quarPods[i].key < c.quarPods[j].key })
 	c.namedMemo = map[string][]namedGroup{}
+	c.chainMemo = map[uint64][]*chainMemo{}
 	c.sortedAddrs = nil
-	defer func() { c.namedMemo = nil; c.sortedAddrs = nil }()
+	defer func() { c.namedMemo = nil; c.chainMemo = nil; c.sortedAddrs = nil }()
 
 	var unused []*setState
 	unref := func(node string, names []string) {
@@ -816,12 +818,69 @@ type epBuilder struct {
 	st    *epState
 	sels  map[*podSel]bool
 	tiers []ir.Tier
+	rec   *chainMemo // records what the rules being built depend on
 }
 
 func (b *epBuilder) use(name string, d setDesc) ir.PeerMatch {
 	b.e.useSet(name, d)
 	b.sets[name] = true
+	if b.rec != nil {
+		b.rec.sets = append(b.rec.sets, setUse{name, d})
+	}
 	return ir.PeerMatch{Set: name}
+}
+
+// dependsOn records that the endpoint's rule structure depends on the
+// selector's members.
+func (b *epBuilder) dependsOn(s *podSel) {
+	b.sels[s] = true
+	b.e.watchSel(s)
+	if b.rec != nil {
+		b.rec.sels = append(b.rec.sels, s)
+	}
+}
+
+// dependsOnAll records that the endpoint's rule structure depends on
+// every pod.
+func (b *epBuilder) dependsOnAll() {
+	b.st.structAll = true
+	if b.rec != nil {
+		b.rec.all = true
+	}
+}
+
+type setUse struct {
+	name string
+	desc setDesc
+}
+
+// chainMemo is the NetworkPolicy tier of one direction, compiled once per
+// flush for every endpoint with the same selecting policies (and, for
+// ingress, the same container ports, against which named ports resolve).
+type chainMemo struct {
+	egress bool
+	pols   []*npInfo
+	ports  []namedPort
+	rules  []ir.Rule
+	sets   []setUse
+	sels   []*podSel
+	all    bool
+}
+
+func chainHash(pols []*npInfo, egress bool, ports []namedPort) uint64 {
+	h := uint64(14695981039346656037)
+	mix := func(v uint64) { h = (h ^ v) * 1099511628211 }
+	if egress {
+		mix(1)
+	} else {
+		for _, np := range ports {
+			mix(uint64(np.proto)<<16 | uint64(np.port))
+		}
+	}
+	for _, n := range pols {
+		mix(n.serial)
+	}
+	return h
 }
 
 func (b *epBuilder) zones(names []string) ir.PeerMatch {
@@ -1082,7 +1141,7 @@ func (b *epBuilder) adminRules(egress bool) []ir.Rule {
 				rules = append(rules, ir.Rule{ID: zp.id, Peer: peer(), Ports: num, Action: g.action, Log: zp.log})
 			}
 			names := slices.Compact(slices.Sorted(slices.Values(g.names)))
-			b.st.structAll = true
+			b.dependsOnAll()
 			for _, ng := range e.zpNamedGroups(zp, names) {
 				name := fmt.Sprintf("%s/%s/%s/%d", zp.id, strings.Join(names, ","), ng.proto, ng.port)
 				pm := b.use(name, setDesc{kind: setZPNamed, zpName: zp.name, names: names, proto: ng.proto, port: ng.port})
@@ -1127,6 +1186,28 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 	if len(pols) == 0 {
 		return nil, false
 	}
+	memo := e.c.chainMemo
+	var h uint64
+	if memo != nil {
+		h = chainHash(pols, egress, p.ports)
+		for _, cm := range memo[h] {
+			if cm.egress != egress || !slices.Equal(cm.pols, pols) || (!egress && !slices.Equal(cm.ports, p.ports)) {
+				continue
+			}
+			for _, su := range cm.sets {
+				b.use(su.name, su.desc)
+			}
+			for _, s := range cm.sels {
+				b.dependsOn(s)
+			}
+			if cm.all {
+				b.dependsOnAll()
+			}
+			return cm.rules, true
+		}
+		b.rec = &chainMemo{egress: egress, pols: pols, ports: p.ports}
+		defer func() { b.rec = nil }()
+	}
 	var rules []ir.Rule
 	for _, n := range pols {
 		list := n.in
@@ -1138,6 +1219,11 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 		}
 	}
 	rules = append(rules, ir.Rule{ID: pols[0].isoID, Action: ir.Deny})
+	rules = slices.Clip(rules) // shared between endpoints: appending must copy
+	if b.rec != nil {
+		b.rec.rules = rules
+		memo[h] = append(memo[h], b.rec)
+	}
 	return rules, true
 }
 
@@ -1179,12 +1265,11 @@ func (b *epBuilder) ruleIR(rules []ir.Rule, r *npRule, egress bool, action ir.Ac
 				if pe.sel == nil {
 					onlySels = false
 				} else {
-					b.sels[pe.sel] = true
-					e.watchSel(pe.sel)
+					b.dependsOn(pe.sel)
 				}
 			}
 			if !onlySels {
-				b.st.structAll = true
+				b.dependsOnAll()
 			}
 			for _, g := range e.npNamedGroups(r) {
 				name := fmt.Sprintf("%s/%s/%s/%d", r.setName, r.namedKey, g.proto, g.port)

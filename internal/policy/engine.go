@@ -56,6 +56,7 @@ type Engine struct {
 	upNodePeers  bool
 
 	selIntern map[string]*podSel
+	npSerial  uint64
 	dnsSel    *podSel
 
 	c     compileState

@@ -114,31 +114,54 @@ func mergePrefixes(lists [][]netip.Prefix) []netip.Prefix {
 	case 1:
 		return lists[0]
 	}
-	n := 0
-	for _, l := range lists {
-		n = max(n, len(l))
+	// merge pairwise, sizing each union exactly: these sets are large
+	// and live as long as endpoints use them
+	acc := lists[0]
+	for _, l := range lists[1:] {
+		out := make([]netip.Prefix, 0, unionLen(acc, l))
+		acc = mergeTwo(out, acc, l)
 	}
-	out := make([]netip.Prefix, 0, n)
-	heads := make([]int, len(lists))
-	for {
-		best := -1
-		for i, l := range lists {
-			if heads[i] >= len(l) {
-				continue
-			}
-			if best < 0 || l[heads[i]].Addr().Less(lists[best][heads[best]].Addr()) {
-				best = i
-			}
+	return acc
+}
+
+// unionLen is the length of the union of two sorted, duplicate-free
+// lists of host prefixes.
+func unionLen(a, b []netip.Prefix) int {
+	n, i, j := 0, 0, 0
+	for i < len(a) && j < len(b) {
+		c := a[i].Addr().Compare(b[j].Addr())
+		if c <= 0 {
+			i++
 		}
-		if best < 0 {
-			return out
+		if c >= 0 {
+			j++
 		}
-		p := lists[best][heads[best]]
-		if len(out) == 0 || out[len(out)-1] != p {
-			out = append(out, p)
-		}
-		heads[best]++
+		n++
 	}
+	return n + len(a) - i + len(b) - j
+}
+
+// mergeTwo appends the sorted union of two sorted, duplicate-free lists
+// of host prefixes to out.
+func mergeTwo(out, a, b []netip.Prefix) []netip.Prefix {
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		c := a[i].Addr().Compare(b[j].Addr())
+		switch {
+		case c < 0:
+			out = append(out, a[i])
+			i++
+		case c > 0:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i++
+			j++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
 }
 
 // mergeEnts returns the sorted union of sorted addrPod lists, dropping

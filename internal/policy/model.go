@@ -371,6 +371,7 @@ type npInfo struct {
 	podSel        labels.Selector
 	podSelKey     string
 	anchors       []string // of podSel, see anchors
+	serial        uint64   // unique per conversion, for memo keys
 	ingress       bool     // policy type Ingress
 	egress        bool     // policy type Egress
 	in, eg        []npRule
@@ -611,7 +612,8 @@ func (e *Engine) convertNP(np *networkingv1.NetworkPolicy) (*npInfo, *FieldError
 	if ferr != nil {
 		return nil, ferr
 	}
-	n := &npInfo{key: ns + "/" + np.Name, ns: ns, name: np.Name, podSel: sel, podSelKey: sel.String(), anchors: anchors(sel)}
+	e.npSerial++
+	n := &npInfo{key: ns + "/" + np.Name, ns: ns, name: np.Name, podSel: sel, podSelKey: sel.String(), anchors: anchors(sel), serial: e.npSerial}
 	n.isoID = "NetworkPolicy/" + n.key + "/isolation"
 	if len(np.Spec.PolicyTypes) == 0 {
 		n.ingress = true
