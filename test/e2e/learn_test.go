@@ -719,7 +719,6 @@ func learnOverPermissiveness(ctx context.Context, t *testing.T, bulkhead, kubeco
 	}
 }
 
-
 // checkSuggested checks what the quality numbers cannot show: no rule
 // names a Service ClusterIP as if it were an external peer, and the zone
 // boundary towards the world opens exactly the external peer's port.
