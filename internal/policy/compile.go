@@ -532,31 +532,40 @@ func groupNamed(specs []portSpec, sorted bool, each func(func(p *podInfo, ip net
 			names = append(names, s)
 		}
 	}
-	m := map[k][]netip.Addr{}
+	// few groups: a slice beats a map
+	var keys []k
+	var addrs [][]netip.Addr
 	var seen []k
 	each(func(p *podInfo, ip netip.Addr) {
 		seen = seen[:0]
 		for _, s := range names {
-			if n, ok := p.resolve(s.name, s.proto); ok && !slices.Contains(seen, k{s.proto, n}) {
-				seen = append(seen, k{s.proto, n})
-				l := m[k{s.proto, n}]
-				if sorted && len(l) > 0 && l[len(l)-1] == ip {
-					continue
-				}
-				m[k{s.proto, n}] = append(l, ip)
+			n, ok := p.resolve(s.name, s.proto)
+			if !ok || slices.Contains(seen, k{s.proto, n}) {
+				continue
 			}
+			seen = append(seen, k{s.proto, n})
+			g := slices.Index(keys, k{s.proto, n})
+			if g < 0 {
+				g = len(keys)
+				keys = append(keys, k{s.proto, n})
+				addrs = append(addrs, nil)
+			}
+			if l := addrs[g]; sorted && len(l) > 0 && l[len(l)-1] == ip {
+				continue
+			}
+			addrs[g] = append(addrs[g], ip)
 		}
 	})
-	out := make([]namedGroup, 0, len(m))
-	for key, addrs := range m {
+	out := make([]namedGroup, 0, len(keys))
+	for i, key := range keys {
 		var ps []netip.Prefix
 		if sorted {
-			ps = make([]netip.Prefix, len(addrs))
-			for i, a := range addrs {
-				ps[i] = hostPrefix(a)
+			ps = make([]netip.Prefix, len(addrs[i]))
+			for j, a := range addrs[i] {
+				ps[j] = hostPrefix(a)
 			}
 		} else {
-			ps = hostPrefixes(addrs)
+			ps = hostPrefixes(addrs[i])
 		}
 		out = append(out, namedGroup{proto: key.proto, port: key.port, prefixes: ps})
 	}
@@ -827,16 +836,16 @@ func (e *Engine) NodePolicy(node string) *ir.NodePolicy {
 type epBuilder struct {
 	e     *Engine
 	p     *podInfo
-	sets  map[string]bool
+	sets  []string // may repeat
 	st    *epState
-	sels  map[*podSel]bool
+	sels  []*podSel // may repeat
 	tiers []ir.Tier
 	rec   *chainMemo // records what the rules being built depend on
 }
 
 func (b *epBuilder) use(name string, d setDesc) ir.PeerMatch {
 	b.e.useSet(name, d)
-	b.sets[name] = true
+	b.sets = append(b.sets, name)
 	if b.rec != nil {
 		b.rec.sets = append(b.rec.sets, setUse{name, d})
 	}
@@ -846,7 +855,7 @@ func (b *epBuilder) use(name string, d setDesc) ir.PeerMatch {
 // dependsOn records that the endpoint's rule structure depends on the
 // selector's members.
 func (b *epBuilder) dependsOn(s *podSel) {
-	b.sels[s] = true
+	b.sels = append(b.sels, s)
 	b.e.watchSel(s)
 	if b.rec != nil {
 		b.rec.sels = append(b.rec.sels, s)
@@ -906,7 +915,7 @@ func (b *epBuilder) zones(names []string) ir.PeerMatch {
 func (e *Engine) compileEndpoint(p *podInfo) *epState {
 	e.stats.EndpointsCompiled++
 	st := &epState{node: p.node}
-	b := &epBuilder{e: e, p: p, sets: map[string]bool{}, st: st, sels: map[*podSel]bool{}}
+	b := &epBuilder{e: e, p: p, st: st}
 	st.ep = ir.Endpoint{Name: p.key, IPs: slices.Clone(p.ips), Quarantined: len(p.quar) > 0}
 	for _, q := range p.quar {
 		if q.cut {
@@ -915,12 +924,12 @@ func (e *Engine) compileEndpoint(p *podInfo) *epState {
 	}
 	st.ep.Ingress = b.chain(false)
 	st.ep.Egress = b.chain(true)
-	for n := range b.sets {
-		st.sets = append(st.sets, n)
-	}
-	sort.Strings(st.sets)
-	for s := range b.sels {
-		st.structSels = append(st.structSels, s)
+	slices.Sort(b.sets)
+	st.sets = slices.Clip(slices.Compact(b.sets))
+	for i, s := range b.sels {
+		if !slices.Contains(b.sels[:i], s) {
+			st.structSels = append(st.structSels, s)
+		}
 	}
 	return st
 }

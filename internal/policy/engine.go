@@ -57,6 +57,7 @@ type Engine struct {
 
 	selIntern map[string]*podSel
 	npSerial  uint64
+	selCache  map[string]labels.Selector // see cachedSelector
 	dnsSel    *podSel
 
 	c     compileState
@@ -81,6 +82,7 @@ func New() *Engine {
 		nodes:       map[string]*nodeInfo{},
 		ups:         map[string]*upInfo{},
 		selIntern:   map[string]*podSel{},
+		selCache:    map[string]labels.Selector{},
 	}
 	e.dnsSel = e.internSel(&podSel{fixedNS: "kube-system", podSel: labels.SelectorFromSet(labels.Set{"k8s-app": "kube-dns"})})
 	e.c.init()

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -454,6 +455,54 @@ func selector(ls *metav1.LabelSelector, o objCtx, field string) (labels.Selector
 	return s, nil
 }
 
+// cachedSelector is selector with a cache of converted selectors keyed by
+// their content: many policies repeat the same selectors, and converting
+// validates every key and value.
+func (e *Engine) cachedSelector(ls *metav1.LabelSelector, o objCtx, field string) (labels.Selector, *FieldError) {
+	if ls == nil {
+		return labels.Everything(), nil
+	}
+	// length-prefixed fields: no two selectors, valid or not, share a key
+	var b strings.Builder
+	put := func(x string) {
+		b.WriteString(strconv.Itoa(len(x)))
+		b.WriteByte(':')
+		b.WriteString(x)
+	}
+	keys := make([]string, 0, len(ls.MatchLabels))
+	for k := range ls.MatchLabels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		put(k)
+		put(ls.MatchLabels[k])
+	}
+	b.WriteByte('|')
+	for _, r := range ls.MatchExpressions {
+		put(r.Key)
+		put(string(r.Operator))
+		b.WriteString(strconv.Itoa(len(r.Values)))
+		b.WriteByte('#')
+		for _, v := range r.Values {
+			put(v)
+		}
+	}
+	key := b.String()
+	if s, ok := e.selCache[key]; ok {
+		return s, nil
+	}
+	s, ferr := selector(ls, o, field)
+	if ferr != nil {
+		return nil, ferr
+	}
+	if len(e.selCache) >= 1<<16 {
+		clear(e.selCache)
+	}
+	e.selCache[key] = s
+	return s, nil
+}
+
 func parsePrefix(s string, o objCtx, field string) (netip.Prefix, *FieldError) {
 	p, err := netip.ParsePrefix(strings.TrimSpace(s))
 	if err != nil {
@@ -608,7 +657,7 @@ func (e *Engine) convertNP(np *networkingv1.NetworkPolicy) (*npInfo, *FieldError
 		ns = "default"
 		o.ns = ns
 	}
-	sel, ferr := selector(&np.Spec.PodSelector, o, "spec.podSelector")
+	sel, ferr := e.cachedSelector(&np.Spec.PodSelector, o, "spec.podSelector")
 	if ferr != nil {
 		return nil, ferr
 	}
@@ -658,12 +707,12 @@ func (e *Engine) convertNP(np *networkingv1.NetworkPolicy) (*npInfo, *FieldError
 				return r, o.errf(pf, "peer needs podSelector, namespaceSelector or ipBlock")
 			}
 			ps := &podSel{fixedNS: ns}
-			ps.podSel, ferr = selector(p.PodSelector, o, pf+".podSelector")
+			ps.podSel, ferr = e.cachedSelector(p.PodSelector, o, pf+".podSelector")
 			if ferr != nil {
 				return r, ferr
 			}
 			if p.NamespaceSelector != nil {
-				ps.nsSel, ferr = selector(p.NamespaceSelector, o, pf+".namespaceSelector")
+				ps.nsSel, ferr = e.cachedSelector(p.NamespaceSelector, o, pf+".namespaceSelector")
 				if ferr != nil {
 					return r, ferr
 				}

@@ -301,3 +301,19 @@ func TestObjectNodes(t *testing.T) {
 		t.Errorf("unknown policy on %v", got)
 	}
 }
+
+func TestInvalidSelectorIsRejectedAfterAValidLookalike(t *testing.T) {
+	// the selector cache must not let an invalid selector borrow the
+	// conversion of a valid one with similar text
+	e := policy.New()
+	valid := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "n", Name: "a"},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"a": "b", "c": "d"}}}}
+	if err := e.SetNetworkPolicy(valid); err != nil {
+		t.Fatal(err)
+	}
+	invalid := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "n", Name: "b"},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"a": "b1:c1:d"}}}}
+	if err := e.SetNetworkPolicy(invalid); err == nil {
+		t.Error("invalid label value accepted")
+	}
+}
