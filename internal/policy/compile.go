@@ -59,31 +59,33 @@ type nodeState struct {
 }
 
 type compileState struct {
-	eps         map[string]*epState
-	nodeEps     map[string]map[string]bool
-	dirty       map[string]bool
-	all         bool
-	sets        map[string]*setState
-	staleSets   map[string]bool
-	allStale    bool
-	selUsers    map[*podSel]map[string]bool     // selector -> sets built from it
-	selMembers  map[*podSel]map[string]*podInfo // selector -> member pods by key
-	selSorted   map[*podSel]*selList            // selector -> members in address order, built on demand
-	selByNS     map[string]map[*podSel]bool
-	selGlobal   map[*podSel]bool
-	structDeps  map[*podSel]map[string]bool // selector -> endpoints whose rule structure depends on its members
-	structAll   map[string]bool             // endpoints whose rule structure depends on every pod
-	zoneSets    map[string]bool             // sets recomputed when zone membership or pod addresses change
-	anyPodSets  map[string]bool             // sets recomputed on any pod change
-	podSets     map[string]map[string]bool  // pod key -> setPod sets
-	nodeSets    map[string]bool             // setNodes sets
-	npSets      map[string]map[string]bool  // NetworkPolicy key -> sets
-	nodes       map[string]*nodeState
-	dirtyNodes  map[string]bool
-	quarPods    []*podInfo
-	namedMemo   map[string][]namedGroup
-	chainMemo   map[uint64][]*chainMemo // valid during one flush
-	sortedAddrs []netip.Addr            // pod addresses, sorted; valid during one flush
+	eps          map[string]*epState
+	nodeEps      map[string]map[string]bool
+	dirty        map[string]bool
+	all          bool
+	sets         map[string]*setState
+	staleSets    map[string]bool
+	allStale     bool
+	selUsers     map[*podSel]map[string]bool     // selector -> sets built from it
+	selMembers   map[*podSel]map[string]*podInfo // selector -> member pods by key
+	selSorted    map[*podSel]*selList            // selector -> members in address order, built on demand
+	selByNS      map[string]map[*podSel]bool
+	selGlobal    map[*podSel]bool
+	structDeps   map[*podSel]map[string]bool // selector -> endpoints whose rule structure depends on its members
+	structAll    map[string]bool             // endpoints whose rule structure depends on every pod
+	zoneSets     map[string]bool             // sets recomputed when zone membership or pod addresses change
+	anyPodSets   map[string]bool             // sets recomputed on any pod change
+	podSets      map[string]map[string]bool  // pod key -> setPod sets
+	nodeAddrSets map[string]bool             // setNodes sets
+	nodeKeys     map[string][]string         // node -> its endpoint keys, sorted; built on demand
+	nodeSets     map[string]map[string]bool  // node -> sets its endpoints reference
+	npSets       map[string]map[string]bool  // NetworkPolicy key -> sets
+	nodes        map[string]*nodeState
+	dirtyNodes   map[string]bool
+	quarPods     []*podInfo
+	namedMemo    map[string][]namedGroup
+	chainMemo    map[uint64][]*chainMemo // valid during one flush
+	sortedAddrs  []netip.Addr            // pod addresses, sorted; valid during one flush
 }
 
 func (c *compileState) init() {
@@ -102,7 +104,9 @@ func (c *compileState) init() {
 	c.zoneSets = map[string]bool{}
 	c.anyPodSets = map[string]bool{}
 	c.podSets = map[string]map[string]bool{}
-	c.nodeSets = map[string]bool{}
+	c.nodeAddrSets = map[string]bool{}
+	c.nodeKeys = map[string][]string{}
+	c.nodeSets = map[string]map[string]bool{}
 	c.npSets = map[string]map[string]bool{}
 	c.nodes = map[string]*nodeState{}
 	c.dirtyNodes = map[string]bool{}
@@ -332,7 +336,7 @@ func (e *Engine) useSet(name string, d setDesc) string {
 	case setPod:
 		addTo(c.podSets, d.podKey, name)
 	case setNodes:
-		c.nodeSets[name] = true
+		c.nodeAddrSets[name] = true
 	}
 	if d.npKey != "" {
 		addTo(c.npSets, d.npKey, name)
@@ -346,7 +350,7 @@ func (e *Engine) dropSet(s *setState) {
 	delete(c.staleSets, s.name)
 	delete(c.zoneSets, s.name)
 	delete(c.anyPodSets, s.name)
-	delete(c.nodeSets, s.name)
+	delete(c.nodeAddrSets, s.name)
 	if m := c.podSets[s.desc.podKey]; m != nil {
 		delete(m, s.name)
 		if len(m) == 0 {
@@ -702,6 +706,7 @@ func (e *Engine) flush() {
 			s.users[node]--
 			if s.users[node] <= 0 {
 				delete(s.users, node)
+				delete(c.nodeSets[node], n)
 				e.nodeDirty(node)
 			}
 			if len(s.users) == 0 {
@@ -726,14 +731,26 @@ func (e *Engine) flush() {
 			e.nodeDirty(old.node)
 		}
 		p := e.pods[key]
+		if old != nil && (p == nil || p.node != old.node) {
+			delete(c.nodeKeys, old.node)
+		}
 		if p == nil {
 			continue
+		}
+		if old == nil || p.node != old.node {
+			delete(c.nodeKeys, p.node)
 		}
 		st := e.compileEndpoint(p)
 		c.eps[key] = st
 		addTo(c.nodeEps, p.node, key)
+		refs := c.nodeSets[p.node]
+		if refs == nil {
+			refs = map[string]bool{}
+			c.nodeSets[p.node] = refs
+		}
 		for _, n := range st.sets {
 			c.sets[n].users[p.node]++
+			refs[n] = true
 		}
 		for _, sel := range st.structSels {
 			addTo(c.structDeps, sel, key)
@@ -799,24 +816,25 @@ func (e *Engine) NodePolicy(node string) *ir.NodePolicy {
 	}
 	e.stats.NodesRebuilt++
 	np := &ir.NodePolicy{Node: node, Endpoints: []ir.Endpoint{}, Sets: []ir.AddressSet{}}
-	keys := make([]string, 0, len(e.c.nodeEps[node]))
-	for k := range e.c.nodeEps[node] {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	setNames := map[string]bool{}
-	for _, k := range keys {
-		st := e.c.eps[k]
-		np.Endpoints = append(np.Endpoints, st.ep)
-		for _, s := range st.sets {
-			setNames[s] = true
+	keys, ok := e.c.nodeKeys[node]
+	if !ok {
+		keys = make([]string, 0, len(e.c.nodeEps[node]))
+		for k := range e.c.nodeEps[node] {
+			keys = append(keys, k)
 		}
+		sort.Strings(keys)
+		e.c.nodeKeys[node] = keys
 	}
-	names := make([]string, 0, len(setNames))
-	for n := range setNames {
+	np.Endpoints = make([]ir.Endpoint, 0, len(keys))
+	for _, k := range keys {
+		np.Endpoints = append(np.Endpoints, e.c.eps[k].ep)
+	}
+	names := make([]string, 0, len(e.c.nodeSets[node]))
+	for n := range e.c.nodeSets[node] {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	np.Sets = make([]ir.AddressSet, 0, len(names))
 	for _, n := range names {
 		p := e.c.sets[n].prefixes
 		if p == nil {

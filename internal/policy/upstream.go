@@ -96,7 +96,7 @@ func (e *Engine) SetNode(n *corev1.Node) {
 // nodesChanged follows a change of a Node's labels or addresses: only the
 // sets of node addresses change.
 func (e *Engine) nodesChanged() {
-	for s := range e.c.nodeSets {
+	for s := range e.c.nodeAddrSets {
 		e.c.staleSets[s] = true
 	}
 }
