@@ -316,47 +316,39 @@ func (e *Engine) convertCNP(p *cnpv1beta1.ClusterNetworkPolicy) (*upInfo, *Field
 		}
 		return 0, o.errf(f, "unknown action %q (want Accept, Deny or Pass)", a)
 	}
-	for i, r := range p.Spec.Ingress {
-		f := fmt.Sprintf("spec.ingress[%d]", i)
-		ur := upRule{np: npRule{id: fmt.Sprintf("%s/ingress/%d", u.key, i)}}
-		if ur.action, ferr = action(r.Action, f+".action"); ferr != nil {
-			return nil, ferr
+	if u.in, ferr = e.walkUpRules(u, o, "ingress", len(p.Spec.Ingress), func(i int, f string) (ir.Action, portList, []upPeer, *FieldError) {
+		r := p.Spec.Ingress[i]
+		act, ferr := action(r.Action, f+".action")
+		if ferr != nil {
+			return 0, portList{}, nil, ferr
 		}
-		if ur.np.ports, ferr = cnpPorts(r.Protocols, o, f+".protocols"); ferr != nil {
-			return nil, ferr
-		}
-		if len(r.From) == 0 {
-			return nil, o.errf(f+".from", "needs at least one peer")
-		}
+		ports, ferr := cnpPorts(r.Protocols, o, f+".protocols")
+		peers := make([]upPeer, len(r.From))
 		for j, pe := range r.From {
-			if ferr = e.addPeer(&ur, pe.Namespaces, (*nsPod)(cnpPod(pe.Pods)), nil, nil, nil, o, fmt.Sprintf("%s.from[%d]", f, j)); ferr != nil {
-				return nil, ferr
-			}
+			peers[j] = upPeer{namespaces: pe.Namespaces, pods: (*nsPod)(cnpPod(pe.Pods))}
 		}
-		u.in = append(u.in, ur)
+		return act, ports, peers, ferr
+	}); ferr != nil {
+		return nil, ferr
 	}
-	for i, r := range p.Spec.Egress {
-		f := fmt.Sprintf("spec.egress[%d]", i)
-		ur := upRule{np: npRule{id: fmt.Sprintf("%s/egress/%d", u.key, i)}}
-		if ur.action, ferr = action(r.Action, f+".action"); ferr != nil {
-			return nil, ferr
+	if u.eg, ferr = e.walkUpRules(u, o, "egress", len(p.Spec.Egress), func(i int, f string) (ir.Action, portList, []upPeer, *FieldError) {
+		r := p.Spec.Egress[i]
+		act, ferr := action(r.Action, f+".action")
+		if ferr != nil {
+			return 0, portList{}, nil, ferr
 		}
-		if ur.np.ports, ferr = cnpPorts(r.Protocols, o, f+".protocols"); ferr != nil {
-			return nil, ferr
-		}
-		if len(r.To) == 0 {
-			return nil, o.errf(f+".to", "needs at least one peer")
-		}
+		ports, ferr := cnpPorts(r.Protocols, o, f+".protocols")
+		peers := make([]upPeer, len(r.To))
 		for j, pe := range r.To {
 			nets := make([]string, len(pe.Networks))
 			for k, n := range pe.Networks {
 				nets[k] = string(n)
 			}
-			if ferr = e.addPeer(&ur, pe.Namespaces, (*nsPod)(cnpPod(pe.Pods)), pe.Nodes, nets, pe.DomainNames, o, fmt.Sprintf("%s.to[%d]", f, j)); ferr != nil {
-				return nil, ferr
-			}
+			peers[j] = upPeer{namespaces: pe.Namespaces, pods: (*nsPod)(cnpPod(pe.Pods)), nodes: pe.Nodes, networks: nets, domains: pe.DomainNames}
 		}
-		u.eg = append(u.eg, ur)
+		return act, ports, peers, ferr
+	}); ferr != nil {
+		return nil, ferr
 	}
 	e.finishUp(u)
 	return u, nil
@@ -393,37 +385,29 @@ func (e *Engine) convertANP(kind, name string, baseline bool, prio int32, subj a
 		}
 		return 0, o.errf(f, "unknown action %q (want %s)", a, want)
 	}
-	for i, r := range ingress {
-		f := fmt.Sprintf("spec.ingress[%d]", i)
-		ur := upRule{np: npRule{id: fmt.Sprintf("%s/ingress/%d", u.key, i)}}
-		if ur.action, ferr = action(r.Action, f+".action"); ferr != nil {
-			return nil, ferr
+	if u.in, ferr = e.walkUpRules(u, o, "ingress", len(ingress), func(i int, f string) (ir.Action, portList, []upPeer, *FieldError) {
+		r := ingress[i]
+		act, ferr := action(r.Action, f+".action")
+		if ferr != nil {
+			return 0, portList{}, nil, ferr
 		}
-		if ur.np.ports, ferr = anpPorts(r.Ports, o, f+".ports"); ferr != nil {
-			return nil, ferr
-		}
-		if len(r.From) == 0 {
-			return nil, o.errf(f+".from", "needs at least one peer")
-		}
+		ports, ferr := anpPorts(r.Ports, o, f+".ports")
+		peers := make([]upPeer, len(r.From))
 		for j, pe := range r.From {
-			if ferr = e.addPeer(&ur, pe.Namespaces, (*nsPod)(pe.Pods), nil, nil, nil, o, fmt.Sprintf("%s.from[%d]", f, j)); ferr != nil {
-				return nil, ferr
-			}
+			peers[j] = upPeer{namespaces: pe.Namespaces, pods: (*nsPod)(pe.Pods)}
 		}
-		u.in = append(u.in, ur)
+		return act, ports, peers, ferr
+	}); ferr != nil {
+		return nil, ferr
 	}
-	for i, r := range egress {
-		f := fmt.Sprintf("spec.egress[%d]", i)
-		ur := upRule{np: npRule{id: fmt.Sprintf("%s/egress/%d", u.key, i)}}
-		if ur.action, ferr = action(r.Action, f+".action"); ferr != nil {
-			return nil, ferr
+	if u.eg, ferr = e.walkUpRules(u, o, "egress", len(egress), func(i int, f string) (ir.Action, portList, []upPeer, *FieldError) {
+		r := egress[i]
+		act, ferr := action(r.Action, f+".action")
+		if ferr != nil {
+			return 0, portList{}, nil, ferr
 		}
-		if ur.np.ports, ferr = anpPorts(r.Ports, o, f+".ports"); ferr != nil {
-			return nil, ferr
-		}
-		if len(r.To) == 0 {
-			return nil, o.errf(f+".to", "needs at least one peer")
-		}
+		ports, ferr := anpPorts(r.Ports, o, f+".ports")
+		peers := make([]upPeer, len(r.To))
 		for j, pe := range r.To {
 			nets := make([]string, len(pe.Networks))
 			for k, n := range pe.Networks {
@@ -433,14 +417,55 @@ func (e *Engine) convertANP(kind, name string, baseline bool, prio int32, subj a
 			for _, d := range pe.DomainNames {
 				dns = append(dns, cnpv1beta1.DomainName(d))
 			}
-			if ferr = e.addPeer(&ur, pe.Namespaces, (*nsPod)(pe.Pods), pe.Nodes, nets, dns, o, fmt.Sprintf("%s.to[%d]", f, j)); ferr != nil {
-				return nil, ferr
-			}
+			peers[j] = upPeer{namespaces: pe.Namespaces, pods: (*nsPod)(pe.Pods), nodes: pe.Nodes, networks: nets, domains: dns}
 		}
-		u.eg = append(u.eg, ur)
+		return act, ports, peers, ferr
+	}); ferr != nil {
+		return nil, ferr
 	}
 	e.finishUp(u)
 	return u, nil
+}
+
+// upPeer is one rule peer in the shape that every upstream version and
+// kind shares; ingress peers have no nodes, networks or domains.
+type upPeer struct {
+	namespaces *metav1.LabelSelector
+	pods       *nsPod
+	nodes      *metav1.LabelSelector
+	networks   []string
+	domains    []cnpv1beta1.DomainName
+}
+
+// walkUpRules converts the n rules of one direction ("ingress" or
+// "egress") of an upstream policy: rule returns rule i's action, ports and
+// peers, or the first error in them; the walker names the rules, requires
+// a peer and converts the peers.
+func (e *Engine) walkUpRules(u *upInfo, o objCtx, dir string, n int, rule func(i int, field string) (ir.Action, portList, []upPeer, *FieldError)) ([]upRule, *FieldError) {
+	peerField := "from"
+	if dir == "egress" {
+		peerField = "to"
+	}
+	var out []upRule
+	for i := 0; i < n; i++ {
+		f := fmt.Sprintf("spec.%s[%d]", dir, i)
+		ur := upRule{np: npRule{id: fmt.Sprintf("%s/%s/%d", u.key, dir, i)}}
+		var peers []upPeer
+		var ferr *FieldError
+		if ur.action, ur.np.ports, peers, ferr = rule(i, f); ferr != nil {
+			return nil, ferr
+		}
+		if len(peers) == 0 {
+			return nil, o.errf(f+"."+peerField, "needs at least one peer")
+		}
+		for j, pe := range peers {
+			if ferr = e.addPeer(&ur, pe.namespaces, pe.pods, pe.nodes, pe.networks, pe.domains, o, fmt.Sprintf("%s.%s[%d]", f, peerField, j)); ferr != nil {
+				return nil, ferr
+			}
+		}
+		out = append(out, ur)
+	}
+	return out, nil
 }
 
 // nsPod is the shared shape of NamespacedPod in every upstream version.
