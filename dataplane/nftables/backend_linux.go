@@ -656,4 +656,3 @@ func (b *Backend) applyDelta(old, want *state, d *delta) (int, error) {
 	}
 	return x.ops, b.commit(x)
 }
-

@@ -178,4 +178,3 @@ func elemVerdict(e nftables.SetElement) verdict {
 	}
 	return v
 }
-
