@@ -5,6 +5,7 @@ package nftables
 import (
 	"container/heap"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -159,8 +160,13 @@ func compileTier(tn string, rules []ir.Rule, d ir.Direction, v6 bool, o compileO
 		}
 		pieces = append(pieces, piece{lo: s.lo, hi: s.hi, res: res, key: k})
 	}
-	main := &mapSpec{name: tn + "-m", v6: v6, kind: mapAddrProtoPort, elems: map[string]mapElem{}}
-	other := &mapSpec{name: tn + "-o", v6: v6, kind: mapAddrProto, elems: map[string]mapElem{}}
+	nm, no := 0, 0
+	for _, p := range pieces {
+		nm += len(p.res.main)
+		no += len(p.res.other)
+	}
+	main := &mapSpec{name: tn + "-m", v6: v6, kind: mapAddrProtoPort, elems: make(map[string]mapElem, nm)}
+	other := &mapSpec{name: tn + "-o", v6: v6, kind: mapAddrProto, elems: make(map[string]mapElem, no)}
 	for _, p := range pieces {
 		lo, hi := p.lo.AsSlice(), p.hi.AsSlice()
 		for _, c := range p.res.main {
@@ -218,9 +224,9 @@ func segments(refs []string, sets map[string]*cachedSet, v6 bool) []segment {
 			}
 		}
 	}
-	sort.Slice(evs, func(i, j int) bool { return evs[i].at.Less(evs[j].at) })
+	slices.SortFunc(evs, func(a, b event) int { return a.at.Compare(b.at) })
 	mem := make([]byte, (len(refs)+7)/8)
-	var out []segment
+	out := make([]segment, 0, len(evs)+1)
 	cur := zero
 	for i := 0; i < len(evs); {
 		at := evs[i].at
@@ -299,6 +305,10 @@ func resolve(rules []*tierRule) *resolution {
 		}
 	}
 	var noPort [256]int
+	var anyCells []portCell // shared by every protocol the any-rule decides
+	if anyRule >= 0 {
+		anyCells = []portCell{{0, 65535, rules[anyRule].v}}
+	}
 	for p := 0; p < 256; p++ {
 		noPort[p] = -1
 		if isPortProto(p) {
@@ -309,7 +319,11 @@ func resolve(rules []*tierRule) *resolution {
 			r = s
 		}
 		noPort[p] = r
-		if r >= 0 {
+		switch {
+		case r < 0:
+		case r == anyRule:
+			byProto[p] = anyCells
+		default:
 			byProto[p] = []portCell{{0, 65535, rules[r].v}}
 		}
 	}
@@ -317,6 +331,9 @@ func resolve(rules []*tierRule) *resolution {
 	equal := func(a, b []portCell) bool {
 		if len(a) != len(b) {
 			return false
+		}
+		if len(a) == 0 || &a[0] == &b[0] {
+			return true
 		}
 		for i := range a {
 			if a[i] != b[i] {
