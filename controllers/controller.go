@@ -196,7 +196,8 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (*Controller, error) 
 	}
 	auth := &stream.TokenReviewAuthenticator{Reviews: cs.AuthenticationV1().TokenReviews(), Access: cs.AuthorizationV1().SubjectAccessReviews(), AgentUsers: users, CacheTTL: 30 * time.Second}
 	srv := &stream.Server{Hub: hub, Auth: auth, Log: log.WithName("stream"), StatusFunc: c.status,
-		OnSession: func(_ string, d int) { m.ConnectedAgents.Add(float64(d)) }}
+		OnSession:      func(_ string, d int) { m.ConnectedAgents.Add(float64(d)) },
+		OnEndpointHint: model.Hint}
 	if err := setupFlows(ctx, mgr, srv, o.FlowPersistInterval); err != nil {
 		return nil, err
 	}

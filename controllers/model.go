@@ -46,6 +46,10 @@ type Model struct {
 	nodeRefs map[string]map[policy.ObjectRef]struct{}
 	refNodes map[policy.ObjectRef]map[string]struct{}
 	nodeGen  map[string]uint64
+	// hints are endpoint hints from agents; bare are pods without status
+	// IPs that a hint may complete (see Hint).
+	hints map[string]podHint
+	bare  map[string]*corev1.Pod
 
 	kick chan struct{}
 
@@ -74,6 +78,7 @@ func NewModel(hub *stream.Hub, debounce time.Duration, m *Metrics, log logr.Logg
 		log: log.WithName("model"), hub: hub, debounce: debounce, metrics: m, now: time.Now,
 		eng: policy.New(), objs: map[policy.ObjectRef]*objTrack{}, k8sNode: map[string]bool{}, pending: map[string]bool{},
 		nodeRefs: map[string]map[policy.ObjectRef]struct{}{}, refNodes: map[policy.ObjectRef]map[string]struct{}{}, nodeGen: map[string]uint64{},
+		hints: map[string]podHint{}, bare: map[string]*corev1.Pod{},
 		kick: make(chan struct{}, 1),
 	}
 	hub.SetOnAck(md.onAck)
@@ -131,7 +136,7 @@ func (m *Model) Upsert(obj any) {
 	defer m.mu.Unlock()
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		m.eng.SetPod(o)
+		m.eng.SetPod(m.hintedLocked(o))
 	case *corev1.Namespace:
 		m.eng.SetNamespace(o)
 	case *corev1.Node:
@@ -163,6 +168,7 @@ func (m *Model) Delete(obj any) {
 	defer m.mu.Unlock()
 	switch o := obj.(type) {
 	case *corev1.Pod:
+		m.forgetHintLocked(o.Namespace, o.Name)
 		m.eng.DeletePod(o.Namespace, o.Name)
 	case *corev1.Namespace:
 		m.eng.DeleteNamespace(o.Name)

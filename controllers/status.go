@@ -339,8 +339,9 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 		st.Phase = v1alpha1.QuarantinePending
 	}
 	nowEnded := st.Phase == v1alpha1.QuarantineExpired || st.Phase == v1alpha1.QuarantineReleased
+	st.AuthenticatedRequester = q.Annotations[v1alpha1.AuthenticatedRequesterAnnotation]
 	if nowEnded && st.EndedAt == nil {
-		t := metav1.NewTime(now.Truncate(time.Second))
+		t := metav1.NewMicroTime(now.Truncate(time.Microsecond))
 		st.EndedAt = &t
 	}
 	if !ended || !nowEnded {
@@ -352,13 +353,13 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 		for _, n := range real.Desired {
 			qn := v1alpha1.QuarantineNode{Node: n, Error: real.Failed[n]}
 			if at, ok := real.NodeEnforcedAt[n]; ok {
-				t := metav1.NewTime(at.Truncate(time.Second))
+				t := metav1.NewMicroTime(at.Truncate(time.Microsecond))
 				qn.EnforcedAt = &t
 			}
 			st.Nodes = append(st.Nodes, qn)
 		}
 		if s.enforced && len(real.MatchedPods) > 0 && podNodesEnforced(real) && st.EnforcedAt == nil && !real.EnforcedAt.IsZero() {
-			t := metav1.NewTime(real.EnforcedAt.Truncate(time.Second))
+			t := metav1.NewMicroTime(real.EnforcedAt.Truncate(time.Microsecond))
 			st.EnforcedAt = &t
 		}
 	}

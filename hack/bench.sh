@@ -18,3 +18,6 @@ if [[ -z "${SKIP_FUZZ:-}" ]] && grep -rqs 'func FuzzEngine' internal/policy; the
   go test -run '^$' -fuzz '^FuzzEngine$' -fuzztime "${FUZZ_TIME:-2m}" ./internal/policy
 fi
 BULKHEAD_BENCH=1 go test -tags labbench -run '^TestQuarantineLatency$' -count 1 -v -timeout 30m ./test/bench/
+# Dataplane throughput, connection rate and delta enforcement, side by side
+# (no filter, nftables, eBPF, legacy iptables; 100/1k/10k rules).
+BULKHEAD_BENCH=1 go test -tags labbench -run '^TestDataplaneThroughput$' -count 1 -v -timeout 60m ./test/bench/

@@ -99,12 +99,20 @@ const (
 	QuarantineReleased QuarantinePhase = "Released"
 )
 
+// AuthenticatedRequesterAnnotation holds the username the API server
+// authenticated for the request that created a Quarantine. The
+// MutatingAdmissionPolicy in config/admission sets it on create (over any
+// client value) and its ValidatingAdmissionPolicy keeps it immutable; the
+// controller copies it to status.authenticatedRequester.
+const AuthenticatedRequesterAnnotation = "segmentation.bulkhead.dev/authenticated-requester"
+
 // QuarantineNode records when one node enforced the quarantine.
 type QuarantineNode struct {
 	Node string `json:"node"`
-	// EnforcedAt is when the node's agent acknowledged it.
+	// EnforcedAt is when the node's agent acknowledged it, to the
+	// microsecond.
 	// +optional
-	EnforcedAt *metav1.Time `json:"enforcedAt,omitempty"`
+	EnforcedAt *metav1.MicroTime `json:"enforcedAt,omitempty"`
 	// Error is the node's failure to program it, if any.
 	// +optional
 	Error string `json:"error,omitempty"`
@@ -117,7 +125,8 @@ type QuarantineStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// AuthenticatedRequester is the user the API server saw create the
-	// object, when it could be established.
+	// object, copied from the AuthenticatedRequesterAnnotation that the
+	// admission policy in config/admission sets; empty without it.
 	// +optional
 	AuthenticatedRequester string `json:"authenticatedRequester,omitempty"`
 	// MatchedPods lists the pods isolated now, as namespace/name.
@@ -132,12 +141,13 @@ type QuarantineStatus struct {
 	// RequestedAt is when the quarantine was created.
 	// +optional
 	RequestedAt *metav1.Time `json:"requestedAt,omitempty"`
-	// EnforcedAt is when every node that hosts a matched pod enforced it.
+	// EnforcedAt is when every node that hosts a matched pod enforced
+	// it, to the microsecond.
 	// +optional
-	EnforcedAt *metav1.Time `json:"enforcedAt,omitempty"`
-	// EndedAt is when it expired or was released.
+	EnforcedAt *metav1.MicroTime `json:"enforcedAt,omitempty"`
+	// EndedAt is when it expired or was released, to the microsecond.
 	// +optional
-	EndedAt *metav1.Time `json:"endedAt,omitempty"`
+	EndedAt *metav1.MicroTime `json:"endedAt,omitempty"`
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -147,7 +147,7 @@ func TestBuildQuarantineSpec(t *testing.T) {
 
 func TestWriteShow(t *testing.T) {
 	created := metav1.NewTime(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
-	enf := metav1.NewTime(created.Add(time.Second))
+	enf := metav1.NewMicroTime(created.Add(1234567 * time.Microsecond))
 	yes := true
 	q := &v1alpha1.Quarantine{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "q-api-0-x", CreationTimestamp: created},
@@ -171,7 +171,7 @@ Target:        pod/api-0
 Reason:        c2
 Requested by:  alice (authenticated: alice)
 Created:       2026-12-01T10:00:00Z
-Enforced:      2026-12-01T10:00:01Z
+Enforced:      2026-12-01T10:00:01.234567Z
 Expires:       never (until released)
 Ended:         -
 Cut conns:     true
@@ -180,9 +180,9 @@ Allow from:    cidr:10.0.0.9/32:TCP/22
 Allow to:      -
 Matched pods:  shop/api-0
 Nodes:
-  NODE  ENFORCED AT           AFTER CREATE (1s resolution)  ERROR
-  n1    2026-12-01T10:00:01Z  1s                            -
-  n2    -                     -                             nft: boom
+  NODE  ENFORCED AT                  AFTER CREATE  ERROR
+  n1    2026-12-01T10:00:01.234567Z  1.235s        -
+  n2    -                            -             nft: boom
 Events:
   TIME                  TYPE    REASON   MESSAGE
   2026-12-01T10:00:00Z  Normal  Pending  quarantine requested

@@ -98,6 +98,8 @@ type Agent struct {
 	// failed is set while desired could not be enforced.
 	failed bool
 	sess   *stream.Session
+	// waits are pending Admit calls.
+	waits []*admitWait
 
 	flows *flowPipe
 
@@ -143,6 +145,8 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return a, nil
 }
+
+type irEndpoint = ir.Endpoint
 
 // Ready reports whether a snapshot has been enforced since start.
 func (a *Agent) Ready() bool { return a.ready.Load() }
@@ -207,6 +211,10 @@ func (a *Agent) session(ctx context.Context, addr string) (got bool, err error) 
 		return false, err
 	}
 	a.m.Connected.Set(1)
+	a.mu.Lock()
+	a.sess = sess
+	a.hintPendingLocked(sess.Hint)
+	a.mu.Unlock()
 	defer a.m.Connected.Set(0)
 	defer func() {
 		a.mu.Lock()
@@ -309,6 +317,7 @@ func (a *Agent) syncLocked(ctx context.Context, trigger string) error {
 	a.log.V(1).Info("synced", "trigger", trigger, "epoch", a.epoch, "generation", a.gen, "took", time.Since(start))
 	a.applied = State{Epoch: a.epoch, Generation: a.gen}
 	a.flows.setEndpoints(a.desired)
+	a.admitLocked()
 	if err := a.persist(); err != nil {
 		a.log.Error(err, "persisting agent state")
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
+	"github.com/bulkhead-dev/bulkhead/dataplane/agent/endpointapi"
 	"github.com/bulkhead-dev/bulkhead/internal/stream"
 )
 
@@ -35,6 +37,10 @@ type Options struct {
 	HealthAddr     string
 	ResyncInterval time.Duration
 	Verbosity      int
+	// EndpointSocket is the local endpoint API's unix socket (see
+	// package endpointapi); empty means <state-dir>/endpoint.sock,
+	// "none" disables it.
+	EndpointSocket string
 	// Flow pipeline.
 	Flows           bool
 	FlowInterval    time.Duration
@@ -58,6 +64,7 @@ func (o *Options) Bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.HealthAddr, "health-addr", ":9091", "/healthz and /readyz listen address; empty disables")
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", 30*time.Second, "re-enforce the current policy this often to repair drift; 0 disables")
 	fs.IntVar(&o.Verbosity, "v", 0, "log verbosity")
+	fs.StringVar(&o.EndpointSocket, "endpoint-socket", "", "unix socket of the local endpoint API a CNI calls before bringing a pod's network up (default <state-dir>/"+endpointapi.SocketName+"; \"none\" disables)")
 	fs.BoolVar(&o.Flows, "flows", true, "read flow records from the dataplane and report edge summaries to the controller")
 	fs.DurationVar(&o.FlowInterval, "flow-interval", DefaultFlowInterval, "how often flow edge summaries are reported")
 	fs.IntVar(&o.MaxPendingEdges, "flow-max-edges", DefaultMaxPendingEdges, "most distinct edges held per interval; further ones are dropped and counted")
@@ -100,6 +107,16 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("--flow-log-max-bytes %d must be positive", o.FlowLogMaxBytes))
 	}
 	return errors.Join(errs...)
+}
+
+func (o *Options) endpointSocket() string {
+	switch o.EndpointSocket {
+	case "none":
+		return ""
+	case "":
+		return filepath.Join(o.StateDir, endpointapi.SocketName)
+	}
+	return o.EndpointSocket
 }
 
 func (o *Options) controllers() []string {
@@ -177,6 +194,27 @@ func Main(ctx context.Context, o Options) error {
 		if err := serveHTTP(ctx, log, "health", o.HealthAddr, HealthHandler(a)); err != nil {
 			return err
 		}
+	}
+	if sock := o.endpointSocket(); sock != "" {
+		if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+			return fmt.Errorf("creating the endpoint socket directory: %w", err)
+		}
+		lis, err := endpointapi.Listen(sock)
+		if err != nil {
+			return fmt.Errorf("--endpoint-socket: %w", err)
+		}
+		srv := &http.Server{Handler: EndpointHandler(a), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			<-ctx.Done()
+			_ = srv.Close()
+			_ = os.Remove(sock)
+		}()
+		go func() {
+			if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error(err, "endpoint API stopped")
+			}
+		}()
+		log.Info("endpoint API listening", "socket", sock)
 	}
 	log.Info("starting", "node", o.Node, "controllers", o.Controllers, "backend", backend.Name(), "netns", o.NetNS)
 	return a.Run(ctx)

@@ -5,12 +5,17 @@ package nftables
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
+	"github.com/bulkhead-dev/bulkhead/internal/netns"
 )
 
 func BenchmarkProgram(b *testing.B) {
@@ -176,5 +181,148 @@ func BenchmarkRevocation(b *testing.B) {
 	b.ReportMetric(float64(txn.Microseconds())/float64(b.N)/1000, "ms/transaction")
 	if s := be.Stats(); s.ConnectionsCut < b.N {
 		b.Fatalf("cut %d connections, want at least %d", s.ConnectionsCut, b.N)
+	}
+}
+
+// connRatePolicy gives pod b (index 1) a NetworkPolicy tier of n diverse
+// rules whose last one is the only one that accepts the client (pod a,
+// index 0) on TCP 8080, then a baseline deny. The other rules name 200
+// selector sets of addresses outside the topology, with distinct ports
+// over TCP and UDP, so a linear rule walk visits every one of them before
+// it accepts. Pod c (index 2) gets the same with 100 rules; pod d (index
+// 3) has no tiers at all (the base chains and an empty endpoint chain).
+func connRatePolicy(topo *dptest.Topology, n100, n int) *ir.NodePolicy {
+	var sets []ir.AddressSet
+	for i := 0; i < 200; i++ {
+		var ps []netip.Prefix
+		for j := 0; j < 5; j++ {
+			ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 245, byte(i), byte(j*7 + 1)}), 32))
+		}
+		sets = append(sets, dptest.Set(fmt.Sprintf("sel-%03d", i), ps...))
+	}
+	sets = append(sets, dptest.Set("client", topo.Pods[0].Prefixes()...))
+	np := topo.Policy(sets...)
+	tier := func(ep string, n int) []ir.Tier {
+		t := ir.Tier{Kind: ir.TierNetworkPolicy}
+		for k := 0; k < n-1; k++ {
+			t.Rules = append(t.Rules, ir.Rule{
+				ID:     fmt.Sprintf("NetworkPolicy/bench/%s-%d/ingress/0", ep, k),
+				Peer:   ir.PeerMatch{Set: fmt.Sprintf("sel-%03d", k%200)},
+				Ports:  []ir.PortRange{{Protocol: []ir.Protocol{ir.TCP, ir.UDP}[k%2], From: uint16(10000 + k), To: uint16(10000 + k + k%3)}},
+				Action: ir.Accept,
+			})
+		}
+		t.Rules = append(t.Rules, dptest.Rule("NetworkPolicy/bench/"+ep+"/client", "client", false, ir.Accept, ir.PortRange{Protocol: ir.TCP, From: 8080, To: 8080}))
+		return []ir.Tier{t, dptest.Tier(ir.TierBaseline, dptest.Rule("Zone/bench/baseline", "", false, ir.Deny))}
+	}
+	for i := range np.Endpoints {
+		switch np.Endpoints[i].Name {
+		case topo.Pods[1].Name:
+			np.Endpoints[i].Ingress.Tiers = tier("big", n)
+		case topo.Pods[2].Name:
+			np.Endpoints[i].Ingress.Tiers = tier("small", n100)
+		}
+	}
+	return np
+}
+
+// dialLoop opens and resets TCP connections from pod from to addr:8080
+// for d and returns connections per second. Every connection completes
+// its handshake; a failure aborts the benchmark.
+func dialLoop(b *testing.B, from *dptest.Pod, addr netip.Addr, d time.Duration) float64 {
+	n := 0
+	var start time.Time
+	err := netns.Do(from.Path, func() error {
+		dst := netip.AddrPortFrom(addr, 8080).String()
+		dl := net.Dialer{Timeout: time.Second}
+		start = time.Now()
+		for time.Since(start) < d {
+			c, err := dl.Dial("tcp", dst)
+			if err != nil {
+				return err
+			}
+			// RST instead of FIN: no TIME_WAIT, so ports do not run out.
+			_ = c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatalf("connection %d to %v: %v", n, addr, err)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// BenchmarkNewConnections measures the new-connection rate through the
+// backend: TCP handshakes from pod a to a pod whose ingress tier holds
+// 10,000 rules, one with 100 rules, and one with no tiers, alternating
+// destinations in each of rounds runs. It reports the median of the
+// per-round ratios to the no-tier pod, and their spread (min, max).
+// Run it with -benchtime=1x; BULKHEAD_BENCH_ROUNDS overrides the 10
+// rounds.
+func BenchmarkNewConnections(b *testing.B) {
+	rounds := 10
+	if v, err := strconv.Atoi(os.Getenv("BULKHEAD_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	topo := dptest.NewTopology(b, 4)
+	be := newBackend(b, topo.NodePath, Options{})
+	ctx := context.Background()
+	np := connRatePolicy(topo, 100, 10000)
+	start := time.Now()
+	if err := be.Sync(ctx, np); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("programmed %d nft rules and %d elements in %v", be.applied.ruleCount(), be.applied.elementCount(), time.Since(start).Round(time.Millisecond))
+	a := topo.Pods[0]
+	// The baseline deny must really stand behind the last rule: a peer
+	// outside the client set is refused.
+	if err := dptest.ProbeTCP(topo.Pods[3], topo.Pods[1].IP4, 8080); err == nil {
+		b.Fatal("pod d reached pod b: the benchmark policy does not filter")
+	}
+	dests := []struct {
+		name string
+		addr netip.Addr
+	}{{"none", topo.Pods[3].IP4}, {"100", topo.Pods[2].IP4}, {"10k", topo.Pods[1].IP4}}
+	const per = 500 * time.Millisecond
+	for _, d := range dests { // warm up
+		dialLoop(b, a, d.addr, 100*time.Millisecond)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var r100, r10k, cps []float64
+		for r := 0; r < rounds; r++ {
+			got := map[string]float64{}
+			// Alternate the order so that drift in the machine's load
+			// does not favour one destination.
+			for k := range dests {
+				d := dests[(k+r)%len(dests)]
+				got[d.name] = dialLoop(b, a, d.addr, per)
+			}
+			b.Logf("round %d: none %.0f/s, 100 rules %.0f/s, 10k rules %.0f/s", r, got["none"], got["100"], got["10k"])
+			r100 = append(r100, got["100"]/got["none"])
+			r10k = append(r10k, got["10k"]/got["none"])
+			cps = append(cps, got["none"])
+		}
+		med := func(v []float64) (float64, float64, float64) {
+			s := slices.Clone(v)
+			slices.Sort(s)
+			m := s[len(s)/2]
+			if len(s)%2 == 0 {
+				m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+			}
+			return m, s[0], s[len(s)-1]
+		}
+		m, lo, hi := med(r10k)
+		b.ReportMetric(m, "ratio-10k")
+		b.ReportMetric(lo, "ratio-10k-min")
+		b.ReportMetric(hi, "ratio-10k-max")
+		m, lo, hi = med(r100)
+		b.ReportMetric(m, "ratio-100")
+		b.ReportMetric(lo, "ratio-100-min")
+		b.ReportMetric(hi, "ratio-100-max")
+		m, _, _ = med(cps)
+		b.ReportMetric(m, "conn/s-none")
 	}
 }

@@ -5,16 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/bulkhead-dev/bulkhead/dataplane/agent/endpointapi"
 	"github.com/bulkhead-dev/bulkhead/internal/netns"
 )
 
@@ -32,13 +36,24 @@ func lockState(dir string) (unlock func(), err error) {
 	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
-// AddPod adds a pod to the running lab in dir, as a kubelet and CNI would
-// after the scheduler placed it: it is recorded in the plan (node > 0
-// pins it to that node), gets its namespace, veth and addresses, its Pod
-// object is created with owners as ownerReferences and marked Running and
-// Ready with status.podIPs, and AddPod returns once the lab's probe server
-// listens in it (when the lab serves TCP ports). The controller and agents
-// see it through the API server like any other pod.
+// AdmitTimeout bounds how long AddPod waits for the node's agent to
+// program a new pod's policy.
+var AdmitTimeout = 10 * time.Second
+
+// AddPod adds a pod to the running lab in dir, as a scheduler, kubelet
+// and CNI would: it is recorded in the plan (node > 0 pins it to that
+// node), gets its namespace, veth and addresses with its eth0 held down,
+// and its Pod object is created bound to the node (Pending, no IPs, with
+// owners as ownerReferences). Then, as a CNI ADD does, it asks the node's
+// agent over the agent's local endpoint socket to admit the endpoint and
+// waits until the agent reports that policy including the pod's
+// addresses is enforced (at most AdmitTimeout). Only then is eth0 brought
+// up, the pod marked Running and Ready with status.podIPs, and AddPod
+// returns once the lab's probe server listens in it (when the lab serves
+// TCP ports). If the agent cannot admit the pod (controller unreachable,
+// dataplane failure, timeout) AddPod fails closed: the pod stays Pending
+// with its network down and the error names the pod and the reason.
+// A lab without enforcement skips the admission.
 func AddPod(ctx context.Context, dir string, in PodInput, node int, owners []metav1.OwnerReference) (PodPlan, error) {
 	unlock, err := lockState(dir)
 	if err != nil {
@@ -64,6 +79,9 @@ func AddPod(ctx context.Context, dir string, in PodInput, node int, owners []met
 	if err := buildPod(pp); err != nil {
 		return PodPlan{}, errors.Join(fmt.Errorf("pod %s: %w", pp.Key(), err), removePodNetwork(pp))
 	}
+	if err := holdPodNetwork(pp); err != nil {
+		return PodPlan{}, errors.Join(fmt.Errorf("pod %s: %w", pp.Key(), err), removePodNetwork(pp))
+	}
 	if err := st.Save(dir); err != nil {
 		return PodPlan{}, errors.Join(err, removePodNetwork(pp))
 	}
@@ -76,13 +94,101 @@ func AddPod(ctx context.Context, dir string, in PodInput, node int, owners []met
 	if err := ensureNamespace(ctx, cs, pp.Namespace, nsLabels); err != nil {
 		return pp, fmt.Errorf("pod %s: namespace: %w", pp.Key(), err)
 	}
-	if err := registerPod(ctx, cs, st.Plan, pp, metav1.Now()); err != nil {
+	pod, err := createPodObject(ctx, cs, pp)
+	if err != nil {
+		return pp, fmt.Errorf("pod %s: registering: %w", pp.Key(), err)
+	}
+	if err := admitPod(ctx, dir, st, pp); err != nil {
+		return pp, err
+	}
+	if err := releasePodNetwork(pp); err != nil {
+		return pp, fmt.Errorf("pod %s: %w", pp.Key(), err)
+	}
+	if err := setPodRunning(ctx, cs, st.Plan, pp, pod, metav1.Now()); err != nil {
 		return pp, fmt.Errorf("pod %s: registering: %w", pp.Key(), err)
 	}
 	if err := waitProbeServer(ctx, st, pp, 10*time.Second); err != nil {
 		return pp, err
 	}
 	return pp, nil
+}
+
+// AgentEndpointSocket is the local endpoint API socket of node's agent.
+func AgentEndpointSocket(dir, node string) string {
+	return filepath.Join(Layout{dir}.AgentState(node), endpointapi.SocketName)
+}
+
+// admitPod is the CNI's call to the node agent (see package endpointapi).
+func admitPod(ctx context.Context, dir string, st *State, pp PodPlan) error {
+	if st.NoEnforcement != "" {
+		return nil
+	}
+	if p, ok := st.Processes["agent-"+pp.NodeName]; !ok || p.PID == 0 {
+		return nil // the lab runs no agents
+	}
+	_, err := endpointapi.Admit(ctx, AgentEndpointSocket(dir, pp.NodeName), endpointapi.Request{
+		Namespace: pp.Namespace, Name: pp.Name, IPs: []string{pp.IP.String(), pp.IP6.String()},
+		TimeoutSeconds: AdmitTimeout.Seconds(),
+	})
+	if err != nil {
+		return fmt.Errorf("pod %s: its network stays down (fail closed): %w", pp.Key(), err)
+	}
+	return nil
+}
+
+// holdPodNetwork sets the pod's eth0 down (keeping its addresses), so
+// nothing passes between the pod and its node until releasePodNetwork.
+// The node side keeps its host routes, which the eBPF backend needs to
+// find the pod's interface.
+func holdPodNetwork(pp PodPlan) error {
+	if err := writeSysctls(pp.Netns, map[string]string{"net/ipv6/conf/eth0/keep_addr_on_down": "1"}); err != nil {
+		return err
+	}
+	return withPodLink(pp, func(h *netlink.Handle, eth0 netlink.Link) error {
+		if err := h.LinkSetDown(eth0); err != nil {
+			return fmt.Errorf("holding eth0 down: %w", err)
+		}
+		return nil
+	})
+}
+
+// releasePodNetwork brings eth0 up and restores the routes the kernel
+// dropped with the link: the gateway and both default routes.
+func releasePodNetwork(pp PodPlan) error {
+	return withPodLink(pp, func(h *netlink.Handle, eth0 netlink.Link) error {
+		if err := h.LinkSetUp(eth0); err != nil {
+			return fmt.Errorf("setting eth0 up: %w", err)
+		}
+		idx := eth0.Attrs().Index
+		for _, r := range []*netlink.Route{
+			{LinkIndex: idx, Dst: ipNet(netip.PrefixFrom(GatewayIP, 32)), Scope: netlink.SCOPE_LINK},
+			{LinkIndex: idx, Dst: ipNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: GatewayIP.AsSlice(), Flags: int(netlink.FLAG_ONLINK)},
+			{LinkIndex: idx, Dst: ipNet(netip.MustParsePrefix("::/0")), Gw: GatewayIP6.AsSlice()},
+		} {
+			if err := h.RouteReplace(r); err != nil {
+				return fmt.Errorf("restoring route %s on eth0: %w", r.Dst, err)
+			}
+		}
+		return nil
+	})
+}
+
+func withPodLink(pp PodPlan, fn func(*netlink.Handle, netlink.Link) error) error {
+	podNS, err := netns.Open(netns.Path(pp.Netns))
+	if err != nil {
+		return err
+	}
+	defer podNS.Close()
+	h, err := netlink.NewHandleAt(podNS)
+	if err != nil {
+		return fmt.Errorf("netlink handle in %s: %w", pp.Netns, err)
+	}
+	defer h.Close()
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
+		return fmt.Errorf("finding eth0 in %s: %w", pp.Netns, err)
+	}
+	return fn(h, eth0)
 }
 
 // waitProbeServer waits until the probe server daemon listens on the

@@ -102,6 +102,17 @@ func ensureNamespace(ctx context.Context, cs kubernetes.Interface, name string, 
 }
 
 func registerPod(ctx context.Context, cs kubernetes.Interface, p *Plan, pp PodPlan, now metav1.Time) error {
+	got, err := createPodObject(ctx, cs, pp)
+	if err != nil {
+		return err
+	}
+	return setPodRunning(ctx, cs, p, pp, got, now)
+}
+
+// createPodObject creates the pod bound to its node (or reads the one
+// that exists), as the scheduler and the API server leave it: status
+// Pending, no IPs yet.
+func createPodObject(ctx context.Context, cs kubernetes.Interface, pp PodPlan) (*corev1.Pod, error) {
 	spec := *pp.Spec.DeepCopy()
 	spec.NodeName = pp.NodeName
 	spec.AutomountServiceAccountToken = ptr.To(false)
@@ -119,9 +130,12 @@ func registerPod(ctx context.Context, cs kubernetes.Interface, p *Plan, pp PodPl
 	if apierrors.IsAlreadyExists(err) {
 		got, err = cs.CoreV1().Pods(pp.Namespace).Get(ctx, pp.Name, metav1.GetOptions{})
 	}
-	if err != nil {
-		return err
-	}
+	return got, err
+}
+
+// setPodRunning writes the status a kubelet writes once the sandbox and
+// containers run: podIP(s), hostIP, phase Running, Ready.
+func setPodRunning(ctx context.Context, cs kubernetes.Interface, p *Plan, pp PodPlan, got *corev1.Pod, now metav1.Time) error {
 	var node NodePlan
 	for _, n := range p.Nodes {
 		if n.Index == pp.Node {
@@ -143,7 +157,7 @@ func registerPod(ctx context.Context, cs kubernetes.Interface, p *Plan, pp PodPl
 			cond(corev1.ContainersReady), cond(corev1.PodReady),
 		},
 	}
-	for _, c := range spec.Containers {
+	for _, c := range got.Spec.Containers {
 		got.Status.ContainerStatuses = append(got.Status.ContainerStatuses, corev1.ContainerStatus{
 			Name: c.Name, Image: c.Image, ImageID: c.Image, Ready: true, Started: ptr.To(true),
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},

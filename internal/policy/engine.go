@@ -56,6 +56,7 @@ type Engine struct {
 	upNodePeers  bool
 
 	selIntern map[string]*podSel
+	npSerial  uint64
 	dnsSel    *podSel
 
 	c     compileState
@@ -83,6 +84,7 @@ func New() *Engine {
 	}
 	e.dnsSel = e.internSel(&podSel{fixedNS: "kube-system", podSel: labels.SelectorFromSet(labels.Set{"k8s-app": "kube-dns"})})
 	e.c.init()
+	e.globalChanged() // nothing is compiled yet
 	return e
 }
 
@@ -244,10 +246,14 @@ func (e *Engine) SetNetworkPolicy(np *networkingv1.NetworkPolicy) error {
 	}
 	e.indexNP(n, true)
 	e.nps[key] = n
+	// the list is shared with no one; keep it sorted by name
 	list := e.npsByNS[ns]
-	list = slices.DeleteFunc(slices.Clone(list), func(x *npInfo) bool { return x.key == key })
-	list = append(list, n)
-	sort.Slice(list, func(i, j int) bool { return list[i].name < list[j].name })
+	i, found := slices.BinarySearchFunc(list, np.Name, func(x *npInfo, name string) int { return strings.Compare(x.name, name) })
+	if found {
+		list[i] = n
+	} else {
+		list = slices.Insert(list, i, n)
+	}
 	e.npsByNS[ns] = list
 	e.npChanged(old, n)
 	return nil
@@ -262,7 +268,7 @@ func (e *Engine) DeleteNetworkPolicy(namespace, name string) {
 	}
 	delete(e.nps, key)
 	e.indexNP(old, false)
-	e.npsByNS[namespace] = slices.DeleteFunc(slices.Clone(e.npsByNS[namespace]), func(x *npInfo) bool { return x.key == key })
+	e.npsByNS[namespace] = slices.DeleteFunc(e.npsByNS[namespace], func(x *npInfo) bool { return x.key == key })
 	if len(e.npsByNS[namespace]) == 0 {
 		delete(e.npsByNS, namespace)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -139,6 +140,17 @@ func (s *Session) Ack(epoch string, generation uint64, err error) error {
 // concurrently with another send on the session.
 func (s *Session) Report(r *pb.FlowReport) error {
 	return s.st.Send(&pb.AgentMessage{Msg: &pb.AgentMessage_Flows{Flows: r}})
+}
+
+// Hint tells the controller the addresses just assigned to a local pod
+// (see EndpointHint). Like Ack, it must not be called concurrently with
+// another send on the session.
+func (s *Session) Hint(namespace, name string, ips []netip.Addr) error {
+	h := &pb.EndpointHint{Namespace: namespace, Name: name}
+	for _, ip := range ips {
+		h.Ips = append(h.Ips, ip.String())
+	}
+	return s.st.Send(&pb.AgentMessage{Msg: &pb.AgentMessage_Endpoint{Endpoint: h}})
 }
 
 // Close ends the session's sending side.

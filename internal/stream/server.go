@@ -3,6 +3,8 @@ package stream
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/go-logr/logr"
@@ -29,6 +31,11 @@ type Server struct {
 	// OnFlows, when set, receives each FlowReport an agent sends. It runs
 	// on the session's receive loop and must not block for long.
 	OnFlows func(node string, r *pb.FlowReport)
+	// OnEndpointHint, when set, receives each EndpointHint with the
+	// session's authenticated node and the parsed addresses. It runs on
+	// the receive loop and must not block for long. A hint with a
+	// malformed address ends the session with InvalidArgument.
+	OnEndpointHint func(node, namespace, name string, ips []netip.Addr)
 	// FlowBus serves the Flows call; nil makes Flows Unimplemented.
 	FlowBus *FlowBus
 }
@@ -104,9 +111,21 @@ func (s *Server) Watch(st pb.PolicyStream_WatchServer) error {
 				}
 				continue
 			}
+			if h := m.GetEndpoint(); h != nil {
+				ips, err := hintIPs(h)
+				if err != nil {
+					recvErr <- status.Error(codes.InvalidArgument, err.Error())
+					return
+				}
+				log.V(1).Info("endpoint hint", "pod", h.GetNamespace()+"/"+h.GetName(), "ips", h.GetIps())
+				if s.OnEndpointHint != nil {
+					s.OnEndpointHint(node, h.GetNamespace(), h.GetName(), ips)
+				}
+				continue
+			}
 			a := m.GetAck()
 			if a == nil {
-				recvErr <- status.Error(codes.InvalidArgument, "after Hello only Acks and FlowReports may be sent")
+				recvErr <- status.Error(codes.InvalidArgument, "after Hello only Acks, FlowReports and EndpointHints may be sent")
 				return
 			}
 			if !s.Hub.Ack(node, a.GetEpoch(), a.GetGeneration(), a.GetError()) {
@@ -148,6 +167,25 @@ func (s *Server) Watch(st pb.PolicyStream_WatchServer) error {
 		}
 		sentGen, sent = gen, pol
 	}
+}
+
+func hintIPs(h *pb.EndpointHint) ([]netip.Addr, error) {
+	key := h.GetNamespace() + "/" + h.GetName()
+	if h.GetNamespace() == "" || h.GetName() == "" {
+		return nil, fmt.Errorf("endpoint hint %q: namespace and name are required", key)
+	}
+	if len(h.GetIps()) == 0 {
+		return nil, fmt.Errorf("endpoint hint %s: no ips", key)
+	}
+	out := make([]netip.Addr, 0, len(h.GetIps()))
+	for i, s := range h.GetIps() {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint hint %s: ips[%d]: %w", key, i, err)
+		}
+		out = append(out, ip.Unmap())
+	}
+	return out, nil
 }
 
 // Status implements the CLI's status call: the caller's own token must

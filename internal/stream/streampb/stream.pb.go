@@ -138,6 +138,7 @@ type AgentMessage struct {
 	//	*AgentMessage_Hello
 	//	*AgentMessage_Ack
 	//	*AgentMessage_Flows
+	//	*AgentMessage_Endpoint
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -207,6 +208,15 @@ func (x *AgentMessage) GetFlows() *FlowReport {
 	return nil
 }
 
+func (x *AgentMessage) GetEndpoint() *EndpointHint {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_Endpoint); ok {
+			return x.Endpoint
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -223,11 +233,83 @@ type AgentMessage_Flows struct {
 	Flows *FlowReport `protobuf:"bytes,3,opt,name=flows,proto3,oneof"`
 }
 
+type AgentMessage_Endpoint struct {
+	Endpoint *EndpointHint `protobuf:"bytes,4,opt,name=endpoint,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Ack) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Flows) isAgentMessage_Msg() {}
+
+func (*AgentMessage_Endpoint) isAgentMessage_Msg() {}
+
+// EndpointHint tells the controller the addresses a CNI just assigned to
+// a pod on the agent's node, before the kubelet writes them to the pod's
+// status. The controller uses them for a pod whose spec.nodeName is the
+// session's (authenticated) node and whose status has no IPs yet; the
+// status, once written, wins.
+type EndpointHint struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// ips are textual IPv4 or IPv6 addresses.
+	Ips           []string `protobuf:"bytes,3,rep,name=ips,proto3" json:"ips,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointHint) Reset() {
+	*x = EndpointHint{}
+	mi := &file_stream_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointHint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointHint) ProtoMessage() {}
+
+func (x *EndpointHint) ProtoReflect() protoreflect.Message {
+	mi := &file_stream_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointHint.ProtoReflect.Descriptor instead.
+func (*EndpointHint) Descriptor() ([]byte, []int) {
+	return file_stream_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EndpointHint) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *EndpointHint) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EndpointHint) GetIps() []string {
+	if x != nil {
+		return x.Ips
+	}
+	return nil
+}
 
 // FlowReport carries one interval of a node's flow observations.
 type FlowReport struct {
@@ -248,7 +330,7 @@ type FlowReport struct {
 
 func (x *FlowReport) Reset() {
 	*x = FlowReport{}
-	mi := &file_stream_proto_msgTypes[1]
+	mi := &file_stream_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -260,7 +342,7 @@ func (x *FlowReport) String() string {
 func (*FlowReport) ProtoMessage() {}
 
 func (x *FlowReport) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[1]
+	mi := &file_stream_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -273,7 +355,7 @@ func (x *FlowReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowReport.ProtoReflect.Descriptor instead.
 func (*FlowReport) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{1}
+	return file_stream_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *FlowReport) GetEdges() []*FlowEdge {
@@ -317,7 +399,7 @@ type FlowEdge struct {
 
 func (x *FlowEdge) Reset() {
 	*x = FlowEdge{}
-	mi := &file_stream_proto_msgTypes[2]
+	mi := &file_stream_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -329,7 +411,7 @@ func (x *FlowEdge) String() string {
 func (*FlowEdge) ProtoMessage() {}
 
 func (x *FlowEdge) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[2]
+	mi := &file_stream_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -342,7 +424,7 @@ func (x *FlowEdge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowEdge.ProtoReflect.Descriptor instead.
 func (*FlowEdge) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{2}
+	return file_stream_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FlowEdge) GetSrc() []byte {
@@ -419,7 +501,7 @@ type Flow struct {
 
 func (x *Flow) Reset() {
 	*x = Flow{}
-	mi := &file_stream_proto_msgTypes[3]
+	mi := &file_stream_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +513,7 @@ func (x *Flow) String() string {
 func (*Flow) ProtoMessage() {}
 
 func (x *Flow) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[3]
+	mi := &file_stream_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +526,7 @@ func (x *Flow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Flow.ProtoReflect.Descriptor instead.
 func (*Flow) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{3}
+	return file_stream_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Flow) GetJson() string {
@@ -468,7 +550,7 @@ type FlowsRequest struct {
 
 func (x *FlowsRequest) Reset() {
 	*x = FlowsRequest{}
-	mi := &file_stream_proto_msgTypes[4]
+	mi := &file_stream_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +562,7 @@ func (x *FlowsRequest) String() string {
 func (*FlowsRequest) ProtoMessage() {}
 
 func (x *FlowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[4]
+	mi := &file_stream_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +575,7 @@ func (x *FlowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowsRequest.ProtoReflect.Descriptor instead.
 func (*FlowsRequest) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{4}
+	return file_stream_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FlowsRequest) GetNamespace() string {
@@ -538,7 +620,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_stream_proto_msgTypes[5]
+	mi := &file_stream_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +632,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[5]
+	mi := &file_stream_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +645,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{5}
+	return file_stream_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Hello) GetNode() string {
@@ -600,7 +682,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_stream_proto_msgTypes[6]
+	mi := &file_stream_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +694,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[6]
+	mi := &file_stream_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +707,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{6}
+	return file_stream_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Ack) GetEpoch() string {
@@ -666,7 +748,7 @@ type ControllerMessage struct {
 
 func (x *ControllerMessage) Reset() {
 	*x = ControllerMessage{}
-	mi := &file_stream_proto_msgTypes[7]
+	mi := &file_stream_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +760,7 @@ func (x *ControllerMessage) String() string {
 func (*ControllerMessage) ProtoMessage() {}
 
 func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[7]
+	mi := &file_stream_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +773,7 @@ func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControllerMessage.ProtoReflect.Descriptor instead.
 func (*ControllerMessage) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{7}
+	return file_stream_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ControllerMessage) GetEpoch() string {
@@ -767,7 +849,7 @@ type Delta struct {
 
 func (x *Delta) Reset() {
 	*x = Delta{}
-	mi := &file_stream_proto_msgTypes[8]
+	mi := &file_stream_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +861,7 @@ func (x *Delta) String() string {
 func (*Delta) ProtoMessage() {}
 
 func (x *Delta) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[8]
+	mi := &file_stream_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +874,7 @@ func (x *Delta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delta.ProtoReflect.Descriptor instead.
 func (*Delta) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{8}
+	return file_stream_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Delta) GetBaseGeneration() uint64 {
@@ -850,7 +932,7 @@ type SetPatch struct {
 
 func (x *SetPatch) Reset() {
 	*x = SetPatch{}
-	mi := &file_stream_proto_msgTypes[9]
+	mi := &file_stream_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +944,7 @@ func (x *SetPatch) String() string {
 func (*SetPatch) ProtoMessage() {}
 
 func (x *SetPatch) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[9]
+	mi := &file_stream_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +957,7 @@ func (x *SetPatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPatch.ProtoReflect.Descriptor instead.
 func (*SetPatch) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{9}
+	return file_stream_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetPatch) GetName() string {
@@ -910,7 +992,7 @@ type NodePolicy struct {
 
 func (x *NodePolicy) Reset() {
 	*x = NodePolicy{}
-	mi := &file_stream_proto_msgTypes[10]
+	mi := &file_stream_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1004,7 @@ func (x *NodePolicy) String() string {
 func (*NodePolicy) ProtoMessage() {}
 
 func (x *NodePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[10]
+	mi := &file_stream_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1017,7 @@ func (x *NodePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodePolicy.ProtoReflect.Descriptor instead.
 func (*NodePolicy) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{10}
+	return file_stream_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NodePolicy) GetNode() string {
@@ -974,7 +1056,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_stream_proto_msgTypes[11]
+	mi := &file_stream_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1068,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[11]
+	mi := &file_stream_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1081,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{11}
+	return file_stream_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Endpoint) GetName() string {
@@ -1053,7 +1135,7 @@ type Chain struct {
 
 func (x *Chain) Reset() {
 	*x = Chain{}
-	mi := &file_stream_proto_msgTypes[12]
+	mi := &file_stream_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1147,7 @@ func (x *Chain) String() string {
 func (*Chain) ProtoMessage() {}
 
 func (x *Chain) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[12]
+	mi := &file_stream_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1160,7 @@ func (x *Chain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chain.ProtoReflect.Descriptor instead.
 func (*Chain) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{12}
+	return file_stream_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Chain) GetTiers() []*Tier {
@@ -1098,7 +1180,7 @@ type Tier struct {
 
 func (x *Tier) Reset() {
 	*x = Tier{}
-	mi := &file_stream_proto_msgTypes[13]
+	mi := &file_stream_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1192,7 @@ func (x *Tier) String() string {
 func (*Tier) ProtoMessage() {}
 
 func (x *Tier) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[13]
+	mi := &file_stream_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1205,7 @@ func (x *Tier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tier.ProtoReflect.Descriptor instead.
 func (*Tier) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{13}
+	return file_stream_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Tier) GetKind() TierKind {
@@ -1153,7 +1235,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_stream_proto_msgTypes[14]
+	mi := &file_stream_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1247,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[14]
+	mi := &file_stream_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1260,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{14}
+	return file_stream_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Rule) GetId() string {
@@ -1226,7 +1308,7 @@ type PeerMatch struct {
 
 func (x *PeerMatch) Reset() {
 	*x = PeerMatch{}
-	mi := &file_stream_proto_msgTypes[15]
+	mi := &file_stream_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1320,7 @@ func (x *PeerMatch) String() string {
 func (*PeerMatch) ProtoMessage() {}
 
 func (x *PeerMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[15]
+	mi := &file_stream_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1333,7 @@ func (x *PeerMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMatch.ProtoReflect.Descriptor instead.
 func (*PeerMatch) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{15}
+	return file_stream_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PeerMatch) GetSet() string {
@@ -1279,7 +1361,7 @@ type PortRange struct {
 
 func (x *PortRange) Reset() {
 	*x = PortRange{}
-	mi := &file_stream_proto_msgTypes[16]
+	mi := &file_stream_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1373,7 @@ func (x *PortRange) String() string {
 func (*PortRange) ProtoMessage() {}
 
 func (x *PortRange) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[16]
+	mi := &file_stream_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1386,7 @@ func (x *PortRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortRange.ProtoReflect.Descriptor instead.
 func (*PortRange) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{16}
+	return file_stream_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PortRange) GetProtocol() uint32 {
@@ -1338,7 +1420,7 @@ type AddressSet struct {
 
 func (x *AddressSet) Reset() {
 	*x = AddressSet{}
-	mi := &file_stream_proto_msgTypes[17]
+	mi := &file_stream_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1432,7 @@ func (x *AddressSet) String() string {
 func (*AddressSet) ProtoMessage() {}
 
 func (x *AddressSet) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[17]
+	mi := &file_stream_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1445,7 @@ func (x *AddressSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddressSet.ProtoReflect.Descriptor instead.
 func (*AddressSet) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{17}
+	return file_stream_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AddressSet) GetName() string {
@@ -1390,7 +1472,7 @@ type Prefix struct {
 
 func (x *Prefix) Reset() {
 	*x = Prefix{}
-	mi := &file_stream_proto_msgTypes[18]
+	mi := &file_stream_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1484,7 @@ func (x *Prefix) String() string {
 func (*Prefix) ProtoMessage() {}
 
 func (x *Prefix) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[18]
+	mi := &file_stream_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1497,7 @@ func (x *Prefix) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prefix.ProtoReflect.Descriptor instead.
 func (*Prefix) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{18}
+	return file_stream_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Prefix) GetAddr() []byte {
@@ -1440,7 +1522,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_stream_proto_msgTypes[19]
+	mi := &file_stream_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1534,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[19]
+	mi := &file_stream_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1547,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{19}
+	return file_stream_proto_rawDescGZIP(), []int{20}
 }
 
 type NodeStatus struct {
@@ -1483,7 +1565,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_stream_proto_msgTypes[20]
+	mi := &file_stream_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1495,7 +1577,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[20]
+	mi := &file_stream_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1508,7 +1590,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{20}
+	return file_stream_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NodeStatus) GetNode() string {
@@ -1569,7 +1651,7 @@ type ObjectStatus struct {
 
 func (x *ObjectStatus) Reset() {
 	*x = ObjectStatus{}
-	mi := &file_stream_proto_msgTypes[21]
+	mi := &file_stream_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1663,7 @@ func (x *ObjectStatus) String() string {
 func (*ObjectStatus) ProtoMessage() {}
 
 func (x *ObjectStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[21]
+	mi := &file_stream_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1676,7 @@ func (x *ObjectStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectStatus.ProtoReflect.Descriptor instead.
 func (*ObjectStatus) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{21}
+	return file_stream_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ObjectStatus) GetKind() string {
@@ -1664,7 +1746,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_stream_proto_msgTypes[22]
+	mi := &file_stream_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1758,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stream_proto_msgTypes[22]
+	mi := &file_stream_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1771,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_stream_proto_rawDescGZIP(), []int{22}
+	return file_stream_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatusResponse) GetEpoch() string {
@@ -1717,12 +1799,17 @@ var File_stream_proto protoreflect.FileDescriptor
 
 const file_stream_proto_rawDesc = "" +
 	"\n" +
-	"\fstream.proto\x12\x12bulkhead.stream.v1\"\xad\x01\n" +
+	"\fstream.proto\x12\x12bulkhead.stream.v1\"\xed\x01\n" +
 	"\fAgentMessage\x121\n" +
 	"\x05hello\x18\x01 \x01(\v2\x19.bulkhead.stream.v1.HelloH\x00R\x05hello\x12+\n" +
 	"\x03ack\x18\x02 \x01(\v2\x17.bulkhead.stream.v1.AckH\x00R\x03ack\x126\n" +
-	"\x05flows\x18\x03 \x01(\v2\x1e.bulkhead.stream.v1.FlowReportH\x00R\x05flowsB\x05\n" +
-	"\x03msg\"\x8e\x01\n" +
+	"\x05flows\x18\x03 \x01(\v2\x1e.bulkhead.stream.v1.FlowReportH\x00R\x05flows\x12>\n" +
+	"\bendpoint\x18\x04 \x01(\v2 .bulkhead.stream.v1.EndpointHintH\x00R\bendpointB\x05\n" +
+	"\x03msg\"R\n" +
+	"\fEndpointHint\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
+	"\x03ips\x18\x03 \x03(\tR\x03ips\"\x8e\x01\n" +
 	"\n" +
 	"FlowReport\x122\n" +
 	"\x05edges\x18\x01 \x03(\v2\x1c.bulkhead.stream.v1.FlowEdgeR\x05edges\x122\n" +
@@ -1867,71 +1954,73 @@ func file_stream_proto_rawDescGZIP() []byte {
 }
 
 var file_stream_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_stream_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_stream_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_stream_proto_goTypes = []any{
 	(TierKind)(0),             // 0: bulkhead.stream.v1.TierKind
 	(Action)(0),               // 1: bulkhead.stream.v1.Action
 	(*AgentMessage)(nil),      // 2: bulkhead.stream.v1.AgentMessage
-	(*FlowReport)(nil),        // 3: bulkhead.stream.v1.FlowReport
-	(*FlowEdge)(nil),          // 4: bulkhead.stream.v1.FlowEdge
-	(*Flow)(nil),              // 5: bulkhead.stream.v1.Flow
-	(*FlowsRequest)(nil),      // 6: bulkhead.stream.v1.FlowsRequest
-	(*Hello)(nil),             // 7: bulkhead.stream.v1.Hello
-	(*Ack)(nil),               // 8: bulkhead.stream.v1.Ack
-	(*ControllerMessage)(nil), // 9: bulkhead.stream.v1.ControllerMessage
-	(*Delta)(nil),             // 10: bulkhead.stream.v1.Delta
-	(*SetPatch)(nil),          // 11: bulkhead.stream.v1.SetPatch
-	(*NodePolicy)(nil),        // 12: bulkhead.stream.v1.NodePolicy
-	(*Endpoint)(nil),          // 13: bulkhead.stream.v1.Endpoint
-	(*Chain)(nil),             // 14: bulkhead.stream.v1.Chain
-	(*Tier)(nil),              // 15: bulkhead.stream.v1.Tier
-	(*Rule)(nil),              // 16: bulkhead.stream.v1.Rule
-	(*PeerMatch)(nil),         // 17: bulkhead.stream.v1.PeerMatch
-	(*PortRange)(nil),         // 18: bulkhead.stream.v1.PortRange
-	(*AddressSet)(nil),        // 19: bulkhead.stream.v1.AddressSet
-	(*Prefix)(nil),            // 20: bulkhead.stream.v1.Prefix
-	(*StatusRequest)(nil),     // 21: bulkhead.stream.v1.StatusRequest
-	(*NodeStatus)(nil),        // 22: bulkhead.stream.v1.NodeStatus
-	(*ObjectStatus)(nil),      // 23: bulkhead.stream.v1.ObjectStatus
-	(*StatusResponse)(nil),    // 24: bulkhead.stream.v1.StatusResponse
+	(*EndpointHint)(nil),      // 3: bulkhead.stream.v1.EndpointHint
+	(*FlowReport)(nil),        // 4: bulkhead.stream.v1.FlowReport
+	(*FlowEdge)(nil),          // 5: bulkhead.stream.v1.FlowEdge
+	(*Flow)(nil),              // 6: bulkhead.stream.v1.Flow
+	(*FlowsRequest)(nil),      // 7: bulkhead.stream.v1.FlowsRequest
+	(*Hello)(nil),             // 8: bulkhead.stream.v1.Hello
+	(*Ack)(nil),               // 9: bulkhead.stream.v1.Ack
+	(*ControllerMessage)(nil), // 10: bulkhead.stream.v1.ControllerMessage
+	(*Delta)(nil),             // 11: bulkhead.stream.v1.Delta
+	(*SetPatch)(nil),          // 12: bulkhead.stream.v1.SetPatch
+	(*NodePolicy)(nil),        // 13: bulkhead.stream.v1.NodePolicy
+	(*Endpoint)(nil),          // 14: bulkhead.stream.v1.Endpoint
+	(*Chain)(nil),             // 15: bulkhead.stream.v1.Chain
+	(*Tier)(nil),              // 16: bulkhead.stream.v1.Tier
+	(*Rule)(nil),              // 17: bulkhead.stream.v1.Rule
+	(*PeerMatch)(nil),         // 18: bulkhead.stream.v1.PeerMatch
+	(*PortRange)(nil),         // 19: bulkhead.stream.v1.PortRange
+	(*AddressSet)(nil),        // 20: bulkhead.stream.v1.AddressSet
+	(*Prefix)(nil),            // 21: bulkhead.stream.v1.Prefix
+	(*StatusRequest)(nil),     // 22: bulkhead.stream.v1.StatusRequest
+	(*NodeStatus)(nil),        // 23: bulkhead.stream.v1.NodeStatus
+	(*ObjectStatus)(nil),      // 24: bulkhead.stream.v1.ObjectStatus
+	(*StatusResponse)(nil),    // 25: bulkhead.stream.v1.StatusResponse
 }
 var file_stream_proto_depIdxs = []int32{
-	7,  // 0: bulkhead.stream.v1.AgentMessage.hello:type_name -> bulkhead.stream.v1.Hello
-	8,  // 1: bulkhead.stream.v1.AgentMessage.ack:type_name -> bulkhead.stream.v1.Ack
-	3,  // 2: bulkhead.stream.v1.AgentMessage.flows:type_name -> bulkhead.stream.v1.FlowReport
-	4,  // 3: bulkhead.stream.v1.FlowReport.edges:type_name -> bulkhead.stream.v1.FlowEdge
-	5,  // 4: bulkhead.stream.v1.FlowReport.records:type_name -> bulkhead.stream.v1.Flow
-	12, // 5: bulkhead.stream.v1.ControllerMessage.snapshot:type_name -> bulkhead.stream.v1.NodePolicy
-	10, // 6: bulkhead.stream.v1.ControllerMessage.delta:type_name -> bulkhead.stream.v1.Delta
-	13, // 7: bulkhead.stream.v1.Delta.upserted_endpoints:type_name -> bulkhead.stream.v1.Endpoint
-	19, // 8: bulkhead.stream.v1.Delta.upserted_sets:type_name -> bulkhead.stream.v1.AddressSet
-	11, // 9: bulkhead.stream.v1.Delta.patched_sets:type_name -> bulkhead.stream.v1.SetPatch
-	20, // 10: bulkhead.stream.v1.SetPatch.added:type_name -> bulkhead.stream.v1.Prefix
-	20, // 11: bulkhead.stream.v1.SetPatch.removed:type_name -> bulkhead.stream.v1.Prefix
-	13, // 12: bulkhead.stream.v1.NodePolicy.endpoints:type_name -> bulkhead.stream.v1.Endpoint
-	19, // 13: bulkhead.stream.v1.NodePolicy.sets:type_name -> bulkhead.stream.v1.AddressSet
-	14, // 14: bulkhead.stream.v1.Endpoint.ingress:type_name -> bulkhead.stream.v1.Chain
-	14, // 15: bulkhead.stream.v1.Endpoint.egress:type_name -> bulkhead.stream.v1.Chain
-	15, // 16: bulkhead.stream.v1.Chain.tiers:type_name -> bulkhead.stream.v1.Tier
-	0,  // 17: bulkhead.stream.v1.Tier.kind:type_name -> bulkhead.stream.v1.TierKind
-	16, // 18: bulkhead.stream.v1.Tier.rules:type_name -> bulkhead.stream.v1.Rule
-	17, // 19: bulkhead.stream.v1.Rule.peer:type_name -> bulkhead.stream.v1.PeerMatch
-	18, // 20: bulkhead.stream.v1.Rule.ports:type_name -> bulkhead.stream.v1.PortRange
-	1,  // 21: bulkhead.stream.v1.Rule.action:type_name -> bulkhead.stream.v1.Action
-	20, // 22: bulkhead.stream.v1.AddressSet.prefixes:type_name -> bulkhead.stream.v1.Prefix
-	22, // 23: bulkhead.stream.v1.StatusResponse.nodes:type_name -> bulkhead.stream.v1.NodeStatus
-	23, // 24: bulkhead.stream.v1.StatusResponse.objects:type_name -> bulkhead.stream.v1.ObjectStatus
-	2,  // 25: bulkhead.stream.v1.PolicyStream.Watch:input_type -> bulkhead.stream.v1.AgentMessage
-	21, // 26: bulkhead.stream.v1.PolicyStream.Status:input_type -> bulkhead.stream.v1.StatusRequest
-	6,  // 27: bulkhead.stream.v1.PolicyStream.Flows:input_type -> bulkhead.stream.v1.FlowsRequest
-	9,  // 28: bulkhead.stream.v1.PolicyStream.Watch:output_type -> bulkhead.stream.v1.ControllerMessage
-	24, // 29: bulkhead.stream.v1.PolicyStream.Status:output_type -> bulkhead.stream.v1.StatusResponse
-	5,  // 30: bulkhead.stream.v1.PolicyStream.Flows:output_type -> bulkhead.stream.v1.Flow
-	28, // [28:31] is the sub-list for method output_type
-	25, // [25:28] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	8,  // 0: bulkhead.stream.v1.AgentMessage.hello:type_name -> bulkhead.stream.v1.Hello
+	9,  // 1: bulkhead.stream.v1.AgentMessage.ack:type_name -> bulkhead.stream.v1.Ack
+	4,  // 2: bulkhead.stream.v1.AgentMessage.flows:type_name -> bulkhead.stream.v1.FlowReport
+	3,  // 3: bulkhead.stream.v1.AgentMessage.endpoint:type_name -> bulkhead.stream.v1.EndpointHint
+	5,  // 4: bulkhead.stream.v1.FlowReport.edges:type_name -> bulkhead.stream.v1.FlowEdge
+	6,  // 5: bulkhead.stream.v1.FlowReport.records:type_name -> bulkhead.stream.v1.Flow
+	13, // 6: bulkhead.stream.v1.ControllerMessage.snapshot:type_name -> bulkhead.stream.v1.NodePolicy
+	11, // 7: bulkhead.stream.v1.ControllerMessage.delta:type_name -> bulkhead.stream.v1.Delta
+	14, // 8: bulkhead.stream.v1.Delta.upserted_endpoints:type_name -> bulkhead.stream.v1.Endpoint
+	20, // 9: bulkhead.stream.v1.Delta.upserted_sets:type_name -> bulkhead.stream.v1.AddressSet
+	12, // 10: bulkhead.stream.v1.Delta.patched_sets:type_name -> bulkhead.stream.v1.SetPatch
+	21, // 11: bulkhead.stream.v1.SetPatch.added:type_name -> bulkhead.stream.v1.Prefix
+	21, // 12: bulkhead.stream.v1.SetPatch.removed:type_name -> bulkhead.stream.v1.Prefix
+	14, // 13: bulkhead.stream.v1.NodePolicy.endpoints:type_name -> bulkhead.stream.v1.Endpoint
+	20, // 14: bulkhead.stream.v1.NodePolicy.sets:type_name -> bulkhead.stream.v1.AddressSet
+	15, // 15: bulkhead.stream.v1.Endpoint.ingress:type_name -> bulkhead.stream.v1.Chain
+	15, // 16: bulkhead.stream.v1.Endpoint.egress:type_name -> bulkhead.stream.v1.Chain
+	16, // 17: bulkhead.stream.v1.Chain.tiers:type_name -> bulkhead.stream.v1.Tier
+	0,  // 18: bulkhead.stream.v1.Tier.kind:type_name -> bulkhead.stream.v1.TierKind
+	17, // 19: bulkhead.stream.v1.Tier.rules:type_name -> bulkhead.stream.v1.Rule
+	18, // 20: bulkhead.stream.v1.Rule.peer:type_name -> bulkhead.stream.v1.PeerMatch
+	19, // 21: bulkhead.stream.v1.Rule.ports:type_name -> bulkhead.stream.v1.PortRange
+	1,  // 22: bulkhead.stream.v1.Rule.action:type_name -> bulkhead.stream.v1.Action
+	21, // 23: bulkhead.stream.v1.AddressSet.prefixes:type_name -> bulkhead.stream.v1.Prefix
+	23, // 24: bulkhead.stream.v1.StatusResponse.nodes:type_name -> bulkhead.stream.v1.NodeStatus
+	24, // 25: bulkhead.stream.v1.StatusResponse.objects:type_name -> bulkhead.stream.v1.ObjectStatus
+	2,  // 26: bulkhead.stream.v1.PolicyStream.Watch:input_type -> bulkhead.stream.v1.AgentMessage
+	22, // 27: bulkhead.stream.v1.PolicyStream.Status:input_type -> bulkhead.stream.v1.StatusRequest
+	7,  // 28: bulkhead.stream.v1.PolicyStream.Flows:input_type -> bulkhead.stream.v1.FlowsRequest
+	10, // 29: bulkhead.stream.v1.PolicyStream.Watch:output_type -> bulkhead.stream.v1.ControllerMessage
+	25, // 30: bulkhead.stream.v1.PolicyStream.Status:output_type -> bulkhead.stream.v1.StatusResponse
+	6,  // 31: bulkhead.stream.v1.PolicyStream.Flows:output_type -> bulkhead.stream.v1.Flow
+	29, // [29:32] is the sub-list for method output_type
+	26, // [26:29] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_stream_proto_init() }
@@ -1943,8 +2032,9 @@ func file_stream_proto_init() {
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Ack)(nil),
 		(*AgentMessage_Flows)(nil),
+		(*AgentMessage_Endpoint)(nil),
 	}
-	file_stream_proto_msgTypes[7].OneofWrappers = []any{
+	file_stream_proto_msgTypes[8].OneofWrappers = []any{
 		(*ControllerMessage_Snapshot)(nil),
 		(*ControllerMessage_Delta)(nil),
 	}
@@ -1954,7 +2044,7 @@ func file_stream_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stream_proto_rawDesc), len(file_stream_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
