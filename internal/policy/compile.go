@@ -76,6 +76,7 @@ type compileState struct {
 	zoneSets    map[string]bool             // sets recomputed when zone membership or pod addresses change
 	anyPodSets  map[string]bool             // sets recomputed on any pod change
 	podSets     map[string]map[string]bool  // pod key -> setPod sets
+	nodeSets    map[string]bool             // setNodes sets
 	npSets      map[string]map[string]bool  // NetworkPolicy key -> sets
 	nodes       map[string]*nodeState
 	dirtyNodes  map[string]bool
@@ -101,6 +102,7 @@ func (c *compileState) init() {
 	c.zoneSets = map[string]bool{}
 	c.anyPodSets = map[string]bool{}
 	c.podSets = map[string]map[string]bool{}
+	c.nodeSets = map[string]bool{}
 	c.npSets = map[string]map[string]bool{}
 	c.nodes = map[string]*nodeState{}
 	c.dirtyNodes = map[string]bool{}
@@ -270,20 +272,28 @@ func (e *Engine) watchSel(s *podSel) {
 		return
 	}
 	m := map[string]*podInfo{}
-	add := func(p *podInfo) {
-		if e.selMatches(s, p) {
-			m[p.key] = p
-		}
-	}
+	e.eachSelected(s, func(p *podInfo) { m[p.key] = p })
 	if s.nsSel == nil {
-		e.podsFor(anchors(s.podSel), s.fixedNS, add)
 		addTo(c.selByNS, s.fixedNS, s)
 	} else {
-		as := anchors(s.podSel)
-		e.namespacesFor(s.nsSel, func(ns string) { e.podsFor(as, ns, add) })
 		c.selGlobal[s] = true
 	}
 	c.selMembers[s] = m
+}
+
+// eachSelected calls fn for every pod the selector matches.
+func (e *Engine) eachSelected(s *podSel, fn func(*podInfo)) {
+	check := func(p *podInfo) {
+		if e.selMatches(s, p) {
+			fn(p)
+		}
+	}
+	as := anchors(s.podSel)
+	if s.nsSel == nil {
+		e.podsFor(as, s.fixedNS, check)
+		return
+	}
+	e.namespacesFor(s.nsSel, func(ns string) { e.podsFor(as, ns, check) })
 }
 
 func (e *Engine) unwatchSel(s *podSel) {
@@ -321,6 +331,8 @@ func (e *Engine) useSet(name string, d setDesc) string {
 		c.zoneSets[name] = true
 	case setPod:
 		addTo(c.podSets, d.podKey, name)
+	case setNodes:
+		c.nodeSets[name] = true
 	}
 	if d.npKey != "" {
 		addTo(c.npSets, d.npKey, name)
@@ -334,6 +346,7 @@ func (e *Engine) dropSet(s *setState) {
 	delete(c.staleSets, s.name)
 	delete(c.zoneSets, s.name)
 	delete(c.anyPodSets, s.name)
+	delete(c.nodeSets, s.name)
 	if m := c.podSets[s.desc.podKey]; m != nil {
 		delete(m, s.name)
 		if len(m) == 0 {
