@@ -44,7 +44,9 @@ type StatusReconciler struct {
 	Model    *Model
 	Recorder recorder.EventRecorder
 	Metrics  *Metrics
-	now      func() time.Time
+	// Blocked, when set, supplies the quarantines' refused flow records.
+	Blocked *BlockedFlows
+	now     func() time.Time
 
 	chans map[string]chan event.GenericEvent
 	// npSeen remembers the last NetworkPolicy summary reported as an
@@ -307,10 +309,13 @@ func podNodesEnforced(real Realization) bool {
 
 func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	var q v1alpha1.Quarantine
+	ref := policy.ObjectRef{Kind: KindQuarantine, Namespace: req.Namespace, Name: req.Name}
 	if err := r.Client.Get(ctx, req.NamespacedName, &q); err != nil {
+		if apierrors.IsNotFound(err) && r.Blocked != nil {
+			r.Blocked.Forget(ref)
+		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	ref := policy.ObjectRef{Kind: KindQuarantine, Namespace: q.Namespace, Name: q.Name}
 	real := r.Model.Realization(ref)
 	if !real.Known {
 		return reconcile.Result{RequeueAfter: pollWhilePending}, nil
@@ -339,8 +344,18 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 		st.Phase = v1alpha1.QuarantinePending
 	}
 	nowEnded := st.Phase == v1alpha1.QuarantineExpired || st.Phase == v1alpha1.QuarantineReleased
+	st.AuthenticatedRequester = q.Annotations[v1alpha1.AuthenticatedRequesterAnnotation]
+	var newBlocked []v1alpha1.QuarantineFlow
+	var newTotal int64
+	if r.Blocked != nil {
+		newBlocked, newTotal = r.Blocked.Take(ref)
+		if newTotal > 0 {
+			st.BlockedFlows = mergeBlocked(st.BlockedFlows, newBlocked)
+			st.BlockedFlowsTotal += newTotal
+		}
+	}
 	if nowEnded && st.EndedAt == nil {
-		t := metav1.NewTime(now.Truncate(time.Second))
+		t := metav1.NewMicroTime(now.Truncate(time.Microsecond))
 		st.EndedAt = &t
 	}
 	if !ended || !nowEnded {
@@ -352,13 +367,13 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 		for _, n := range real.Desired {
 			qn := v1alpha1.QuarantineNode{Node: n, Error: real.Failed[n]}
 			if at, ok := real.NodeEnforcedAt[n]; ok {
-				t := metav1.NewTime(at.Truncate(time.Second))
+				t := metav1.NewMicroTime(at.Truncate(time.Microsecond))
 				qn.EnforcedAt = &t
 			}
 			st.Nodes = append(st.Nodes, qn)
 		}
 		if s.enforced && len(real.MatchedPods) > 0 && podNodesEnforced(real) && st.EnforcedAt == nil && !real.EnforcedAt.IsZero() {
-			t := metav1.NewTime(real.EnforcedAt.Truncate(time.Second))
+			t := metav1.NewMicroTime(real.EnforcedAt.Truncate(time.Microsecond))
 			st.EnforcedAt = &t
 		}
 	}
@@ -387,6 +402,9 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 		oldPhase := q.Status.Phase
 		q.Status = *st
 		if err := r.writeStatus(ctx, KindQuarantine, &q); err != nil {
+			if r.Blocked != nil {
+				r.Blocked.Return(ref, newBlocked, newTotal)
+			}
 			return reconcile.Result{}, err
 		}
 		if oldPhase != st.Phase && r.Recorder != nil {

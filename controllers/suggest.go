@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ import (
 // +kubebuilder:rbac:groups=segmentation.bulkhead.dev,resources=policysuggestions/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=segmentation.bulkhead.dev,resources=flowedgesets,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups=segmentation.bulkhead.dev,resources=zones,verbs=get;list;watch
 
 // Annotations and labels on PolicySuggestions.
@@ -108,8 +110,21 @@ func World(ctx context.Context, r client.Reader) (suggest.World, error) {
 	if err := r.List(ctx, &zones); err != nil {
 		return suggest.World{}, fmt.Errorf("listing zones: %w", err)
 	}
+	var svcs corev1.ServiceList
+	if err := r.List(ctx, &svcs); err != nil {
+		return suggest.World{}, fmt.Errorf("listing services: %w", err)
+	}
 	a := &attrib.Attributor{Owners: OwnerLookup(ctx, r)}
 	w := suggest.World{Zones: zones.Items}
+	for _, svc := range svcs.Items {
+		ss := suggest.Service{Namespace: svc.Namespace, Name: svc.Name, Selector: svc.Spec.Selector, Ports: svc.Spec.Ports}
+		for _, ip := range svc.Spec.ClusterIPs {
+			if a, err := netip.ParseAddr(ip); err == nil {
+				ss.ClusterIPs = append(ss.ClusterIPs, a)
+			}
+		}
+		w.Services = append(w.Services, ss)
+	}
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {

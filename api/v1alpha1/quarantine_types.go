@@ -99,12 +99,46 @@ const (
 	QuarantineReleased QuarantinePhase = "Released"
 )
 
+// AuthenticatedRequesterAnnotation holds the username the API server
+// authenticated for the request that created a Quarantine. The
+// MutatingAdmissionPolicy in config/admission sets it on create (over any
+// client value) and its ValidatingAdmissionPolicy keeps it immutable; the
+// controller copies it to status.authenticatedRequester.
+const AuthenticatedRequesterAnnotation = "segmentation.bulkhead.dev/authenticated-requester"
+
+// MaxBlockedFlows bounds status.blockedFlows.
+const MaxBlockedFlows = 50
+
+// QuarantineFlow is one refused connection attempt of a quarantined pod
+// (an agent flow record with verdict DROPPED decided by the quarantine).
+type QuarantineFlow struct {
+	// Time is when the agent saw it.
+	Time metav1.MicroTime `json:"time"`
+	// Node is the node whose agent refused it.
+	Node string `json:"node"`
+	// Direction is ingress or egress, seen from the judged endpoint.
+	// +optional
+	Direction string `json:"direction,omitempty"`
+	// Protocol is TCP, UDP, SCTP or the IP protocol number.
+	Protocol string `json:"protocol"`
+	// Source and Destination are IP or [IPv6]:port.
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	// SourcePod and DestinationPod are namespace/name when the address
+	// was a known pod.
+	// +optional
+	SourcePod string `json:"sourcePod,omitempty"`
+	// +optional
+	DestinationPod string `json:"destinationPod,omitempty"`
+}
+
 // QuarantineNode records when one node enforced the quarantine.
 type QuarantineNode struct {
 	Node string `json:"node"`
-	// EnforcedAt is when the node's agent acknowledged it.
+	// EnforcedAt is when the node's agent acknowledged it, to the
+	// microsecond.
 	// +optional
-	EnforcedAt *metav1.Time `json:"enforcedAt,omitempty"`
+	EnforcedAt *metav1.MicroTime `json:"enforcedAt,omitempty"`
 	// Error is the node's failure to program it, if any.
 	// +optional
 	Error string `json:"error,omitempty"`
@@ -117,7 +151,8 @@ type QuarantineStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// AuthenticatedRequester is the user the API server saw create the
-	// object, when it could be established.
+	// object, copied from the AuthenticatedRequesterAnnotation that the
+	// admission policy in config/admission sets; empty without it.
 	// +optional
 	AuthenticatedRequester string `json:"authenticatedRequester,omitempty"`
 	// MatchedPods lists the pods isolated now, as namespace/name.
@@ -132,12 +167,24 @@ type QuarantineStatus struct {
 	// RequestedAt is when the quarantine was created.
 	// +optional
 	RequestedAt *metav1.Time `json:"requestedAt,omitempty"`
-	// EnforcedAt is when every node that hosts a matched pod enforced it.
+	// EnforcedAt is when every node that hosts a matched pod enforced
+	// it, to the microsecond.
 	// +optional
-	EnforcedAt *metav1.Time `json:"enforcedAt,omitempty"`
-	// EndedAt is when it expired or was released.
+	EnforcedAt *metav1.MicroTime `json:"enforcedAt,omitempty"`
+	// EndedAt is when it expired or was released, to the microsecond.
 	// +optional
-	EndedAt *metav1.Time `json:"endedAt,omitempty"`
+	EndedAt *metav1.MicroTime `json:"endedAt,omitempty"`
+	// BlockedFlows are the most recent connection attempts this
+	// quarantine refused, as the agents reported them, newest first and
+	// at most MaxBlockedFlows, kept for forensics.
+	// +optional
+	// +kubebuilder:validation:MaxItems=50
+	// +listType=atomic
+	BlockedFlows []QuarantineFlow `json:"blockedFlows,omitempty"`
+	// BlockedFlowsTotal counts every refused attempt recorded, including
+	// those no longer in BlockedFlows.
+	// +optional
+	BlockedFlowsTotal int64 `json:"blockedFlowsTotal,omitempty"`
 	// +optional
 	// +listType=map
 	// +listMapKey=type

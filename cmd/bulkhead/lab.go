@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"time"
 
@@ -53,6 +54,7 @@ or $BULKHEAD_LAB_DIR). See docs/lab.md.`,
 func newLabUpCmd(f *labFlags) *cobra.Command {
 	o := lab.Options{}
 	var probes string
+	var internet []string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Bring a lab up",
@@ -66,6 +68,13 @@ func newLabUpCmd(f *labFlags) *cobra.Command {
 					return usageError{fmt.Errorf("--probes: %w", err)}
 				}
 				o.ExtraProbes = ps
+			}
+			for _, h := range internet {
+				a, err := netip.ParseAddr(h)
+				if err != nil {
+					return usageError{fmt.Errorf("--internet: %w", err)}
+				}
+				o.Internet = append(o.Internet, a)
 			}
 			check := o
 			if check.Name == "" {
@@ -104,6 +113,10 @@ func newLabUpCmd(f *labFlags) *cobra.Command {
 	cmd.Flags().StringSliceVar(&o.Scenario, "scenario", nil, "scenario YAML file or directory: its Namespaces and Pods make the lab")
 	cmd.Flags().StringVar(&probes, "probes", "", "extra ports the probe server listens on, e.g. TCP/8443,UDP/5353")
 	cmd.Flags().BoolVar(&o.NoBulkhead, "no-bulkhead", false, "start no controller and no agents")
+	cmd.Flags().BoolVar(&o.DNS, "dns", false, "add the kube-dns stand-in (pod kube-system/kube-dns-0, Service kube-system/kube-dns at 10.96.0.10)")
+	cmd.Flags().StringSliceVar(&internet, "internet", nil, "add the internet stand-in namespace with these host addresses in 10.251.0.0/24 (a DNS server that is not kube-dns answers on each)")
+	cmd.Flags().StringArrayVar(&o.ControllerArgs, "controller-arg", nil, "extra argument for bulkhead-controller (repeatable), e.g. --controller-arg=--suggest")
+	cmd.Flags().StringArrayVar(&o.AgentArgs, "agent-arg", nil, "extra argument for every bulkhead-agent (repeatable), e.g. --agent-arg=--flow-interval=1s")
 	return cmd
 }
 

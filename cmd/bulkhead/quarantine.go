@@ -388,12 +388,14 @@ func waitActive(ctx context.Context, c client.Client, key client.ObjectKey, time
 
 func writeNodes(w io.Writer, q *v1alpha1.Quarantine) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tENFORCED AT\tAFTER CREATE (1s resolution)\tERROR")
+	fmt.Fprintln(tw, "NODE\tENFORCED AT\tAFTER CREATE\tERROR")
 	for _, n := range q.Status.Nodes {
 		at, after := "-", "-"
 		if n.EnforcedAt != nil {
-			at = n.EnforcedAt.UTC().Format(time.RFC3339)
-			after = n.EnforcedAt.Sub(q.CreationTimestamp.Time).String()
+			at = n.EnforcedAt.UTC().Format(metav1.RFC3339Micro)
+			// creationTimestamp has 1s resolution: "after" may be up to
+			// 1s too long.
+			after = n.EnforcedAt.Sub(q.CreationTimestamp.Time).Round(time.Millisecond).String()
 		}
 		errText := n.Error
 		if errText == "" {
@@ -538,6 +540,12 @@ func writeShow(w io.Writer, q *v1alpha1.Quarantine, events []corev1.Event) error
 		}
 		return t.UTC().Format(time.RFC3339)
 	}
+	tsMicro := func(t *metav1.MicroTime) string {
+		if t == nil {
+			return "-"
+		}
+		return t.UTC().Format(metav1.RFC3339Micro)
+	}
 	or := func(s string) string {
 		if s == "" {
 			return "-"
@@ -551,14 +559,14 @@ func writeShow(w io.Writer, q *v1alpha1.Quarantine, events []corev1.Event) error
 	fmt.Fprintf(w, "Requested by:  %s (authenticated: %s)\n", or(q.Spec.RequestedBy), or(q.Status.AuthenticatedRequester))
 	created := q.CreationTimestamp
 	fmt.Fprintf(w, "Created:       %s\n", ts(&created))
-	fmt.Fprintf(w, "Enforced:      %s\n", ts(q.Status.EnforcedAt))
+	fmt.Fprintf(w, "Enforced:      %s\n", tsMicro(q.Status.EnforcedAt))
 	expiry := controllers.QuarantineExpiry(q)
 	if expiry.IsZero() {
 		fmt.Fprintf(w, "Expires:       never (until released)\n")
 	} else {
 		fmt.Fprintf(w, "Expires:       %s\n", expiry.UTC().Format(time.RFC3339))
 	}
-	fmt.Fprintf(w, "Ended:         %s\n", ts(q.Status.EndedAt))
+	fmt.Fprintf(w, "Ended:         %s\n", tsMicro(q.Status.EndedAt))
 	cut := q.Spec.CutConnections == nil || *q.Spec.CutConnections
 	fmt.Fprintf(w, "Cut conns:     %t\n", cut)
 	fmt.Fprintf(w, "Allow DNS:     %t\n", q.Spec.AllowDNS)
@@ -581,6 +589,9 @@ func writeShow(w io.Writer, q *v1alpha1.Quarantine, events []corev1.Event) error
 			fmt.Fprintln(w, "  "+l)
 		}
 	}
+	if err := writeBlocked(w, q); err != nil {
+		return err
+	}
 	fmt.Fprintln(w, "Events:")
 	if len(events) == 0 {
 		fmt.Fprintln(w, "  (none)")
@@ -591,6 +602,33 @@ func writeShow(w io.Writer, q *v1alpha1.Quarantine, events []corev1.Event) error
 	fmt.Fprintln(tw, "  TIME\tTYPE\tREASON\tMESSAGE")
 	for _, e := range events {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", eventTime(e).UTC().Format(time.RFC3339), e.Type, e.Reason, e.Message)
+	}
+	return tw.Flush()
+}
+
+// writeBlocked prints the refused attempts kept in status.blockedFlows.
+func writeBlocked(w io.Writer, q *v1alpha1.Quarantine) error {
+	fl := q.Status.BlockedFlows
+	if len(fl) == 0 {
+		fmt.Fprintf(w, "Blocked flows: none recorded\n")
+		return nil
+	}
+	fmt.Fprintf(w, "Blocked flows: %d recorded, latest %d:\n", q.Status.BlockedFlowsTotal, len(fl))
+	pod := func(addr, p string) string {
+		if p == "" {
+			return addr
+		}
+		return addr + " (" + p + ")"
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  TIME\tNODE\tDIR\tPROTO\tSOURCE\tDESTINATION")
+	for _, f := range fl {
+		dir := f.Direction
+		if dir == "" {
+			dir = "-"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", f.Time.UTC().Format(metav1.RFC3339Micro), f.Node, dir, f.Protocol,
+			pod(f.Source, f.SourcePod), pod(f.Destination, f.DestinationPod))
 	}
 	return tw.Flush()
 }

@@ -37,6 +37,57 @@ type flowPipe struct {
 	mu          sync.Mutex
 	recs        []*pb.Flow
 	droppedRecs uint64
+	// audited holds the 5-tuples of recent AUDIT records: on the
+	// nftables backend an audited connection is reported once by nflog
+	// (AUDIT) and again by conntrack (FORWARDED, as it was accepted);
+	// the FORWARDED copy is dropped so the connection counts once.
+	audited map[flowTuple]time.Time
+}
+
+type flowTuple struct {
+	src, dst     netip.Addr
+	sport, dport uint16
+	proto        uint8
+}
+
+// auditMemory is how long an AUDIT record suppresses the FORWARDED
+// record of the same connection; maxAudited bounds the memory.
+const (
+	auditMemory = 30 * time.Second
+	maxAudited  = 20000
+)
+
+// duplicateOfAudit reports whether r is the FORWARDED copy of a
+// connection already reported as AUDIT, and remembers AUDIT records.
+func (p *flowPipe) duplicateOfAudit(r dataplane.FlowRecord) bool {
+	k := flowTuple{r.Src.Unmap(), r.Dst.Unmap(), r.SrcPort, r.DstPort, r.Protocol}
+	at := r.Time
+	if at.IsZero() {
+		at = time.Now()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch r.Verdict {
+	case dataplane.VerdictAudit:
+		if p.audited == nil {
+			p.audited = map[flowTuple]time.Time{}
+		}
+		if len(p.audited) >= maxAudited {
+			for t, seen := range p.audited {
+				if at.Sub(seen) > auditMemory {
+					delete(p.audited, t)
+				}
+			}
+		}
+		if len(p.audited) < maxAudited {
+			p.audited[k] = at
+		}
+	case dataplane.VerdictForwarded:
+		if seen, ok := p.audited[k]; ok && at.Sub(seen) <= auditMemory && !r.Existing {
+			return true
+		}
+	}
+	return false
 }
 
 func newFlowPipe(cfg *Config) *flowPipe {
@@ -93,6 +144,9 @@ func (p *flowPipe) add(r dataplane.FlowRecord, m *Metrics) {
 	}
 	if r.Destination == nil {
 		r.Destination = p.endpoint(r.Dst)
+	}
+	if p.duplicateOfAudit(r) {
+		return
 	}
 	m.FlowRecords.WithLabelValues(r.Verdict).Inc()
 	if p.log != nil {

@@ -94,6 +94,11 @@ type Stats struct {
 	// last Sync, LastDuration its time.
 	LastWrites   int
 	LastDuration time.Duration
+	// LastCompile is the Go compile time of the last Sync; LastMapWrite
+	// the time it spent diffing against and writing the inactive buffer
+	// and flipping (0 when nothing changed). Neither counts the wait for
+	// a buffer that was active less than 10 ms ago.
+	LastCompile, LastMapWrite time.Duration
 	// IdentEntries, ClassEntries and PolicyEntries are the sizes of the
 	// active buffer's maps.
 	IdentEntries, ClassEntries, PolicyEntries int

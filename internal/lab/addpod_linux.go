@@ -113,6 +113,10 @@ func AddPod(ctx context.Context, dir string, in PodInput, node int, owners []met
 	return pp, nil
 }
 
+// OnAdmitted, when set, is told how long the node agent took to admit
+// each pod AddPod adds (benchmarks use it).
+var OnAdmitted func(pod string, took time.Duration)
+
 // AgentEndpointSocket is the local endpoint API socket of node's agent.
 func AgentEndpointSocket(dir, node string) string {
 	return filepath.Join(Layout{dir}.AgentState(node), endpointapi.SocketName)
@@ -126,12 +130,16 @@ func admitPod(ctx context.Context, dir string, st *State, pp PodPlan) error {
 	if p, ok := st.Processes["agent-"+pp.NodeName]; !ok || p.PID == 0 {
 		return nil // the lab runs no agents
 	}
+	start := time.Now()
 	_, err := endpointapi.Admit(ctx, AgentEndpointSocket(dir, pp.NodeName), endpointapi.Request{
 		Namespace: pp.Namespace, Name: pp.Name, IPs: []string{pp.IP.String(), pp.IP6.String()},
 		TimeoutSeconds: AdmitTimeout.Seconds(),
 	})
 	if err != nil {
 		return fmt.Errorf("pod %s: its network stays down (fail closed): %w", pp.Key(), err)
+	}
+	if OnAdmitted != nil {
+		OnAdmitted(pp.Key(), time.Since(start))
 	}
 	return nil
 }
@@ -155,7 +163,7 @@ func holdPodNetwork(pp PodPlan) error {
 // releasePodNetwork brings eth0 up and restores the routes the kernel
 // dropped with the link: the gateway and both default routes.
 func releasePodNetwork(pp PodPlan) error {
-	return withPodLink(pp, func(h *netlink.Handle, eth0 netlink.Link) error {
+	if err := withPodLink(pp, func(h *netlink.Handle, eth0 netlink.Link) error {
 		if err := h.LinkSetUp(eth0); err != nil {
 			return fmt.Errorf("setting eth0 up: %w", err)
 		}
@@ -170,7 +178,38 @@ func releasePodNetwork(pp PodPlan) error {
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	return waitOperUp(pp, 3*time.Second)
+}
+
+// waitOperUp waits until both ends of the pod's veth are operationally
+// up. The kernel's link watcher activates a device's queue only when it
+// marks the device up, which it may defer by up to a second after a
+// carrier change; until then packets are dropped.
+func waitOperUp(pp PodPlan, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		podUp, hostUp := false, false
+		_ = withPodLink(pp, func(h *netlink.Handle, eth0 netlink.Link) error {
+			podUp = eth0.Attrs().OperState == netlink.OperUp
+			return nil
+		})
+		if h, err := handleAt(pp.NodeName); err == nil {
+			if l, err := h.LinkByName(pp.HostVeth); err == nil {
+				hostUp = l.Attrs().OperState == netlink.OperUp
+			}
+			h.Close()
+		}
+		if podUp && hostUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the veth of %s is not operationally up after %s (eth0 up: %t, %s up: %t)", pp.Key(), timeout, podUp, pp.HostVeth, hostUp)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func withPodLink(pp PodPlan, fn func(*netlink.Handle, netlink.Link) error) error {

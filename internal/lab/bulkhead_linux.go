@@ -165,6 +165,7 @@ func startBulkhead(ctx context.Context, cs kubernetes.Interface, st *State, dir 
 		"--metrics-addr", addrs[1],
 		"--health-addr", addrs[2],
 	}
+	args = append(args, st.ControllerArgs...)
 	progress(fmt.Sprintf("starting %s (stream %s, log %s)", ControllerBinary, addrs[0], l.Log("controller")))
 	p, err := startDetached(exec.Command(bins.Controller, args...), l.Log("controller"))
 	if err != nil {
@@ -220,6 +221,7 @@ func startBulkhead(ctx context.Context, cs kubernetes.Interface, st *State, dir 
 			"--metrics-addr", aa[0],
 			"--health-addr", aa[1],
 		}
+		args = append(args, st.AgentArgs...)
 		progress(fmt.Sprintf("starting %s for %s (backend %s)", AgentBinary, n.Name, st.Backend))
 		p, err := startDetached(exec.Command(bins.Agent, args...), l.Log("agent-"+n.Name))
 		if err != nil {

@@ -59,8 +59,8 @@ func Up(ctx context.Context, o Options) (st *State, err error) {
 			return nil, err
 		}
 		nss, pods = sc.Namespaces, sc.Pods
-		if len(pods) == 0 {
-			return nil, fmt.Errorf("scenario %s declares no pods", strings.Join(o.Scenario, ", "))
+		if len(pods) == 0 && len(nss) == 0 {
+			return nil, fmt.Errorf("scenario %s declares no namespaces and no pods", strings.Join(o.Scenario, ", "))
 		}
 		if len(sc.Others) > 0 {
 			progress(fmt.Sprintf("scenario: %d other objects (policies, zones) are not applied by up; use `bulkhead lab apply -f`", len(sc.Others)))
@@ -90,7 +90,8 @@ func Up(ctx context.Context, o Options) (st *State, err error) {
 			return nil, fmt.Errorf("creating state directory: %w", err)
 		}
 	}
-	st = &State{Plan: plan, Backend: o.Backend, Processes: map[string]Proc{}}
+	st = &State{Plan: plan, Backend: o.Backend, Processes: map[string]Proc{},
+		ControllerArgs: o.ControllerArgs, AgentArgs: o.AgentArgs}
 	served := map[Probe]bool{}
 	for _, p := range append(plan.DeclaredProbes(), o.ExtraProbes...) {
 		if p.Protocol != "SCTP" && !served[p] {
@@ -183,6 +184,21 @@ func Up(ctx context.Context, o Options) (st *State, err error) {
 		progress("no enforcement: " + st.NoEnforcement)
 	}
 	if err := st.Save(dir); err != nil {
+		return nil, err
+	}
+	if o.DNS {
+		progress(fmt.Sprintf("dns: kube-system/kube-dns-0 behind Service kube-system/kube-dns (%s)", KubeDNSIP))
+		if err := EnableDNS(ctx, dir, nil); err != nil {
+			return nil, err
+		}
+	}
+	if len(o.Internet) > 0 {
+		progress(fmt.Sprintf("internet: %s with hosts %v (routed from every node via %s)", InternetNetns(o.Name), o.Internet, InternetFabricIP))
+		if _, err := EnableInternet(ctx, dir, o.Internet); err != nil {
+			return nil, err
+		}
+	}
+	if st, err = LoadState(dir); err != nil {
 		return nil, err
 	}
 	progress(fmt.Sprintf("up in %s: %d nodes, %d pods; kubeconfig %s", time.Since(began).Round(100*time.Millisecond), len(plan.Nodes), len(plan.Pods), l.Kubeconfig()))

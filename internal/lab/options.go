@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,7 +62,16 @@ type Options struct {
 	ExtraProbes []Probe
 	// NoBulkhead starts no controller and no agents.
 	NoBulkhead bool
-	Daemon     DaemonCommand
+	// ControllerArgs and AgentArgs are appended to the controller's and
+	// every agent's command line (e.g. "--suggest").
+	ControllerArgs []string
+	AgentArgs      []string
+	// DNS adds the kube-dns stand-in (EnableDNS) once the lab is up.
+	DNS bool
+	// Internet, when not empty, adds the internet stand-in with these
+	// hosts (EnableInternet) once the lab is up.
+	Internet []netip.Addr
+	Daemon   DaemonCommand
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
 }
@@ -104,6 +114,11 @@ func (o *Options) Validate() error {
 	}
 	if o.Backend != "nftables" && o.Backend != "ebpf" {
 		errs = append(errs, fmt.Errorf("--backend: %q is not nftables or ebpf", o.Backend))
+	}
+	for _, h := range o.Internet {
+		if !InternetPrefix.Contains(h) || h == InternetPrefix.Addr() {
+			errs = append(errs, fmt.Errorf("--internet: %s is not a host address in %s", h, InternetPrefix))
+		}
 	}
 	if !filepath.IsAbs(o.StateDir) {
 		errs = append(errs, fmt.Errorf("--state-dir: %q must be an absolute path", o.StateDir))

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bulkhead-dev/bulkhead/internal/netns"
 )
 
@@ -60,8 +62,14 @@ func Listen(pods []PodPlan, ports []Probe) (*Listeners, error) {
 }
 
 func (l *Listeners) listenOne(pod PodPlan, pr Probe) error {
-	id := pod.Key()
-	addr := ":" + strconv.Itoa(pr.Port)
+	return l.listenOn(pod.Netns, pod.Key(), "", pr)
+}
+
+// listenOn opens the probe listener for pr in namespace ns on host (""
+// for the wildcard address); it answers as id.
+func (l *Listeners) listenOn(ns, id, host string, pr Probe) error {
+	pod := PodPlan{Netns: ns}
+	addr := net.JoinHostPort(host, strconv.Itoa(pr.Port))
 	switch pr.Protocol {
 	case "TCP":
 		var ln net.Listener
@@ -164,7 +172,7 @@ func ServeProbes(ctx context.Context, dir string) error {
 		if err != nil {
 			return fmt.Errorf("probe server: %w", err)
 		}
-		per[pod.Netns] = l
+		per[nsKey(pod.Netns)] = l
 	}
 	var names []string
 	for _, p := range st.ServedPorts {
@@ -176,6 +184,7 @@ func ServeProbes(ctx context.Context, dir string) error {
 	fmt.Printf("probe server: listening on %s in %d pod namespaces\n", strings.Join(names, ","), len(st.Plan.Pods))
 	dnsPods := map[string]*DNSServer{}
 	var zoneAt time.Time
+	zone := &DNSZone{} // the latest zone, for responders started later
 	defer func() {
 		for _, srv := range dnsPods {
 			_ = srv.Close()
@@ -195,17 +204,25 @@ func ServeProbes(ctx context.Context, dir string) error {
 		}
 		want := map[string]bool{}
 		for _, pod := range cur.Plan.Pods {
-			want[pod.Netns] = true
-			if per[pod.Netns] != nil || dnsPods[pod.Netns] != nil {
+			key := nsKey(pod.Netns)
+			want[key] = true
+			if per[key] != nil || dnsPods[key] != nil {
 				continue
 			}
 			if pod.Namespace == "kube-system" && pod.Labels[KubeDNSLabel] == "kube-dns" {
-				srv, err := ServeDNS(pod.Netns, ":53", &DNSZone{})
+				srv, err := ServeDNS(pod.Netns, ":53", zone)
 				if err != nil {
 					fmt.Printf("probe server: kube-dns pod %s: %v\n", pod.Key(), err)
 					continue
 				}
-				dnsPods[pod.Netns] = srv
+				dnsPods[key] = srv
+				// Probe servers on the other served ports, so the
+				// kube-dns pod answers probes like any pod.
+				if l, err := Listen([]PodPlan{pod}, withoutPort(cur.ServedPorts, 53)); err == nil {
+					per[key] = l
+				} else {
+					fmt.Printf("probe server: kube-dns pod %s: %v\n", pod.Key(), err)
+				}
 				fmt.Printf("probe server: kube-dns in added pod %s\n", pod.Key())
 				continue
 			}
@@ -214,8 +231,41 @@ func ServeProbes(ctx context.Context, dir string) error {
 				fmt.Printf("probe server: pod %s: %v\n", pod.Key(), err)
 				continue
 			}
-			per[pod.Netns] = l
+			per[key] = l
 			fmt.Printf("probe server: listening in added pod %s\n", pod.Key())
+		}
+		if in := cur.Internet; in != nil {
+			// The internet stand-in: on every host address, probe
+			// servers answering as InternetIdentity and a DNS server
+			// that is not kube-dns on port 53. Sockets are bound to the
+			// host address so that replies leave from it.
+			base := nsKey(in.Netns)
+			for _, h := range in.Hosts {
+				key := base + "/" + h.String()
+				want[key] = true
+				if per[key] != nil {
+					continue
+				}
+				srv, err := ServeDNS(in.Netns, net.JoinHostPort(h.String(), "53"), zone)
+				if err == nil {
+					l := &Listeners{}
+					for _, pr := range withoutPort(cur.ServedPorts, 53) {
+						if err = l.listenOn(in.Netns, InternetIdentity, h.String(), pr); err != nil {
+							break
+						}
+					}
+					if err != nil {
+						_ = l.Close()
+						_ = srv.Close()
+					} else {
+						dnsPods[key], per[key] = srv, l
+						fmt.Printf("probe server: internet host %s in %s\n", h, in.Netns)
+					}
+				}
+				if err != nil {
+					fmt.Printf("probe server: internet host %s: %v\n", h, err)
+				}
+			}
 		}
 		for n, l := range per {
 			if !want[n] {
@@ -231,6 +281,7 @@ func ServeProbes(ctx context.Context, dir string) error {
 		}
 		if len(dnsPods) > 0 && time.Since(zoneAt) > time.Second {
 			if z, err := zoneFromAPI(ctx, dir); err == nil {
+				zone = z
 				for _, srv := range dnsPods {
 					srv.SetZone(z)
 				}
@@ -238,4 +289,26 @@ func ServeProbes(ctx context.Context, dir string) error {
 			}
 		}
 	}
+}
+
+// withoutPort drops the TCP and UDP probes on port.
+func withoutPort(ps []Probe, port int) []Probe {
+	var out []Probe
+	for _, p := range ps {
+		if p.Port != port {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// nsKey identifies a network namespace by name and inode, so a pod
+// removed and added again under the same name between two rereads of the
+// state gets new listeners in its new namespace.
+func nsKey(name string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(netns.Path(name), &st); err != nil {
+		return name
+	}
+	return name + "@" + strconv.FormatUint(st.Ino, 10)
 }

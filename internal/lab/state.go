@@ -38,6 +38,12 @@ type State struct {
 	// Controller and Agent are the binaries used, and how they were found.
 	Controller string `json:"controller,omitempty"`
 	Agent      string `json:"agent,omitempty"`
+	// ControllerArgs and AgentArgs are the extra command-line arguments
+	// of the controller and the agents (Options).
+	ControllerArgs []string `json:"controllerArgs,omitempty"`
+	AgentArgs      []string `json:"agentArgs,omitempty"`
+	// Internet is the internet stand-in, once EnableInternet made it.
+	Internet *InternetPlan `json:"internet,omitempty"`
 }
 
 // Proc is one recorded process. StartTime (clock ticks since boot, from

@@ -68,6 +68,7 @@ type compileState struct {
 	allStale    bool
 	selUsers    map[*podSel]map[string]bool     // selector -> sets built from it
 	selMembers  map[*podSel]map[string]*podInfo // selector -> member pods by key
+	selSorted   map[*podSel]*selList            // selector -> members in address order, built on demand
 	selByNS     map[string]map[*podSel]bool
 	selGlobal   map[*podSel]bool
 	structDeps  map[*podSel]map[string]bool // selector -> endpoints whose rule structure depends on its members
@@ -75,12 +76,14 @@ type compileState struct {
 	zoneSets    map[string]bool             // sets recomputed when zone membership or pod addresses change
 	anyPodSets  map[string]bool             // sets recomputed on any pod change
 	podSets     map[string]map[string]bool  // pod key -> setPod sets
+	nodeSets    map[string]bool             // setNodes sets
 	npSets      map[string]map[string]bool  // NetworkPolicy key -> sets
 	nodes       map[string]*nodeState
 	dirtyNodes  map[string]bool
 	quarPods    []*podInfo
 	namedMemo   map[string][]namedGroup
-	sortedAddrs []netip.Addr // pod addresses, sorted; valid during one flush
+	chainMemo   map[uint64][]*chainMemo // valid during one flush
+	sortedAddrs []netip.Addr            // pod addresses, sorted; valid during one flush
 }
 
 func (c *compileState) init() {
@@ -91,6 +94,7 @@ func (c *compileState) init() {
 	c.staleSets = map[string]bool{}
 	c.selUsers = map[*podSel]map[string]bool{}
 	c.selMembers = map[*podSel]map[string]*podInfo{}
+	c.selSorted = map[*podSel]*selList{}
 	c.selByNS = map[string]map[*podSel]bool{}
 	c.selGlobal = map[*podSel]bool{}
 	c.structDeps = map[*podSel]map[string]bool{}
@@ -98,6 +102,7 @@ func (c *compileState) init() {
 	c.zoneSets = map[string]bool{}
 	c.anyPodSets = map[string]bool{}
 	c.podSets = map[string]map[string]bool{}
+	c.nodeSets = map[string]bool{}
 	c.npSets = map[string]map[string]bool{}
 	c.nodes = map[string]*nodeState{}
 	c.dirtyNodes = map[string]bool{}
@@ -126,9 +131,52 @@ func (e *Engine) podChanged(old, cur *podInfo, nsChanged bool) {
 		p = old
 	}
 	key := p.key
-	c.dirty[key] = true
 	addrChanged := old == nil || cur == nil || !slices.Equal(old.ips, cur.ips)
 	portsChanged := old == nil || cur == nil || !slices.Equal(old.ports, cur.ports)
+	// bulk: the next flush recompiles every endpoint and rebuilds every
+	// set anyway (initial load, global changes); only selector
+	// memberships need to stay current.
+	bulk := c.all && c.allStale
+	if !bulk {
+		e.markPodChanged(old, cur, key, addrChanged, portsChanged)
+	}
+	check := func(s *podSel) {
+		members := c.selMembers[s]
+		prev, was := members[key]
+		is := cur != nil && e.selMatches(s, cur)
+		if was == is && (!is || (!addrChanged && !portsChanged)) {
+			return
+		}
+		if is {
+			members[key] = cur
+			e.patchMemberList(s, prev, cur)
+		} else {
+			delete(members, key)
+			e.patchMemberList(s, prev, nil)
+		}
+		if bulk {
+			return
+		}
+		for name := range c.selUsers[s] {
+			c.staleSets[name] = true
+		}
+		for ep := range c.structDeps[s] {
+			c.dirty[ep] = true
+		}
+	}
+	for s := range c.selByNS[p.ns] {
+		check(s)
+	}
+	for s := range c.selGlobal {
+		check(s)
+	}
+}
+
+// markPodChanged marks what a pod change makes stale besides the sets of
+// the selectors whose membership it changes.
+func (e *Engine) markPodChanged(old, cur *podInfo, key string, addrChanged, portsChanged bool) {
+	c := &e.c
+	c.dirty[key] = true
 	if addrChanged || old.zone != cur.zone {
 		for s := range c.zoneSets {
 			c.staleSets[s] = true
@@ -157,35 +205,13 @@ func (e *Engine) podChanged(old, cur *podInfo, nsChanged bool) {
 			c.dirty[q.key] = true
 		}
 	}
-	check := func(s *podSel) {
-		members := c.selMembers[s]
-		_, was := members[key]
-		is := cur != nil && e.selMatches(s, cur)
-		if was == is && (!is || (!addrChanged && !portsChanged)) {
-			return
-		}
-		if is {
-			members[key] = cur
-		} else {
-			delete(members, key)
-		}
-		for name := range c.selUsers[s] {
-			c.staleSets[name] = true
-		}
-		for ep := range c.structDeps[s] {
-			c.dirty[ep] = true
-		}
-	}
-	for s := range c.selByNS[p.ns] {
-		check(s)
-	}
-	for s := range c.selGlobal {
-		check(s)
-	}
 }
 
 func (e *Engine) npChanged(old, cur *npInfo) {
 	c := &e.c
+	if c.all {
+		return // every endpoint is recompiled at the next flush
+	}
 	n := cur
 	if n == nil {
 		n = old
@@ -194,7 +220,7 @@ func (e *Engine) npChanged(old, cur *npInfo) {
 		if np == nil {
 			continue
 		}
-		e.podsFor(np.podSel, n.ns, func(p *podInfo) {
+		e.podsFor(np.anchors, n.ns, func(p *podInfo) {
 			e.stats.SelectorEvaluations++
 			if np.podSel.Matches(p.labels) {
 				c.dirty[p.key] = true
@@ -246,24 +272,34 @@ func (e *Engine) watchSel(s *podSel) {
 		return
 	}
 	m := map[string]*podInfo{}
-	add := func(p *podInfo) {
-		if e.selMatches(s, p) {
-			m[p.key] = p
-		}
-	}
+	e.eachSelected(s, func(p *podInfo) { m[p.key] = p })
 	if s.nsSel == nil {
-		e.podsFor(s.podSel, s.fixedNS, add)
 		addTo(c.selByNS, s.fixedNS, s)
 	} else {
-		e.namespacesFor(s.nsSel, func(ns string) { e.podsFor(s.podSel, ns, add) })
 		c.selGlobal[s] = true
 	}
 	c.selMembers[s] = m
 }
 
+// eachSelected calls fn for every pod the selector matches.
+func (e *Engine) eachSelected(s *podSel, fn func(*podInfo)) {
+	check := func(p *podInfo) {
+		if e.selMatches(s, p) {
+			fn(p)
+		}
+	}
+	as := anchors(s.podSel)
+	if s.nsSel == nil {
+		e.podsFor(as, s.fixedNS, check)
+		return
+	}
+	e.namespacesFor(s.nsSel, func(ns string) { e.podsFor(as, ns, check) })
+}
+
 func (e *Engine) unwatchSel(s *podSel) {
 	c := &e.c
 	delete(c.selMembers, s)
+	delete(c.selSorted, s)
 	delete(c.selGlobal, s)
 	if m := c.selByNS[s.fixedNS]; m != nil {
 		delete(m, s)
@@ -295,6 +331,8 @@ func (e *Engine) useSet(name string, d setDesc) string {
 		c.zoneSets[name] = true
 	case setPod:
 		addTo(c.podSets, d.podKey, name)
+	case setNodes:
+		c.nodeSets[name] = true
 	}
 	if d.npKey != "" {
 		addTo(c.npSets, d.npKey, name)
@@ -308,6 +346,7 @@ func (e *Engine) dropSet(s *setState) {
 	delete(c.staleSets, s.name)
 	delete(c.zoneSets, s.name)
 	delete(c.anyPodSets, s.name)
+	delete(c.nodeSets, s.name)
 	if m := c.podSets[s.desc.podKey]; m != nil {
 		delete(m, s.name)
 		if len(m) == 0 {
@@ -390,23 +429,28 @@ func (e *Engine) buildSet(s *setState) []netip.Prefix {
 	d := s.desc
 	switch d.kind {
 	case setNPRule:
-		var addrs []netip.Addr
+		var lists [][]netip.Prefix
 		var blocks []ipRange
 		for _, p := range d.rule.peers {
 			if p.sel != nil {
-				addrs = append(addrs, e.podIPRanges(e.c.selMembers[p.sel])...)
+				lists = append(lists, e.memberList(p.sel).prefixes)
 			} else {
 				blocks = append(blocks, p.block.ranges...)
 			}
 		}
 		if len(blocks) == 0 {
-			return hostPrefixes(addrs)
+			return mergePrefixes(lists)
 		}
-		return toPrefixes(normalize(append(blocks, hostsOf(addrs)...)))
+		for _, l := range lists {
+			for _, p := range l {
+				blocks = append(blocks, prefixRange(p))
+			}
+		}
+		return toPrefixes(normalize(blocks))
 	case setNPNamed:
 		for _, g := range e.npNamedGroups(d.rule) {
 			if g.proto == d.proto && g.port == d.port {
-				return hostPrefixes(slices.Clone(g.addrs))
+				return g.prefixes
 			}
 		}
 		return nil
@@ -417,7 +461,7 @@ func (e *Engine) buildSet(s *setState) []netip.Prefix {
 		}
 		for _, g := range e.zpNamedGroups(zp, d.names) {
 			if g.proto == d.proto && g.port == d.port {
-				return hostPrefixes(slices.Clone(g.addrs))
+				return g.prefixes
 			}
 		}
 		return nil
@@ -452,14 +496,14 @@ func (e *Engine) buildSet(s *setState) []netip.Prefix {
 			return toPrefixes(qp.cidr.ranges)
 		}
 		if qp.pods != nil {
-			return hostPrefixes(e.podIPRanges(e.c.selMembers[qp.pods]))
+			return e.memberList(qp.pods).prefixes
 		}
 	case setPod:
 		if p := e.pods[d.podKey]; p != nil {
 			return hostPrefixes(slices.Clone(p.ips))
 		}
 	case setDNS:
-		return hostPrefixes(e.podIPRanges(e.c.selMembers[e.dnsSel]))
+		return e.memberList(e.dnsSel).prefixes
 	case setNodes:
 		return e.nodeSetPrefixes(d.nodeSel)
 	}
@@ -469,33 +513,52 @@ func (e *Engine) buildSet(s *setState) []netip.Prefix {
 // ---- named port groups ----
 
 type namedGroup struct {
-	proto ir.Protocol
-	port  uint16
-	addrs []netip.Addr
+	proto    ir.Protocol
+	port     uint16
+	prefixes []netip.Prefix // sorted, distinct host prefixes
 }
 
-func groupNamed(specs []portSpec, each func(func(p *podInfo, ip netip.Addr))) []namedGroup {
+// groupNamed groups the addresses that each calls fn with by the number
+// each named port of specs resolves to on the address's pod. With sorted,
+// the addresses arrive in address order and need no sorting.
+func groupNamed(specs []portSpec, sorted bool, each func(func(p *podInfo, ip netip.Addr))) []namedGroup {
 	type k struct {
 		proto ir.Protocol
 		port  uint16
+	}
+	var names []portSpec
+	for _, s := range specs {
+		if s.name != "" {
+			names = append(names, s)
+		}
 	}
 	m := map[k][]netip.Addr{}
 	var seen []k
 	each(func(p *podInfo, ip netip.Addr) {
 		seen = seen[:0]
-		for _, s := range specs {
-			if s.name == "" {
-				continue
-			}
+		for _, s := range names {
 			if n, ok := p.resolve(s.name, s.proto); ok && !slices.Contains(seen, k{s.proto, n}) {
 				seen = append(seen, k{s.proto, n})
-				m[k{s.proto, n}] = append(m[k{s.proto, n}], ip)
+				l := m[k{s.proto, n}]
+				if sorted && len(l) > 0 && l[len(l)-1] == ip {
+					continue
+				}
+				m[k{s.proto, n}] = append(l, ip)
 			}
 		}
 	})
 	out := make([]namedGroup, 0, len(m))
 	for key, addrs := range m {
-		out = append(out, namedGroup{proto: key.proto, port: key.port, addrs: addrs})
+		var ps []netip.Prefix
+		if sorted {
+			ps = make([]netip.Prefix, len(addrs))
+			for i, a := range addrs {
+				ps[i] = hostPrefix(a)
+			}
+		} else {
+			ps = hostPrefixes(addrs)
+		}
+		out = append(out, namedGroup{proto: key.proto, port: key.port, prefixes: ps})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].proto != out[j].proto {
@@ -513,7 +576,7 @@ func (e *Engine) npNamedGroups(r *npRule) []namedGroup {
 	}
 	var g []namedGroup
 	if !r.allPeers && !r.selOnly() {
-		g = groupNamed(r.ports.specs, func(fn func(*podInfo, netip.Addr)) {
+		g = groupNamed(r.ports.specs, false, func(fn func(*podInfo, netip.Addr)) {
 			seen := map[netip.Addr]bool{}
 			for _, pe := range r.peers {
 				if pe.sel != nil {
@@ -539,7 +602,7 @@ func (e *Engine) npNamedGroups(r *npRule) []namedGroup {
 			}
 		})
 	} else if r.allPeers {
-		g = groupNamed(r.ports.specs, func(fn func(*podInfo, netip.Addr)) {
+		g = groupNamed(r.ports.specs, false, func(fn func(*podInfo, netip.Addr)) {
 			for _, p := range e.pods {
 				for _, ip := range p.ips {
 					if e.npPeerMatches(r, end{p, ip}) {
@@ -549,18 +612,14 @@ func (e *Engine) npNamedGroups(r *npRule) []namedGroup {
 			}
 		})
 	} else {
-		members := map[string]*podInfo{}
+		lists := make([][]addrPod, 0, len(r.peers))
 		for _, pe := range r.peers {
 			e.watchSel(pe.sel)
-			for k, p := range e.c.selMembers[pe.sel] {
-				members[k] = p
-			}
+			lists = append(lists, e.memberList(pe.sel).ents)
 		}
-		g = groupNamed(r.ports.specs, func(fn func(*podInfo, netip.Addr)) {
-			for _, p := range members {
-				for _, ip := range p.ips {
-					fn(p, ip)
-				}
+		g = groupNamed(r.ports.specs, true, func(fn func(*podInfo, netip.Addr)) {
+			for _, x := range mergeEnts(lists) {
+				fn(x.pod, x.addr)
 			}
 		})
 	}
@@ -575,7 +634,7 @@ func (e *Engine) zpNamedGroups(zp *zpInfo, names []string) []namedGroup {
 	if g, ok := e.c.namedMemo[memoKey]; ok {
 		return g
 	}
-	g := groupNamed(zp.ports.specs, func(fn func(*podInfo, netip.Addr)) {
+	g := groupNamed(zp.ports.specs, false, func(fn func(*podInfo, netip.Addr)) {
 		for _, p := range e.pods {
 			if slices.Contains(names, p.zoneName()) {
 				for _, ip := range p.ips {
@@ -620,8 +679,9 @@ func (e *Engine) flush() {
 	}
 	sort.Slice(c.quarPods, func(i, j int) bool { return c.quarPods[i].key < c.quarPods[j].key })
 	c.namedMemo = map[string][]namedGroup{}
+	c.chainMemo = map[uint64][]*chainMemo{}
 	c.sortedAddrs = nil
-	defer func() { c.namedMemo = nil; c.sortedAddrs = nil }()
+	defer func() { c.namedMemo = nil; c.chainMemo = nil; c.sortedAddrs = nil }()
 
 	var unused []*setState
 	unref := func(node string, names []string) {
@@ -771,12 +831,69 @@ type epBuilder struct {
 	st    *epState
 	sels  map[*podSel]bool
 	tiers []ir.Tier
+	rec   *chainMemo // records what the rules being built depend on
 }
 
 func (b *epBuilder) use(name string, d setDesc) ir.PeerMatch {
 	b.e.useSet(name, d)
 	b.sets[name] = true
+	if b.rec != nil {
+		b.rec.sets = append(b.rec.sets, setUse{name, d})
+	}
 	return ir.PeerMatch{Set: name}
+}
+
+// dependsOn records that the endpoint's rule structure depends on the
+// selector's members.
+func (b *epBuilder) dependsOn(s *podSel) {
+	b.sels[s] = true
+	b.e.watchSel(s)
+	if b.rec != nil {
+		b.rec.sels = append(b.rec.sels, s)
+	}
+}
+
+// dependsOnAll records that the endpoint's rule structure depends on
+// every pod.
+func (b *epBuilder) dependsOnAll() {
+	b.st.structAll = true
+	if b.rec != nil {
+		b.rec.all = true
+	}
+}
+
+type setUse struct {
+	name string
+	desc setDesc
+}
+
+// chainMemo is the NetworkPolicy tier of one direction, compiled once per
+// flush for every endpoint with the same selecting policies (and, for
+// ingress, the same container ports, against which named ports resolve).
+type chainMemo struct {
+	egress bool
+	pols   []*npInfo
+	ports  []namedPort
+	rules  []ir.Rule
+	sets   []setUse
+	sels   []*podSel
+	all    bool
+}
+
+func chainHash(pols []*npInfo, egress bool, ports []namedPort) uint64 {
+	h := uint64(14695981039346656037)
+	mix := func(v uint64) { h = (h ^ v) * 1099511628211 }
+	if egress {
+		mix(1)
+	} else {
+		for _, np := range ports {
+			mix(uint64(np.proto)<<16 | uint64(np.port))
+		}
+	}
+	for _, n := range pols {
+		mix(n.serial)
+	}
+	return h
 }
 
 func (b *epBuilder) zones(names []string) ir.PeerMatch {
@@ -1037,7 +1154,7 @@ func (b *epBuilder) adminRules(egress bool) []ir.Rule {
 				rules = append(rules, ir.Rule{ID: zp.id, Peer: peer(), Ports: num, Action: g.action, Log: zp.log})
 			}
 			names := slices.Compact(slices.Sorted(slices.Values(g.names)))
-			b.st.structAll = true
+			b.dependsOnAll()
 			for _, ng := range e.zpNamedGroups(zp, names) {
 				name := fmt.Sprintf("%s/%s/%s/%d", zp.id, strings.Join(names, ","), ng.proto, ng.port)
 				pm := b.use(name, setDesc{kind: setZPNamed, zpName: zp.name, names: names, proto: ng.proto, port: ng.port})
@@ -1082,6 +1199,28 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 	if len(pols) == 0 {
 		return nil, false
 	}
+	memo := e.c.chainMemo
+	var h uint64
+	if memo != nil {
+		h = chainHash(pols, egress, p.ports)
+		for _, cm := range memo[h] {
+			if cm.egress != egress || !slices.Equal(cm.pols, pols) || (!egress && !slices.Equal(cm.ports, p.ports)) {
+				continue
+			}
+			for _, su := range cm.sets {
+				b.use(su.name, su.desc)
+			}
+			for _, s := range cm.sels {
+				b.dependsOn(s)
+			}
+			if cm.all {
+				b.dependsOnAll()
+			}
+			return cm.rules, true
+		}
+		b.rec = &chainMemo{egress: egress, pols: pols, ports: p.ports}
+		defer func() { b.rec = nil }()
+	}
 	var rules []ir.Rule
 	for _, n := range pols {
 		list := n.in
@@ -1093,6 +1232,11 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 		}
 	}
 	rules = append(rules, ir.Rule{ID: pols[0].isoID, Action: ir.Deny})
+	rules = slices.Clip(rules) // shared between endpoints: appending must copy
+	if b.rec != nil {
+		b.rec.rules = rules
+		memo[h] = append(memo[h], b.rec)
+	}
 	return rules, true
 }
 
@@ -1134,12 +1278,11 @@ func (b *epBuilder) ruleIR(rules []ir.Rule, r *npRule, egress bool, action ir.Ac
 				if pe.sel == nil {
 					onlySels = false
 				} else {
-					b.sels[pe.sel] = true
-					e.watchSel(pe.sel)
+					b.dependsOn(pe.sel)
 				}
 			}
 			if !onlySels {
-				b.st.structAll = true
+				b.dependsOnAll()
 			}
 			for _, g := range e.npNamedGroups(r) {
 				name := fmt.Sprintf("%s/%s/%s/%d", r.setName, r.namedKey, g.proto, g.port)

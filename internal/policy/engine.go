@@ -56,6 +56,7 @@ type Engine struct {
 	upNodePeers  bool
 
 	selIntern map[string]*podSel
+	npSerial  uint64
 	dnsSel    *podSel
 
 	c     compileState
@@ -83,6 +84,7 @@ func New() *Engine {
 	}
 	e.dnsSel = e.internSel(&podSel{fixedNS: "kube-system", podSel: labels.SelectorFromSet(labels.Set{"k8s-app": "kube-dns"})})
 	e.c.init()
+	e.globalChanged() // nothing is compiled yet
 	return e
 }
 
@@ -244,10 +246,14 @@ func (e *Engine) SetNetworkPolicy(np *networkingv1.NetworkPolicy) error {
 	}
 	e.indexNP(n, true)
 	e.nps[key] = n
+	// the list is shared with no one; keep it sorted by name
 	list := e.npsByNS[ns]
-	list = slices.DeleteFunc(slices.Clone(list), func(x *npInfo) bool { return x.key == key })
-	list = append(list, n)
-	sort.Slice(list, func(i, j int) bool { return list[i].name < list[j].name })
+	i, found := slices.BinarySearchFunc(list, np.Name, func(x *npInfo, name string) int { return strings.Compare(x.name, name) })
+	if found {
+		list[i] = n
+	} else {
+		list = slices.Insert(list, i, n)
+	}
 	e.npsByNS[ns] = list
 	e.npChanged(old, n)
 	return nil
@@ -262,7 +268,7 @@ func (e *Engine) DeleteNetworkPolicy(namespace, name string) {
 	}
 	delete(e.nps, key)
 	e.indexNP(old, false)
-	e.npsByNS[namespace] = slices.DeleteFunc(slices.Clone(e.npsByNS[namespace]), func(x *npInfo) bool { return x.key == key })
+	e.npsByNS[namespace] = slices.DeleteFunc(e.npsByNS[namespace], func(x *npInfo) bool { return x.key == key })
 	if len(e.npsByNS[namespace]) == 0 {
 		delete(e.npsByNS, namespace)
 	}
@@ -278,9 +284,46 @@ func (e *Engine) SetZone(z *v1alpha1.Zone) error {
 		}
 		return ferr
 	}
+	old := e.zones[z.Name]
 	e.zones[z.Name] = zi
-	e.zonesChanged()
+	if old != nil && sameZoneShape(old, zi) {
+		e.zoneMembersChanged()
+	} else {
+		e.zonesChanged()
+	}
 	return nil
+}
+
+// sameZoneShape reports whether two versions of a zone differ at most in
+// their members: then no chain changes shape, and only the endpoints that
+// change zone and the sets of zone members need recomputing.
+func sameZoneShape(a, b *zoneInfo) bool {
+	return a.name == b.name && a.created.Equal(b.created) && a.mode == b.mode && a.intraDeny == b.intraDeny && a.pods == b.pods
+}
+
+// zoneMembersChanged follows a change of one zone's selectors or
+// networks.
+func (e *Engine) zoneMembersChanged() {
+	e.sortZones()
+	c := &e.c
+	bulk := c.all && c.allStale
+	for _, p := range e.pods {
+		was := *p
+		e.assignZone(p)
+		if p.zone != was.zone && !bulk {
+			e.markPodChanged(&was, p, p.key, false, false)
+		}
+	}
+	if bulk {
+		return
+	}
+	for s := range c.zoneSets {
+		c.staleSets[s] = true
+	}
+	// quarantined endpoints expand allow-list zones over pods
+	for _, q := range c.quarPods {
+		c.dirty[q.key] = true
+	}
 }
 
 // DeleteZone removes a Zone.
@@ -293,6 +336,16 @@ func (e *Engine) DeleteZone(name string) {
 }
 
 func (e *Engine) zonesChanged() {
+	e.sortZones()
+	for _, p := range e.pods {
+		e.assignZone(p)
+	}
+	e.globalChanged()
+}
+
+// sortZones orders the zones by age and carves the networks that older
+// zones keep out of younger ones.
+func (e *Engine) sortZones() {
 	e.zoneList = e.zoneList[:0]
 	for _, z := range e.zones {
 		e.zoneList = append(e.zoneList, z)
@@ -312,10 +365,6 @@ func (e *Engine) zonesChanged() {
 		}
 		taken = normalize(append(slices.Clone(taken), z.nets...))
 	}
-	for _, p := range e.pods {
-		e.assignZone(p)
-	}
-	e.globalChanged()
 }
 
 // SetZonePolicy adds or updates a ZonePolicy.
@@ -327,21 +376,27 @@ func (e *Engine) SetZonePolicy(p *v1alpha1.ZonePolicy) error {
 		}
 		return ferr
 	}
+	old := e.zps[p.Name]
 	e.zps[p.Name] = zp
-	e.zonePoliciesChanged()
+	e.zonePoliciesChanged(old, zp)
 	return nil
 }
 
 // DeleteZonePolicy removes a ZonePolicy.
 func (e *Engine) DeleteZonePolicy(name string) {
-	if _, ok := e.zps[name]; !ok {
+	old, ok := e.zps[name]
+	if !ok {
 		return
 	}
 	delete(e.zps, name)
-	e.zonePoliciesChanged()
+	e.zonePoliciesChanged(old, nil)
 }
 
-func (e *Engine) zonePoliciesChanged() {
+// zonePoliciesChanged follows a change of one ZonePolicy from old to cur
+// (either may be nil). Its rules appear only in the egress chains of
+// endpoints in its from zones and the ingress chains of endpoints in its
+// to zones, so only those recompile.
+func (e *Engine) zonePoliciesChanged(old, cur *zpInfo) {
 	e.zpList = e.zpList[:0]
 	for _, z := range e.zps {
 		e.zpList = append(e.zpList, z)
@@ -353,7 +408,26 @@ func (e *Engine) zonePoliciesChanged() {
 		}
 		return a.name < b.name
 	})
-	e.globalChanged()
+	c := &e.c
+	if c.all {
+		return
+	}
+	var names []string
+	for _, zp := range []*zpInfo{old, cur} {
+		if zp != nil {
+			names = append(append(names, zp.from...), zp.to...)
+		}
+	}
+	for _, p := range e.pods {
+		if slices.Contains(names, p.zoneName()) {
+			c.dirty[p.key] = true
+		}
+	}
+	for s := range c.zoneSets {
+		if d := c.sets[s].desc; d.kind == setZPNamed && (old != nil && d.zpName == old.name || cur != nil && d.zpName == cur.name) {
+			c.staleSets[s] = true
+		}
+	}
 }
 
 // SetQuarantine adds or updates a Quarantine. A quarantine with

@@ -44,8 +44,7 @@ func (e *Engine) indexPod(p *podInfo, add bool) {
 		byLabel = map[string]map[string]*podInfo{}
 		e.podsByLabel[p.ns] = byLabel
 	}
-	for k, v := range p.labels {
-		a := k + "=" + v
+	for _, a := range p.kv {
 		m := byLabel[a]
 		if add {
 			if m == nil {
@@ -64,8 +63,7 @@ func (e *Engine) indexPod(p *podInfo, add bool) {
 
 // podsFor calls fn for every pod of a namespace that may match the
 // selector (a superset, from the label index); fn checks.
-func (e *Engine) podsFor(sel labels.Selector, ns string, fn func(*podInfo)) {
-	as := anchors(sel)
+func (e *Engine) podsFor(as []string, ns string, fn func(*podInfo)) {
 	if as == nil {
 		for _, p := range e.podsByNS[ns] {
 			fn(p)
@@ -91,7 +89,7 @@ func (e *Engine) namespacesFor(sel labels.Selector, fn func(ns string)) {
 }
 
 func (e *Engine) indexNP(n *npInfo, add bool) {
-	as := anchors(n.podSel)
+	as := n.anchors
 	if as == nil {
 		l := e.npsNoAnchor[n.ns]
 		if add {
@@ -134,8 +132,8 @@ func (e *Engine) indexNP(n *npInfo, add bool) {
 func (e *Engine) candidateNPs(p *podInfo) []*npInfo {
 	out := append([]*npInfo(nil), e.npsNoAnchor[p.ns]...)
 	if m := e.npsByAnchor[p.ns]; m != nil {
-		for k, v := range p.labels {
-			out = append(out, m[k+"="+v]...)
+		for _, a := range p.kv {
+			out = append(out, m[a]...)
 		}
 	}
 	if len(out) > 1 {

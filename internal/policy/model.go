@@ -39,6 +39,7 @@ type podInfo struct {
 	key, ns, name, node string
 	idx                 int32
 	labels              labels.Set
+	kv                  []string // "key=value" of every label, for the label indexes
 	ips                 []netip.Addr
 	ports               []namedPort
 	zone                string // "" when unzoned
@@ -369,8 +370,10 @@ type npInfo struct {
 	key, ns, name string
 	podSel        labels.Selector
 	podSelKey     string
-	ingress       bool // policy type Ingress
-	egress        bool // policy type Egress
+	anchors       []string // of podSel, see anchors
+	serial        uint64   // unique per conversion, for memo keys
+	ingress       bool     // policy type Ingress
+	egress        bool     // policy type Egress
 	in, eg        []npRule
 	isoID         string
 	selected      map[string]bool // endpoint keys selected at last compile
@@ -609,7 +612,8 @@ func (e *Engine) convertNP(np *networkingv1.NetworkPolicy) (*npInfo, *FieldError
 	if ferr != nil {
 		return nil, ferr
 	}
-	n := &npInfo{key: ns + "/" + np.Name, ns: ns, name: np.Name, podSel: sel, podSelKey: sel.String()}
+	e.npSerial++
+	n := &npInfo{key: ns + "/" + np.Name, ns: ns, name: np.Name, podSel: sel, podSelKey: sel.String(), anchors: anchors(sel), serial: e.npSerial}
 	n.isoID = "NetworkPolicy/" + n.key + "/isolation"
 	if len(np.Spec.PolicyTypes) == 0 {
 		n.ingress = true
@@ -905,6 +909,10 @@ func convertPod(p *corev1.Pod) *podInfo {
 		ns = "default"
 	}
 	pi := &podInfo{key: ns + "/" + p.Name, ns: ns, name: p.Name, node: p.Spec.NodeName, ips: ips, labels: labels.Set(maps(p.Labels))}
+	pi.kv = make([]string, 0, len(pi.labels))
+	for k, v := range pi.labels {
+		pi.kv = append(pi.kv, k+"="+v)
+	}
 	for _, c := range p.Spec.Containers {
 		for _, cp := range c.Ports {
 			proto := ir.TCP

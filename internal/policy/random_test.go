@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -469,6 +470,7 @@ func checkWorld(t *testing.T, data []byte) {
 	if diff := cmp.Diff(nodePolicies(e), nodePolicies(inc)); diff != "" {
 		t.Fatalf("incremental build differs from a full build (-full +incremental):\n%s", diff)
 	}
+	checkChanges(t, g, w, e, inc, prev)
 
 	// Adding an ingress rule to an existing policy never removes an allowed
 	// flow.
@@ -567,4 +569,73 @@ func TestRandomWorlds(t *testing.T) {
 			break
 		}
 	}
+}
+
+// checkChanges deletes and restores each zone, ZonePolicy, node and
+// upstream admin policy of the world, and moves each pod zone's members,
+// on the incrementally built engine: after every step its node policies
+// equal a full build of the same objects, and every node whose policy
+// changed was reported dirty.
+func checkChanges(t *testing.T, g *gen, w *world, full, inc *policy.Engine, prev map[string]string) {
+	t.Helper()
+	type step struct {
+		name  string
+		apply func(*policy.Engine)
+		world *world // the objects after the step
+	}
+	var steps []step
+	restore := step{name: "restore", apply: func(e *policy.Engine) { w.apply(t, e) }, world: w}
+	for i, z := range w.zones {
+		steps = append(steps, step{"delete zone " + z.Name, func(e *policy.Engine) { e.DeleteZone(z.Name) }, w.with(func(c *world) { c.zones = slices.Delete(slices.Clone(c.zones), i, i+1) })}, restore)
+		if z.Spec.Pods != nil {
+			moved := z.DeepCopy()
+			moved.Spec.Pods.PodSelector = g.labelSelector()
+			steps = append(steps, step{"move members of zone " + z.Name, func(e *policy.Engine) { _ = e.SetZone(moved) }, w.with(func(c *world) { c.zones = slices.Clone(c.zones); c.zones[i] = moved })}, restore)
+		}
+	}
+	for i, z := range w.zps {
+		steps = append(steps, step{"delete zone policy " + z.Name, func(e *policy.Engine) { e.DeleteZonePolicy(z.Name) }, w.with(func(c *world) { c.zps = slices.Delete(slices.Clone(c.zps), i, i+1) })}, restore)
+	}
+	for i, n := range w.up.nodes {
+		steps = append(steps, step{"delete node " + n.Name, func(e *policy.Engine) { e.DeleteNode(n.Name) }, w.with(func(c *world) { c.up.nodes = slices.Delete(slices.Clone(c.up.nodes), i, i+1) })}, restore)
+	}
+	for i, c := range w.up.cnps {
+		steps = append(steps, step{"delete ClusterNetworkPolicy " + c.Name, func(e *policy.Engine) { e.DeleteClusterNetworkPolicy(c.Name) }, w.with(func(x *world) { x.up.cnps = slices.Delete(slices.Clone(x.up.cnps), i, i+1) })}, restore)
+	}
+	for i, a := range w.up.anps {
+		steps = append(steps, step{"delete AdminNetworkPolicy " + a.Name, func(e *policy.Engine) { e.DeleteAdminNetworkPolicy(a.Name) }, w.with(func(x *world) { x.up.anps = slices.Delete(slices.Clone(x.up.anps), i, i+1) })}, restore)
+	}
+	if b := w.up.banp; b != nil {
+		steps = append(steps, step{"delete BaselineAdminNetworkPolicy", func(e *policy.Engine) { e.DeleteBaselineAdminNetworkPolicy(b.Name) }, w.with(func(x *world) { x.up.banp = nil })}, restore)
+	}
+	for _, st := range steps {
+		st.apply(inc)
+		dirty := map[string]bool{}
+		for _, n := range inc.TakeDirtyNodes() {
+			dirty[n] = true
+		}
+		cur := nodePolicies(inc)
+		for n, js := range cur {
+			if !dirty[n] && prev[n] != "" && prev[n] != js {
+				t.Fatalf("after %s: node %s changed but was not reported dirty", st.name, n)
+			}
+		}
+		prev = cur
+		want := full
+		if st.world != w {
+			want = policy.New()
+			st.world.apply(t, want)
+		}
+		if diff := cmp.Diff(nodePolicies(want), cur); diff != "" {
+			t.Fatalf("after %s: incremental build differs from a full build (-full +incremental):\n%s", st.name, diff)
+		}
+	}
+}
+
+// with returns a copy of the world changed by fn; fn must copy any slice
+// it modifies.
+func (w *world) with(fn func(*world)) *world {
+	c := *w
+	fn(&c)
+	return &c
 }

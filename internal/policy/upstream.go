@@ -90,8 +90,14 @@ func (e *Engine) SetNode(n *corev1.Node) {
 	if old != nil && labels.Equals(old.labels, ni.labels) && slices.Equal(old.ips, ni.ips) {
 		return
 	}
-	if e.upNodePeers {
-		e.globalChanged()
+	e.nodesChanged()
+}
+
+// nodesChanged follows a change of a Node's labels or addresses: only the
+// sets of node addresses change.
+func (e *Engine) nodesChanged() {
+	for s := range e.c.nodeSets {
+		e.c.staleSets[s] = true
 	}
 }
 
@@ -101,9 +107,7 @@ func (e *Engine) DeleteNode(name string) {
 		return
 	}
 	delete(e.nodes, name)
-	if e.upNodePeers {
-		e.globalChanged()
-	}
+	e.nodesChanged()
 }
 
 // SetClusterNetworkPolicy adds or updates a ClusterNetworkPolicy
@@ -181,17 +185,19 @@ func (e *Engine) setUpstream(kind, name string, u *upInfo, ferr *FieldError) err
 		e.deleteUpstream(kind, name)
 		return ferr
 	}
+	old := e.ups[u.key]
 	e.ups[u.key] = u
-	e.upstreamChanged()
+	e.upstreamChanged(old, u)
 	return nil
 }
 
 func (e *Engine) deleteUpstream(kind, name string) {
-	if _, ok := e.ups[kind+"/"+name]; !ok {
+	old, ok := e.ups[kind+"/"+name]
+	if !ok {
 		return
 	}
 	delete(e.ups, kind+"/"+name)
-	e.upstreamChanged()
+	e.upstreamChanged(old, nil)
 }
 
 // adminEntry is one element of the admin tier's order: a ZonePolicy or an
@@ -208,7 +214,10 @@ func (a adminEntry) sortKey() (int32, int, string) {
 	return a.up.prio, kindOrder[a.up.kind], a.up.name
 }
 
-func (e *Engine) upstreamChanged() {
+// upstreamChanged follows a change of one upstream policy from old to cur
+// (either may be nil). Its rules appear only in the chains of the
+// endpoints its subject selects, so only those recompile.
+func (e *Engine) upstreamChanged(old, cur *upInfo) {
 	e.upBaseline = e.upBaseline[:0]
 	e.upNodePeers = false
 	var admin []*upInfo
@@ -237,7 +246,14 @@ func (e *Engine) upstreamChanged() {
 	slices.SortFunc(e.upBaseline, less)
 	slices.SortFunc(admin, less)
 	e.upAdmin = admin
-	e.globalChanged()
+	if e.c.all {
+		return
+	}
+	for _, u := range []*upInfo{old, cur} {
+		if u != nil {
+			e.eachSelected(u.subject, func(p *podInfo) { e.c.dirty[p.key] = true })
+		}
+	}
 }
 
 // adminOrder merges ZonePolicies and upstream admin policies by priority,

@@ -33,6 +33,9 @@ type World struct {
 	Pods []Pod
 	// Zones are used to place CIDR peers in CIDR zones.
 	Zones []v1alpha1.Zone
+	// Services map edges to ClusterIPs that attribution left
+	// untranslated to their backends (see Service).
+	Services []Service
 }
 
 // Options tune a suggestion run.
@@ -225,12 +228,15 @@ func Suggest(edges []v1alpha1.FlowEdge, world World, o Options) Result {
 	s := &state{o: o, world: world, subjects: map[string]*subject{}, zps: map[[2]string]*zoneRule{},
 		tuples: map[string]map[string]bool{}, last: map[string]time.Time{}, problems: map[string]map[string]bool{}}
 	s.index()
+	s.indexZones(edges)
 	for i := range edges {
 		e := &edges[i]
 		if !verdicts[e.Verdict] || (!o.Since.IsZero() && !e.LastSeen.Time.After(o.Since)) {
 			continue
 		}
-		s.addEdge(e)
+		for _, te := range s.serviceEdges(e) {
+			s.addEdge(te)
+		}
 	}
 	return s.result()
 }
@@ -253,6 +259,7 @@ type state struct {
 	last     map[string]time.Time
 	problems map[string]map[string]bool
 	global   []string
+	zones    map[string]string // workload key -> zone, from the edges
 }
 
 func (s *state) index() {

@@ -26,13 +26,15 @@ import (
 // BULKHEAD_BENCH_ROUNDS (default 10), BULKHEAD_BENCH_RULES (default
 // 100,1000,10000), BULKHEAD_BENCH_KINDS (default
 // nftables,ebpf,iptables-legacy), BULKHEAD_BENCH_IPERF_SECONDS (default
-// 3), BULKHEAD_BENCH_WINDOW (conn-rate window, default 2s) and
-// BULKHEAD_BENCH_OUT (also write the table to this file) change the run.
+// 2), BULKHEAD_BENCH_WINDOW (conn-rate window, default 1s) and
+// BULKHEAD_BENCH_OUT (also write the table to this file) change the run;
+// BULKHEAD_BENCH_TCP_LOOSE=0 (an experiment) sets nf_conntrack_tcp_loose
+// in the backends' node namespaces too.
 func TestDataplaneThroughput(t *testing.T) {
 	if os.Getenv("BULKHEAD_BENCH") == "" {
 		t.Skip("a benchmark: set BULKHEAD_BENCH=1 (make bench does)")
 	}
-	p := dpParams{rounds: 10, iperfSeconds: 3, workers: 16, window: 2 * time.Second, enforce: true}
+	p := dpParams{rounds: 10, iperfSeconds: 2, workers: 16, window: time.Second, enforce: true}
 	rules := []int{100, 1000, 10000}
 	kinds := []dpKind{kindNFT, kindEBPF, kindIptables}
 	var err error

@@ -288,6 +288,13 @@ func newDPEnv(t testing.TB, cfg dpConfig) *dpEnv {
 		t.Fatalf("%s: programming %d rules: %v", cfg, cfg.Rules, err)
 	}
 	e.program = time.Since(start)
+	// An experiment, off by default: strict TCP pickup in the node
+	// namespace, as the iptables chain has (see installIptables).
+	if v := os.Getenv("BULKHEAD_BENCH_TCP_LOOSE"); v != "" {
+		if err := procWrite(topo.NodePath, "net/netfilter/nf_conntrack_tcp_loose", v); err != nil {
+			t.Fatalf("BULKHEAD_BENCH_TCP_LOOSE=%q: %v", v, err)
+		}
+	}
 	switch be := e.dp.(type) {
 	case *nftables.Backend:
 		s := be.Stats()
@@ -613,7 +620,9 @@ func lastLines(s string, n int) string {
 // are returned too; the reader runs in this process and takes CPU from
 // the tool, so the ratios use windows without it.
 func (e *dpEnv) connRate(window time.Duration, workers int, events bool) (ConnRateResult, float64, error) {
+	var mu sync.Mutex
 	var nev int64
+	var last time.Time
 	var stop func() error
 	if events && e.ebpf != nil {
 		rd, err := e.ebpf.NewFlowReader()
@@ -622,16 +631,16 @@ func (e *dpEnv) connRate(window time.Duration, workers int, events bool) (ConnRa
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		var mu sync.Mutex
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			_ = rd.Run(ctx, func(r ebpf.FlowRecord) {
+				mu.Lock()
+				last = time.Now()
 				if r.Verdict == dataplane.VerdictForwarded && r.DstPort == dpRatePort {
-					mu.Lock()
 					nev++
-					mu.Unlock()
 				}
+				mu.Unlock()
 			})
 		}()
 		stop = func() error {
@@ -640,6 +649,24 @@ func (e *dpEnv) connRate(window time.Duration, workers int, events bool) (ConnRa
 			wg.Wait()
 			return err
 		}
+	}
+	var base int64
+	if stop != nil {
+		// The ring buffer still holds the events of earlier windows
+		// that ran without a reader: drain them (until 100 ms pass
+		// without an event) and count from here.
+		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+			mu.Lock()
+			quiet := time.Since(last) > 100*time.Millisecond
+			mu.Unlock()
+			if quiet {
+				break
+			}
+		}
+		mu.Lock()
+		base = nev
+		mu.Unlock()
 	}
 	start := time.Now()
 	r, err := ConnRate(e.client.Path, e.serverAddr(dpRatePort), workers, window, 3*time.Second)
@@ -651,7 +678,9 @@ func (e *dpEnv) connRate(window time.Duration, workers int, events bool) (ConnRa
 		if cerr := stop(); cerr != nil && err == nil {
 			err = cerr
 		}
-		evps = float64(nev) / took.Seconds()
+		mu.Lock()
+		evps = float64(nev-base) / took.Seconds()
+		mu.Unlock()
 	}
 	if err != nil {
 		return r, 0, fmt.Errorf("%s: %w", e.cfg, err)
@@ -759,6 +788,8 @@ func (e *dpEnv) waitAllowed(max time.Duration) error {
 // dpSample is one configuration's measurements in one round.
 type dpSample struct {
 	bps, cps, evps, evcps float64
+	// baseBps and baseCps are the adjacent no-filter run's.
+	baseBps, baseCps      float64
 	newConn, established  time.Duration
 	hasEnforce, hasEvents bool
 	cut                   bool
@@ -789,37 +820,59 @@ type dpParams struct {
 	enforce                       bool
 }
 
+// measure runs iperf3 and the connection-rate tool once.
+func (e *dpEnv) measure(t testing.TB, r int, p dpParams) (bps, cps float64, failed int64) {
+	t.Helper()
+	bps, err := e.iperf(p.iperfSeconds)
+	if err != nil {
+		t.Fatalf("round %d: %v", r, err)
+	}
+	cr, _, err := e.connRate(p.window, p.workers, false)
+	if err != nil {
+		t.Fatalf("round %d: %v", r, err)
+	}
+	if cr.Completed == 0 {
+		t.Fatalf("round %d: %s: no connection completed (%d failed, first error %v)", r, e.cfg, cr.Failed, cr.FirstError)
+	}
+	if cr.Failed > 0 {
+		t.Logf("round %d: %s: %d of %d connections failed, first error: %v", r, e.cfg, cr.Failed, cr.Failed+cr.Completed, cr.FirstError)
+	}
+	return bps, cr.PerSecond(), cr.Failed
+}
+
 // runRounds measures every configuration in every round, starting each
-// round one configuration later than the previous one.
+// round one configuration later than the previous one. Each filtered
+// measurement is paired with a no-filter measurement taken right next to
+// it (before it in even rounds, after it in odd ones), so that a ratio
+// compares runs seconds apart rather than a minute apart on a machine
+// whose load swings. envs[0] must be the no-filter configuration.
 func runRounds(t testing.TB, envs []*dpEnv, p dpParams) *dpRun {
 	t.Helper()
+	if envs[0].cfg.Kind != kindNone {
+		t.Fatalf("runRounds: first configuration is %s, want no filter", envs[0].cfg)
+	}
 	ctx := context.Background()
 	run := &dpRun{envs: envs}
 	for _, e := range envs {
 		run.cfgs = append(run.cfgs, e.cfg)
 	}
+	filtered := len(envs) - 1
 	for r := 0; r < p.rounds; r++ {
 		row := make([]dpSample, len(envs))
-		for k := range envs {
-			i := (r + k) % len(envs)
+		var nb, nc float64
+		for k := 0; k < filtered; k++ {
+			i := 1 + (r+k)%filtered
 			e := envs[i]
 			var s dpSample
-			bps, err := e.iperf(p.iperfSeconds)
-			if err != nil {
-				t.Fatalf("round %d: %v", r, err)
+			if r%2 == 0 {
+				s.baseBps, s.baseCps, row[0].connFailed = envs[0].measure(t, r, p)
+				s.bps, s.cps, s.connFailed = e.measure(t, r, p)
+			} else {
+				s.bps, s.cps, s.connFailed = e.measure(t, r, p)
+				s.baseBps, s.baseCps, row[0].connFailed = envs[0].measure(t, r, p)
 			}
-			s.bps = bps
-			cr, _, err := e.connRate(p.window, p.workers, false)
-			if err != nil {
-				t.Fatalf("round %d: %v", r, err)
-			}
-			if cr.Completed == 0 {
-				t.Fatalf("round %d: %s: no connection completed (%d failed, first error %v)", r, e.cfg, cr.Failed, cr.FirstError)
-			}
-			s.cps, s.connFailed = cr.PerSecond(), cr.Failed
-			if cr.Failed > 0 {
-				t.Logf("round %d: %s: %d of %d connections failed, first error: %v", r, e.cfg, cr.Failed, cr.Failed+cr.Completed, cr.FirstError)
-			}
+			nb += s.baseBps
+			nc += s.baseCps
 			if e.ebpf != nil {
 				cr, evps, err := e.connRate(p.window, p.workers, true)
 				if err != nil {
@@ -827,7 +880,7 @@ func runRounds(t testing.TB, envs []*dpEnv, p dpParams) *dpRun {
 				}
 				s.evps, s.evcps, s.hasEvents = evps, cr.PerSecond(), true
 			}
-			if p.enforce && e.cfg.Kind != kindNone {
+			if p.enforce {
 				nc, est, cut, why, err := e.enforcement(ctx)
 				if err != nil {
 					t.Fatalf("round %d: %v", r, err)
@@ -839,6 +892,9 @@ func runRounds(t testing.TB, envs []*dpEnv, p dpParams) *dpRun {
 			}
 			row[i] = s
 		}
+		// The no-filter row: the mean of the round's no-filter runs.
+		row[0].bps, row[0].cps = nb/float64(filtered), nc/float64(filtered)
+		row[0].baseBps, row[0].baseCps = row[0].bps, row[0].cps
 		run.samples = append(run.samples, row)
 		run.loads = append(run.loads, loadAvg1())
 		t.Logf("round %d of %d done (load average %.1f)", r+1, p.rounds, run.loads[len(run.loads)-1])
@@ -876,7 +932,7 @@ func (run *dpRun) table() string {
 	var b strings.Builder
 	n := len(run.samples)
 	l := summarize(run.loads)
-	fmt.Fprintf(&b, "%d rounds, 1-minute load average after a round %.1f–%.1f (median %.1f); ratios are per round against that round's no-filter run: median (IQR, min–max)\n\n", n, l.min, l.max, l.med)
+	fmt.Fprintf(&b, "%d rounds, 1-minute load average after a round %.1f–%.1f (median %.1f); each ratio is against the no-filter run right next to it in the same round: median (IQR, min–max); absolute medians are over all runs\n\n", n, l.min, l.max, l.med)
 	b.WriteString("| Configuration | Programming | Throughput, median | Throughput ratio | Conn/s, median | Conn/s ratio | Delta → new conn refused, median (max) | Delta → established cut, median (max) | Ring-buffer events/s read, median (conn/s meanwhile) |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	for i, c := range run.cfgs {
@@ -884,11 +940,11 @@ func (run *dpRun) table() string {
 		var nc, est []float64
 		enforced := 0
 		for _, row := range run.samples {
-			s, base := row[i], row[0]
+			s := row[i]
 			bps = append(bps, s.bps)
 			cps = append(cps, s.cps)
-			rb = append(rb, s.bps/base.bps)
-			rc = append(rc, s.cps/base.cps)
+			rb = append(rb, s.bps/s.baseBps)
+			rc = append(rc, s.cps/s.baseCps)
 			if s.hasEvents {
 				evs = append(evs, s.evps)
 				evc = append(evc, s.evcps)
@@ -902,6 +958,16 @@ func (run *dpRun) table() string {
 			}
 		}
 		prog, tput, tr, conn, cr, ncs, ests, ev := "—", "", "1 (baseline)", "", "1 (baseline)", "—", "—", "—"
+		if c.Kind == kindNone {
+			// Every no-filter run, not the round means.
+			bps, cps = nil, nil
+			for _, row := range run.samples {
+				for _, s := range row[1:] {
+					bps = append(bps, s.baseBps)
+					cps = append(cps, s.baseCps)
+				}
+			}
+		}
 		if c.Kind != kindNone {
 			prog = run.envs[i].program.Round(time.Millisecond).String()
 			tr = summarize(rb).ratio()
@@ -938,10 +1004,11 @@ func (run *dpRun) table() string {
 	if lo >= 0 && hi >= 0 && lo != hi {
 		var rb, rc []float64
 		for _, row := range run.samples {
-			rb = append(rb, row[hi].bps/row[lo].bps)
-			rc = append(rc, row[hi].cps/row[lo].cps)
+			h, l := row[hi], row[lo]
+			rb = append(rb, (h.bps/h.baseBps)/(l.bps/l.baseBps))
+			rc = append(rc, (h.cps/h.baseCps)/(l.cps/l.baseCps))
 		}
-		fmt.Fprintf(&b, "\neBPF %d rules relative to %d rules, paired by round: throughput %s; conn/s %s\n",
+		fmt.Fprintf(&b, "\neBPF %d rules relative to %d rules (ratio of their no-filter ratios, by round): throughput %s; conn/s %s\n",
 			run.cfgs[hi].Rules, run.cfgs[lo].Rules, summarize(rb).ratio(), summarize(rc).ratio())
 	}
 	b.WriteString("\nWhat each filter held:\n")

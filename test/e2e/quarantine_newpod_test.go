@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,5 +105,32 @@ func runQuarantineNewPod(t *testing.T, backend string) {
 		t.Errorf("the first probe of a new pod outside the quarantine selector failed: %v", fmt.Errorf("probe: %w", err))
 	} else if id != client {
 		t.Errorf("the fresh pod's probe was answered by %s, want %s", id, client)
+	}
+
+	// Fail closed: with the controller down, no agent can learn a new
+	// pod's policy, so AddPod must refuse within its bound and leave the
+	// pod's network down.
+	st, err = lab.LoadState(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Processes["controller"].Stop(5 * time.Second); err != nil {
+		t.Fatalf("stopping the controller: %v", err)
+	}
+	defer func(d time.Duration) { lab.AdmitTimeout = d }(lab.AdmitTimeout)
+	lab.AdmitTimeout = 2 * time.Second
+	start = time.Now()
+	orphan, err := lab.AddPod(ctx, state, lab.PodInput{Namespace: "app", Name: "orphan",
+		Labels: map[string]string{"app": "fresh"}, Spec: spec}, 1, nil)
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "fail closed") || !strings.Contains(err.Error(), "no controller is connected") {
+		t.Fatalf("AddPod with the controller down = %v, want a fail-closed error naming the unreachable controller", err)
+	}
+	if took > lab.AdmitTimeout+5*time.Second {
+		t.Errorf("the refusal took %s, want about %s", took, lab.AdmitTimeout)
+	}
+	t.Logf("%s: controller down: AddPod refused after %s: %v", backend, took.Round(time.Millisecond), err)
+	if id, err := lab.ProbeAddr(orphan.Netns, target, 300*time.Millisecond); err == nil {
+		t.Errorf("a pod that was not admitted reached %s", id)
 	}
 }

@@ -1,0 +1,198 @@
+package policy
+
+import (
+	"net/netip"
+	"slices"
+)
+
+// addrPod is one address of a selector member.
+type addrPod struct {
+	addr netip.Addr
+	pod  *podInfo
+}
+
+func cmpAddrPod(a, b addrPod) int {
+	if c := a.addr.Compare(b.addr); c != 0 {
+		return c
+	}
+	switch {
+	case a.pod.key < b.pod.key:
+		return -1
+	case a.pod.key > b.pod.key:
+		return 1
+	}
+	return 0
+}
+
+// selList is a selector's members in address order, built once and shared
+// by every set and named-port group that reads the selector. It is
+// immutable: a membership change replaces it (see memberList).
+type selList struct {
+	// ents holds every (address, pod) pair, sorted by address then pod
+	// key; two pods may share an address.
+	ents []addrPod
+	// prefixes are the distinct member addresses as host prefixes, sorted;
+	// exactly what hostPrefixes returns for them.
+	prefixes []netip.Prefix
+}
+
+func newSelList(ents []addrPod) *selList {
+	l := &selList{ents: ents, prefixes: make([]netip.Prefix, 0, len(ents))}
+	for i, x := range ents {
+		if i > 0 && ents[i-1].addr == x.addr {
+			continue
+		}
+		l.prefixes = append(l.prefixes, hostPrefix(x.addr))
+	}
+	return l
+}
+
+// memberList returns the selector's members in address order; the
+// selector must be watched.
+func (e *Engine) memberList(s *podSel) *selList {
+	c := &e.c
+	if l := c.selSorted[s]; l != nil {
+		return l
+	}
+	members := c.selMembers[s]
+	ents := make([]addrPod, 0, len(members))
+	for _, p := range members {
+		for _, a := range p.ips {
+			ents = append(ents, addrPod{a, p})
+		}
+	}
+	slices.SortFunc(ents, cmpAddrPod)
+	l := newSelList(ents)
+	c.selSorted[s] = l
+	return l
+}
+
+// patchMemberList updates a built member list for one pod's change
+// instead of sorting it again: old is the member before (nil if it was
+// none), cur the member now (nil if it is none).
+func (e *Engine) patchMemberList(s *podSel, old, cur *podInfo) {
+	c := &e.c
+	l := c.selSorted[s]
+	if l == nil {
+		return
+	}
+	ents := make([]addrPod, 0, len(l.ents)+2)
+	key := ""
+	if old != nil {
+		key = old.key
+	} else if cur != nil {
+		key = cur.key
+	}
+	var add []addrPod
+	if cur != nil {
+		for _, a := range cur.ips {
+			add = append(add, addrPod{a, cur})
+		}
+		slices.SortFunc(add, cmpAddrPod)
+	}
+	j := 0
+	for _, x := range l.ents {
+		if x.pod.key == key {
+			continue
+		}
+		for j < len(add) && cmpAddrPod(add[j], x) < 0 {
+			ents = append(ents, add[j])
+			j++
+		}
+		ents = append(ents, x)
+	}
+	ents = append(ents, add[j:]...)
+	c.selSorted[s] = newSelList(ents)
+}
+
+// mergePrefixes returns the sorted union of sorted, duplicate-free host
+// prefix lists. A single list is returned as is (lists are immutable).
+func mergePrefixes(lists [][]netip.Prefix) []netip.Prefix {
+	switch len(lists) {
+	case 0:
+		return nil
+	case 1:
+		return lists[0]
+	}
+	// merge pairwise, sizing each union exactly: these sets are large
+	// and live as long as endpoints use them
+	acc := lists[0]
+	for _, l := range lists[1:] {
+		out := make([]netip.Prefix, 0, unionLen(acc, l))
+		acc = mergeTwo(out, acc, l)
+	}
+	return acc
+}
+
+// unionLen is the length of the union of two sorted, duplicate-free
+// lists of host prefixes.
+func unionLen(a, b []netip.Prefix) int {
+	n, i, j := 0, 0, 0
+	for i < len(a) && j < len(b) {
+		c := a[i].Addr().Compare(b[j].Addr())
+		if c <= 0 {
+			i++
+		}
+		if c >= 0 {
+			j++
+		}
+		n++
+	}
+	return n + len(a) - i + len(b) - j
+}
+
+// mergeTwo appends the sorted union of two sorted, duplicate-free lists
+// of host prefixes to out.
+func mergeTwo(out, a, b []netip.Prefix) []netip.Prefix {
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		c := a[i].Addr().Compare(b[j].Addr())
+		switch {
+		case c < 0:
+			out = append(out, a[i])
+			i++
+		case c > 0:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i++
+			j++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
+}
+
+// mergeEnts returns the sorted union of sorted addrPod lists, dropping
+// repeats of the same address and pod.
+func mergeEnts(lists [][]addrPod) []addrPod {
+	if len(lists) == 1 {
+		return lists[0]
+	}
+	n := 0
+	for _, l := range lists {
+		n += len(l)
+	}
+	out := make([]addrPod, 0, n)
+	heads := make([]int, len(lists))
+	for {
+		best := -1
+		for i, l := range lists {
+			if heads[i] >= len(l) {
+				continue
+			}
+			if best < 0 || cmpAddrPod(l[heads[i]], lists[best][heads[best]]) < 0 {
+				best = i
+			}
+		}
+		if best < 0 {
+			return out
+		}
+		x := lists[best][heads[best]]
+		if k := len(out); k == 0 || out[k-1].addr != x.addr || out[k-1].pod.key != x.pod.key {
+			out = append(out, x)
+		}
+		heads[best]++
+	}
+}
