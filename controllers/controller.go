@@ -171,7 +171,8 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (*Controller, error) 
 	if err := mgr.Add(&Feeder{Cache: mgr.GetCache(), Model: model, Upstream: upstream}); err != nil {
 		return nil, err
 	}
-	sr := &StatusReconciler{Client: mgr.GetClient(), Model: model, Recorder: mgr.GetEventRecorder("bulkhead-controller"), Metrics: m}
+	blocked := &BlockedFlows{Notify: model.notifyRef}
+	sr := &StatusReconciler{Client: mgr.GetClient(), Model: model, Recorder: mgr.GetEventRecorder("bulkhead-controller"), Metrics: m, Blocked: blocked}
 	if err := sr.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
@@ -198,7 +199,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (*Controller, error) 
 	srv := &stream.Server{Hub: hub, Auth: auth, Log: log.WithName("stream"), StatusFunc: c.status,
 		OnSession:      func(_ string, d int) { m.ConnectedAgents.Add(float64(d)) },
 		OnEndpointHint: model.Hint}
-	if err := setupFlows(ctx, mgr, srv, o.FlowPersistInterval); err != nil {
+	if err := setupFlows(ctx, mgr, srv, o.FlowPersistInterval, blocked); err != nil {
 		return nil, err
 	}
 	lis, err := net.Listen("tcp", o.StreamAddr)
