@@ -30,6 +30,7 @@ import (
 const (
 	cfgEventsNew  uint32 = 1
 	cfgEventsDrop uint32 = 2
+	cfgSvc        uint32 = 4
 )
 
 // flipGuard is how long a buffer rests after it stopped being active
@@ -221,8 +222,17 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 			return fmt.Errorf("sync: revoking connections: %w", err)
 		}
 	}
+	if err := b.syncServices(desired, ifindex); err != nil {
+		b.applied = nil
+		return fmt.Errorf("sync: %w", err)
+	}
 	if b.benchIfindex == nil {
-		if err := b.attachAll(ifindex, ifnames); err != nil {
+		uplinks, err := b.uplinks(ifindex)
+		if err != nil {
+			b.applied = nil
+			return fmt.Errorf("sync: %w", err)
+		}
+		if err := b.attachAll(ifindex, uplinks); err != nil {
 			b.applied = nil
 			return fmt.Errorf("sync: %w", err)
 		}
@@ -371,6 +381,9 @@ func (b *Backend) writeConfig(active uint32) error {
 	cfg := bpf.PolicyConfig{Active: active}
 	if !b.opts.DisableFlowEvents {
 		cfg.Flags = cfgEventsNew | cfgEventsDrop
+	}
+	if len(b.opts.ServiceCIDRs) > 0 {
+		cfg.Flags |= cfgSvc
 	}
 	if err := b.objs.ConfigMap.Update(uint32(0), &cfg, cebpf.UpdateAny); err != nil {
 		return fmt.Errorf("writing config map: %w", err)
@@ -634,7 +647,12 @@ func (b *Backend) revoke(np *ir.NodePolicy, ifindex map[string]uint32, prog *pro
 		if !cut[k.Ifindex] {
 			continue
 		}
-		if !ctAllowed(prog, &k, &v) {
+		var svc bpf.PolicySvcDst
+		var backend *bpf.PolicySvcDst
+		if err := b.objs.SvcCt.Lookup(&k, &svc); err == nil {
+			backend = &svc
+		}
+		if !ctAllowed(prog, &k, &v, backend) {
 			del = append(del, k)
 		}
 	}
@@ -646,19 +664,23 @@ func (b *Backend) revoke(np *ir.NodePolicy, ifindex map[string]uint32, prog *pro
 		if err := b.objs.Ct.Delete(&del[i]); err != nil && !errors.Is(err, cebpf.ErrKeyNotExist) {
 			return n, fmt.Errorf("deleting conntrack entry: %w", err)
 		}
+		_ = b.objs.SvcCt.Delete(&del[i])
 		n++
 	}
 	return n, nil
 }
 
 // ctAllowed judges a tracked connection by prog, as the datapath judged
-// its first packet.
-func ctAllowed(prog *program, k *bpf.PolicyCtKey, v *bpf.PolicyCtVal) bool {
+// its first packet: a Service connection (backend set) by its backend.
+func ctAllowed(prog *program, k *bpf.PolicyCtKey, v *bpf.PolicyCtVal, backend *bpf.PolicySvcDst) bool {
 	remote := netip.AddrFrom16(k.Remote).Unmap()
 	dir := ir.Direction(v.Origin)
 	port := ntohs(k.Rport) // egress: the remote end's port
 	if dir == ir.Ingress {
 		port = ntohs(k.Lport)
+	}
+	if backend != nil && dir == ir.Egress {
+		remote, port = netip.AddrFrom16(backend.Addr).Unmap(), ntohs(backend.Port)
 	}
 	id := prog.lookupIdentity(remote)
 	return prog.lookupVerdict(k.Ifindex, id, dir, ir.Protocol(k.Proto), port).Flags&flagDeny == 0
