@@ -54,6 +54,7 @@
 // ct_val.flags
 #define CT_AUDITED 1
 #define CT_CLOSING 2
+#define CT_REPLIED 4 // a packet of the other direction passed
 
 // event.kind
 #define EV_NEW 1
@@ -66,6 +67,7 @@
 // config.flags
 #define CFG_EVENTS_NEW 1
 #define CFG_EVENTS_DROP 2
+#define CFG_SVC 4 // Service ranges configured: svc_cidr, local_ep
 
 #define SEC_NS 1000000000ULL
 #define CT_TIMEOUT_TCP (6 * 3600 * SEC_NS)
@@ -225,6 +227,65 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } stats SEC(".maps");
 
+// Services. A packet from a pod to an address in svc_cidr (a Service
+// ClusterIP range) is not judged where it leaves the pod: netfilter's
+// DNAT has not chosen the backend yet. from_pod records the pre-DNAT
+// destination in svc_pend and lets it go; the post-DNAT point (to_pod of
+// a local backend's interface, or svc_out on an uplink) finds the record
+// by the sender's address and port, judges the sender's egress chain with
+// the backend as the peer, and creates the sender's conntrack entry under
+// the pre-DNAT tuple, so the sender's later packets and the un-NATed
+// replies (source: the ClusterIP) pass on it. svc_ct keeps the backend of
+// such an entry for revocation and flow records.
+
+struct svc_pend_key {
+	__u32 ifindex; // the sender's interface
+	__u8 addr[16]; // the sender's address
+	__be16 port;   // the sender's port
+	__u8 proto;
+	__u8 pad;
+};
+
+struct svc_dst {
+	__u8 addr[16];
+	__be16 port;
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 64);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ident_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} svc_cidr SEC(".maps");
+
+// local_ep: address of a local endpoint -> its node-side interface.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ident_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} local_ep SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct svc_pend_key);
+	__type(value, struct svc_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} svc_pend SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ct_key);
+	__type(value, struct svc_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} svc_ct SEC(".maps");
+
 struct pkt {
 	__u8 src[16];
 	__u8 dst[16];
@@ -263,6 +324,36 @@ static __always_inline int is_mapped4(const __u8 *a)
 	__builtin_memcpy(&hi, a, 8);
 	__builtin_memcpy(&mid, a + 8, 4);
 	return hi == 0 && mid == bpf_htonl(0x0000ffff);
+}
+
+// addr_key fills an identity-trie key for a full address (IPv4-mapped
+// addresses as IPv4).
+static __always_inline void addr_key(struct ident_key *ik, const __u8 *a)
+{
+	__builtin_memset(ik, 0, sizeof(*ik));
+	if (is_mapped4(a)) {
+		ik->family = 4;
+		ik->prefixlen = 8 + 32;
+		__builtin_memcpy(ik->addr, a + 12, 4);
+	} else {
+		ik->family = 6;
+		ik->prefixlen = 8 + 128;
+		__builtin_memcpy(ik->addr, a, 16);
+	}
+}
+
+static __always_inline int svc_on(void)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	return cfg && (cfg->flags & CFG_SVC);
+}
+
+static __always_inline int in_svc(const __u8 *a)
+{
+	struct ident_key ik;
+	addr_key(&ik, a);
+	return bpf_map_lookup_elem(&svc_cidr, &ik) != 0;
 }
 
 // parse fills p; it returns 0 for IP packets worth judging, 1 to let the
@@ -355,7 +446,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	return 0;
 }
 
-static __always_inline void emit(struct __sk_buff *skb, struct pkt *p, __u8 kind, __u8 dir,
+static __always_inline void emit(__u32 ifindex, struct pkt *p, __u8 kind, __u8 dir,
 				 struct verdict *v, __u32 identity, __u8 audited)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -364,7 +455,7 @@ static __always_inline void emit(struct __sk_buff *skb, struct pkt *p, __u8 kind
 		return;
 	}
 	e->ts = bpf_ktime_get_ns();
-	e->ifindex = skb->ifindex;
+	e->ifindex = ifindex;
 	e->rule = v ? v->rule : 0;
 	e->tier = v ? v->tier : 3;
 	e->identity = identity;
@@ -381,6 +472,9 @@ static __always_inline void emit(struct __sk_buff *skb, struct pkt *p, __u8 kind
 	__builtin_memcpy(e->dst, p->dst, 16);
 	bpf_ringbuf_submit(e, 0);
 }
+
+static __always_inline int judge(struct __sk_buff *skb, struct pkt *pp, struct ct_key *kp, __u8 dir,
+				 struct ct_val *c, int fresh, int syn, __u64 now, struct svc_dst *svc);
 
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
@@ -422,25 +516,49 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			__sync_fetch_and_add(&c->bytes, skb->len);
 			if (tcp && (p.tcp_flags & (TCP_FIN | TCP_RST)))
 				c->flags |= CT_CLOSING;
+			if (dir != c->origin && !(c->flags & CT_REPLIED))
+				c->flags |= CT_REPLIED;
 			return VERDICT_NEXT;
 		}
 	}
 
 	// A new connection (or a SYN, which is judged again whether or not
-	// the tuple is known): judge it by the active policy buffer.
+	// the tuple is known). To a Service address it is judged after DNAT.
+	if (dir == DIR_EGRESS && svc_on() && in_svc(k.remote)) {
+		struct svc_pend_key pk = { .ifindex = k.ifindex, .port = k.lport, .proto = k.proto };
+		struct svc_dst sd = { .port = k.rport };
+		__builtin_memcpy(pk.addr, k.local, 16);
+		__builtin_memcpy(sd.addr, k.remote, 16);
+		bpf_map_update_elem(&svc_pend, &pk, &sd, BPF_ANY);
+		return VERDICT_NEXT;
+	}
+	return judge(skb, &p, &k, dir, c, fresh, syn, now, 0);
+}
+
+// judge decides a new connection by the active policy buffer: k is the
+// conntrack key of the chain's interface, remote and port name the peer
+// (for a Service connection the backend, while k holds the pre-DNAT
+// tuple), c and fresh describe an existing entry of k.
+static __always_inline int judge(struct __sk_buff *skb, struct pkt *pp, struct ct_key *kp, __u8 dir,
+				 struct ct_val *c, int fresh, int syn, __u64 now, struct svc_dst *svc)
+{
+	struct pkt p = *pp;
+	struct ct_key k = *kp;
+	int tcp = p.proto == PROTO_TCP;
+	__u8 remote[16];
+	__be16 port = dir == DIR_EGRESS ? k.rport : k.lport;
+	__builtin_memcpy(remote, k.remote, 16);
+	if (svc) {
+		__builtin_memcpy(remote, svc->addr, 16);
+		port = svc->port;
+	}
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&config_map, &zero);
 	__u32 active = cfg ? cfg->active : 0;
 	__u32 cflags = cfg ? cfg->flags : 0;
 
-	struct ident_key ik = { .prefixlen = 8 + 128, .family = 6 };
-	__builtin_memcpy(ik.addr, k.remote, 16);
-	if (is_mapped4(k.remote)) {
-		ik.family = 4;
-		ik.prefixlen = 8 + 32;
-		__builtin_memcpy(ik.addr, k.remote + 12, 4);
-		__builtin_memset(ik.addr + 4, 0, 12);
-	}
+	struct ident_key ik;
+	addr_key(&ik, remote);
 	__u32 *idp;
 	if (active)
 		idp = bpf_map_lookup_elem(&ident1, &ik);
@@ -448,20 +566,20 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		idp = bpf_map_lookup_elem(&ident0, &ik);
 	__u32 identity = idp ? *idp : 0;
 
-	struct cls_key ck = { .ifindex = skb->ifindex, .identity = identity, .dir = dir };
+	struct cls_key ck = { .ifindex = k.ifindex, .identity = identity, .dir = dir };
 	__u32 *clsp;
 	if (active)
 		clsp = bpf_map_lookup_elem(&cls1, &ck);
 	else
 		clsp = bpf_map_lookup_elem(&cls0, &ck);
 
-	struct pol_key pk = { .prefixlen = 96, .ifindex = skb->ifindex, .class = clsp ? *clsp : 0, .dir = dir };
+	struct pol_key pk = { .prefixlen = 96, .ifindex = k.ifindex, .class = clsp ? *clsp : 0, .dir = dir };
 	switch (p.proto) {
 	case PROTO_TCP:
 	case PROTO_UDP:
 	case PROTO_SCTP:
 		pk.proto = p.proto;
-		pk.port = p.dport;
+		pk.port = port;
 		break;
 	default:
 		pk.proto = 0;
@@ -481,7 +599,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			__u64 *last = bpf_map_lookup_elem(&drop_seen, &k);
 			if (!last || now - *last >= DROP_EVENT_INTERVAL) {
 				bpf_map_update_elem(&drop_seen, &k, &now, BPF_ANY);
-				emit(skb, &p, EV_DROP, dir, v, identity, audited);
+				emit(k.ifindex, &p, EV_DROP, dir, v, identity, audited);
 			}
 		}
 		return VERDICT_DROP;
@@ -493,7 +611,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	// A retransmitted SYN of a live entry with the same verdict changes
 	// nothing and reports nothing.
-	if (fresh && c->rule == (v ? v->rule : 0) && c->flags == (audited ? CT_AUDITED : 0))
+	if (fresh && c && c->rule == (v ? v->rule : 0) && (c->flags & CT_AUDITED) == (audited ? CT_AUDITED : 0))
 		return VERDICT_NEXT;
 
 	struct ct_val nc = {};
@@ -507,10 +625,60 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	nc.origin = dir;
 	nc.flags = audited ? CT_AUDITED : 0;
 	bpf_map_update_elem(&ct, &k, &nc, BPF_ANY);
+	if (svc)
+		bpf_map_update_elem(&svc_ct, &k, svc, BPF_ANY);
 	count(STAT_NEW);
 	if (cflags & CFG_EVENTS_NEW)
-		emit(skb, &p, EV_NEW, dir, v, identity, audited);
+		emit(k.ifindex, &p, EV_NEW, dir, v, identity, audited);
 	return VERDICT_NEXT;
+}
+
+// svc_judge runs where packets have passed netfilter's DNAT. A packet
+// from a local endpoint with a pending Service record is judged by that
+// endpoint's egress chain with its real (post-DNAT) destination; it
+// returns VERDICT_DROP, or VERDICT_NEXT to go on.
+static __always_inline int svc_judge(struct __sk_buff *skb, struct pkt *p)
+{
+	struct ident_key ik;
+	addr_key(&ik, p->src);
+	__u32 *cif = bpf_map_lookup_elem(&local_ep, &ik);
+	if (!cif)
+		return VERDICT_NEXT;
+	struct svc_pend_key pk = { .ifindex = *cif, .port = p->sport, .proto = p->proto };
+	__builtin_memcpy(pk.addr, p->src, 16);
+	struct svc_dst *pend = bpf_map_lookup_elem(&svc_pend, &pk);
+	if (!pend)
+		return VERDICT_NEXT;
+	struct svc_dst orig = *pend;
+	bpf_map_delete_elem(&svc_pend, &pk);
+
+	// The sender's conntrack key holds the pre-DNAT tuple.
+	struct ct_key k = { .ifindex = *cif, .proto = p->proto, .lport = p->sport, .rport = orig.port };
+	__builtin_memcpy(k.local, p->src, 16);
+	__builtin_memcpy(k.remote, orig.addr, 16);
+	struct svc_dst backend = { .port = p->dport };
+	__builtin_memcpy(backend.addr, p->dst, 16);
+	// The flow's events name the backend.
+	struct pkt ep = *p;
+	__u64 now = bpf_ktime_get_ns();
+	int syn = p->proto == PROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
+	struct ct_val *c = bpf_map_lookup_elem(&ct, &k);
+	int fresh = c && !(c->flags & CT_CLOSING);
+	return judge(skb, &ep, &k, DIR_EGRESS, c, fresh, syn, now, &backend);
+}
+
+// svc_pending judges a pending Service connection, when the node has
+// Service ranges configured.
+static __always_inline int svc_pending(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	if (!cfg || !(cfg->flags & CFG_SVC))
+		return VERDICT_NEXT;
+	struct pkt p = {};
+	if (parse(skb, &p) != 0)
+		return VERDICT_NEXT;
+	return svc_judge(skb, &p);
 }
 
 // from_pod runs on the tc ingress hook of the node-side interface: the
@@ -526,7 +694,17 @@ int from_pod(struct __sk_buff *skb)
 SEC("tc")
 int to_pod(struct __sk_buff *skb)
 {
+	if (svc_pending(skb) == VERDICT_DROP)
+		return VERDICT_DROP;
 	return handle(skb, DIR_INGRESS);
+}
+
+// svc_out runs on the tc egress hook of the node's uplinks: there it
+// judges Service connections of local endpoints to remote backends.
+SEC("tc")
+int svc_out(struct __sk_buff *skb)
+{
+	return svc_pending(skb);
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

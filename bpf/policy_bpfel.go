@@ -88,6 +88,22 @@ type PolicyPolKey struct {
 	Port      uint16
 }
 
+type PolicySvcDst struct {
+	_    structs.HostLayout
+	Addr [16]uint8
+	Port uint16
+	Pad  [2]uint8
+}
+
+type PolicySvcPendKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Addr    [16]uint8
+	Port    uint16
+	Proto   uint8
+	Pad     uint8
+}
+
 type PolicyVerdict struct {
 	_     structs.HostLayout
 	Rule  uint32
@@ -108,10 +124,15 @@ const (
 	PolicyMapEvents    = "events"
 	PolicyMapIdent0    = "ident0"
 	PolicyMapIdent1    = "ident1"
+	PolicyMapLocalEp   = "local_ep"
 	PolicyMapPol0      = "pol0"
 	PolicyMapPol1      = "pol1"
 	PolicyMapStats     = "stats"
+	PolicyMapSvcCidr   = "svc_cidr"
+	PolicyMapSvcCt     = "svc_ct"
+	PolicyMapSvcPend   = "svc_pend"
 	PolicyProgFromPod  = "from_pod"
+	PolicyProgSvcOut   = "svc_out"
 	PolicyProgToPod    = "to_pod"
 )
 
@@ -158,6 +179,7 @@ type PolicySpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type PolicyProgramSpecs struct {
 	FromPod *ebpf.ProgramSpec `ebpf:"from_pod"`
+	SvcOut  *ebpf.ProgramSpec `ebpf:"svc_out"`
 	ToPod   *ebpf.ProgramSpec `ebpf:"to_pod"`
 }
 
@@ -173,9 +195,13 @@ type PolicyMapSpecs struct {
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	Ident0    *ebpf.MapSpec `ebpf:"ident0"`
 	Ident1    *ebpf.MapSpec `ebpf:"ident1"`
+	LocalEp   *ebpf.MapSpec `ebpf:"local_ep"`
 	Pol0      *ebpf.MapSpec `ebpf:"pol0"`
 	Pol1      *ebpf.MapSpec `ebpf:"pol1"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
+	SvcCidr   *ebpf.MapSpec `ebpf:"svc_cidr"`
+	SvcCt     *ebpf.MapSpec `ebpf:"svc_ct"`
+	SvcPend   *ebpf.MapSpec `ebpf:"svc_pend"`
 }
 
 // PolicyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -212,9 +238,13 @@ type PolicyMaps struct {
 	Events    *ebpf.Map `ebpf:"events"`
 	Ident0    *ebpf.Map `ebpf:"ident0"`
 	Ident1    *ebpf.Map `ebpf:"ident1"`
+	LocalEp   *ebpf.Map `ebpf:"local_ep"`
 	Pol0      *ebpf.Map `ebpf:"pol0"`
 	Pol1      *ebpf.Map `ebpf:"pol1"`
 	Stats     *ebpf.Map `ebpf:"stats"`
+	SvcCidr   *ebpf.Map `ebpf:"svc_cidr"`
+	SvcCt     *ebpf.Map `ebpf:"svc_ct"`
+	SvcPend   *ebpf.Map `ebpf:"svc_pend"`
 }
 
 func (m *PolicyMaps) Close() error {
@@ -227,9 +257,13 @@ func (m *PolicyMaps) Close() error {
 		m.Events,
 		m.Ident0,
 		m.Ident1,
+		m.LocalEp,
 		m.Pol0,
 		m.Pol1,
 		m.Stats,
+		m.SvcCidr,
+		m.SvcCt,
+		m.SvcPend,
 	)
 }
 
@@ -244,12 +278,14 @@ type PolicyVariables struct {
 // It can be passed to LoadPolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PolicyPrograms struct {
 	FromPod *ebpf.Program `ebpf:"from_pod"`
+	SvcOut  *ebpf.Program `ebpf:"svc_out"`
 	ToPod   *ebpf.Program `ebpf:"to_pod"`
 }
 
 func (p *PolicyPrograms) Close() error {
 	return _PolicyClose(
 		p.FromPod,
+		p.SvcOut,
 		p.ToPod,
 	)
 }

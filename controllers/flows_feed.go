@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,8 @@ type FlowFeeder struct {
 	Bus   *stream.FlowBus
 	// History is shared with Edges.Attributor.
 	History *attrib.History
+	// Blocked, when set, collects the records quarantines refused.
+	Blocked *BlockedFlows
 
 	mu         sync.Mutex
 	svcRefresh time.Time
@@ -300,10 +303,15 @@ func (f *FlowFeeder) OnFlows(node string, r *pb.FlowReport) {
 		})
 	}
 	f.Edges.Report(edges)
-	if f.Bus == nil || f.Bus.Subscribers() == 0 {
+	publish := f.Bus != nil && f.Bus.Subscribers() > 0
+	if !publish && f.Blocked == nil {
 		return
 	}
 	for _, fl := range r.GetRecords() {
+		// Without subscribers only quarantine drops are decoded.
+		if !publish && !strings.Contains(fl.GetJson(), `"Quarantine/`) {
+			continue
+		}
 		rec, err := stream.DecodeFlow(fl)
 		if err != nil {
 			continue
@@ -311,7 +319,12 @@ func (f *FlowFeeder) OnFlows(node string, r *pb.FlowReport) {
 		rec.Node = node
 		rec.Source = f.enrich(rec.Source, rec.Src, rec.Time)
 		rec.Destination = f.enrich(rec.Destination, rec.Dst, rec.Time)
-		f.Bus.Publish(rec)
+		if f.Blocked != nil {
+			f.Blocked.Add(rec)
+		}
+		if publish {
+			f.Bus.Publish(rec)
+		}
 	}
 }
 
@@ -330,11 +343,11 @@ func (f *FlowFeeder) enrich(ep *dataplane.FlowEndpoint, ip netip.Addr, at time.T
 // setupFlows adds the flow pipeline to mgr and connects it to srv: a
 // FlowFeeder on every replica and, on the leader, FlowEdges persisting
 // every persistEvery.
-func setupFlows(ctx context.Context, mgr manager.Manager, srv *stream.Server, persistEvery time.Duration) error {
+func setupFlows(ctx context.Context, mgr manager.Manager, srv *stream.Server, persistEvery time.Duration, blocked *BlockedFlows) error {
 	h := attrib.NewHistory()
 	edges := &FlowEdges{Client: mgr.GetClient(), Interval: persistEvery,
 		Attributor: &attrib.Attributor{History: h, Owners: OwnerLookup(ctx, mgr.GetCache()), Services: &attrib.Services{}}}
-	feeder := &FlowFeeder{Cache: mgr.GetCache(), Edges: edges, Bus: &stream.FlowBus{}, History: h}
+	feeder := &FlowFeeder{Cache: mgr.GetCache(), Edges: edges, Bus: &stream.FlowBus{}, History: h, Blocked: blocked}
 	srv.OnFlows, srv.FlowBus = feeder.OnFlows, feeder.Bus
 	if err := mgr.Add(feeder); err != nil {
 		return err

@@ -44,7 +44,9 @@ type StatusReconciler struct {
 	Model    *Model
 	Recorder recorder.EventRecorder
 	Metrics  *Metrics
-	now      func() time.Time
+	// Blocked, when set, supplies the quarantines' refused flow records.
+	Blocked *BlockedFlows
+	now     func() time.Time
 
 	chans map[string]chan event.GenericEvent
 	// npSeen remembers the last NetworkPolicy summary reported as an
@@ -307,10 +309,13 @@ func podNodesEnforced(real Realization) bool {
 
 func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	var q v1alpha1.Quarantine
+	ref := policy.ObjectRef{Kind: KindQuarantine, Namespace: req.Namespace, Name: req.Name}
 	if err := r.Client.Get(ctx, req.NamespacedName, &q); err != nil {
+		if apierrors.IsNotFound(err) && r.Blocked != nil {
+			r.Blocked.Forget(ref)
+		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	ref := policy.ObjectRef{Kind: KindQuarantine, Namespace: q.Namespace, Name: q.Name}
 	real := r.Model.Realization(ref)
 	if !real.Known {
 		return reconcile.Result{RequeueAfter: pollWhilePending}, nil
@@ -340,6 +345,15 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 	}
 	nowEnded := st.Phase == v1alpha1.QuarantineExpired || st.Phase == v1alpha1.QuarantineReleased
 	st.AuthenticatedRequester = q.Annotations[v1alpha1.AuthenticatedRequesterAnnotation]
+	var newBlocked []v1alpha1.QuarantineFlow
+	var newTotal int64
+	if r.Blocked != nil {
+		newBlocked, newTotal = r.Blocked.Take(ref)
+		if newTotal > 0 {
+			st.BlockedFlows = mergeBlocked(st.BlockedFlows, newBlocked)
+			st.BlockedFlowsTotal += newTotal
+		}
+	}
 	if nowEnded && st.EndedAt == nil {
 		t := metav1.NewMicroTime(now.Truncate(time.Microsecond))
 		st.EndedAt = &t
@@ -388,6 +402,9 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 		oldPhase := q.Status.Phase
 		q.Status = *st
 		if err := r.writeStatus(ctx, KindQuarantine, &q); err != nil {
+			if r.Blocked != nil {
+				r.Blocked.Return(ref, newBlocked, newTotal)
+			}
 			return reconcile.Result{}, err
 		}
 		if oldPhase != st.Phase && r.Recorder != nil {

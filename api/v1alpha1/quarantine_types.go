@@ -106,6 +106,32 @@ const (
 // controller copies it to status.authenticatedRequester.
 const AuthenticatedRequesterAnnotation = "segmentation.bulkhead.dev/authenticated-requester"
 
+// MaxBlockedFlows bounds status.blockedFlows.
+const MaxBlockedFlows = 50
+
+// QuarantineFlow is one refused connection attempt of a quarantined pod
+// (an agent flow record with verdict DROPPED decided by the quarantine).
+type QuarantineFlow struct {
+	// Time is when the agent saw it.
+	Time metav1.MicroTime `json:"time"`
+	// Node is the node whose agent refused it.
+	Node string `json:"node"`
+	// Direction is ingress or egress, seen from the judged endpoint.
+	// +optional
+	Direction string `json:"direction,omitempty"`
+	// Protocol is TCP, UDP, SCTP or the IP protocol number.
+	Protocol string `json:"protocol"`
+	// Source and Destination are IP or [IPv6]:port.
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	// SourcePod and DestinationPod are namespace/name when the address
+	// was a known pod.
+	// +optional
+	SourcePod string `json:"sourcePod,omitempty"`
+	// +optional
+	DestinationPod string `json:"destinationPod,omitempty"`
+}
+
 // QuarantineNode records when one node enforced the quarantine.
 type QuarantineNode struct {
 	Node string `json:"node"`
@@ -148,6 +174,17 @@ type QuarantineStatus struct {
 	// EndedAt is when it expired or was released, to the microsecond.
 	// +optional
 	EndedAt *metav1.MicroTime `json:"endedAt,omitempty"`
+	// BlockedFlows are the most recent connection attempts this
+	// quarantine refused, as the agents reported them, newest first and
+	// at most MaxBlockedFlows, kept for forensics.
+	// +optional
+	// +kubebuilder:validation:MaxItems=50
+	// +listType=atomic
+	BlockedFlows []QuarantineFlow `json:"blockedFlows,omitempty"`
+	// BlockedFlowsTotal counts every refused attempt recorded, including
+	// those no longer in BlockedFlows.
+	// +optional
+	BlockedFlowsTotal int64 `json:"blockedFlowsTotal,omitempty"`
 	// +optional
 	// +listType=map
 	// +listMapKey=type

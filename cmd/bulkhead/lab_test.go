@@ -25,6 +25,8 @@ func TestLabExitCodes(t *testing.T) {
 		{"an unknown backend is a usage error", []string{"lab", "up", "--state-dir", empty, "--backend", "iptables"}, exitUsage, `--backend: "iptables"`},
 		{"zero nodes are a usage error", []string{"lab", "up", "--state-dir", empty, "--nodes", "0"}, exitUsage, "--nodes: 0"},
 		{"a relative state dir is a usage error", []string{"lab", "up", "--state-dir", "rel"}, exitUsage, "absolute path"},
+		{"an internet host outside 10.251.0.0/24 is a usage error", []string{"lab", "up", "--state-dir", empty, "--internet", "10.244.1.9"}, exitUsage, "--internet: 10.244.1.9 is not a host address in 10.251.0.0/24"},
+		{"an internet host that is no address is a usage error", []string{"lab", "up", "--state-dir", empty, "--internet", "example.com"}, exitUsage, "--internet:"},
 		{"a bad scenario names file, document and field", []string{"lab", "up", "--state-dir", empty, "--scenario", bad}, exitUsage,
 			bad + ": document 1 (Pod a/p): spec.containers[0].ports[0].containerPort: 0 is out of range"},
 		{"apply without files is a usage error", []string{"lab", "apply", "--state-dir", empty}, exitUsage, "-f: at least one"},

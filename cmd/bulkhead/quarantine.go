@@ -589,6 +589,9 @@ func writeShow(w io.Writer, q *v1alpha1.Quarantine, events []corev1.Event) error
 			fmt.Fprintln(w, "  "+l)
 		}
 	}
+	if err := writeBlocked(w, q); err != nil {
+		return err
+	}
 	fmt.Fprintln(w, "Events:")
 	if len(events) == 0 {
 		fmt.Fprintln(w, "  (none)")
@@ -599,6 +602,33 @@ func writeShow(w io.Writer, q *v1alpha1.Quarantine, events []corev1.Event) error
 	fmt.Fprintln(tw, "  TIME\tTYPE\tREASON\tMESSAGE")
 	for _, e := range events {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", eventTime(e).UTC().Format(time.RFC3339), e.Type, e.Reason, e.Message)
+	}
+	return tw.Flush()
+}
+
+// writeBlocked prints the refused attempts kept in status.blockedFlows.
+func writeBlocked(w io.Writer, q *v1alpha1.Quarantine) error {
+	fl := q.Status.BlockedFlows
+	if len(fl) == 0 {
+		fmt.Fprintf(w, "Blocked flows: none recorded\n")
+		return nil
+	}
+	fmt.Fprintf(w, "Blocked flows: %d recorded, latest %d:\n", q.Status.BlockedFlowsTotal, len(fl))
+	pod := func(addr, p string) string {
+		if p == "" {
+			return addr
+		}
+		return addr + " (" + p + ")"
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  TIME\tNODE\tDIR\tPROTO\tSOURCE\tDESTINATION")
+	for _, f := range fl {
+		dir := f.Direction
+		if dir == "" {
+			dir = "-"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", f.Time.UTC().Format(metav1.RFC3339Micro), f.Node, dir, f.Protocol,
+			pod(f.Source, f.SourcePod), pod(f.Destination, f.DestinationPod))
 	}
 	return tw.Flush()
 }

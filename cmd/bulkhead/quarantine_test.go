@@ -155,7 +155,10 @@ func TestWriteShow(t *testing.T) {
 			Allow: v1alpha1.ForensicsAllowList{Ingress: []v1alpha1.ForensicsPeer{{CIDR: "10.0.0.9/32", Ports: []v1alpha1.PolicyPort{port("TCP", 22)}}}}},
 		Status: v1alpha1.QuarantineStatus{Phase: v1alpha1.QuarantineActive, AuthenticatedRequester: "alice", MatchedPods: []string{"shop/api-0"},
 			EnforcedAt: &enf,
-			Nodes:      []v1alpha1.QuarantineNode{{Node: "n1", EnforcedAt: &enf}, {Node: "n2", Error: "nft: boom"}}},
+			Nodes:      []v1alpha1.QuarantineNode{{Node: "n1", EnforcedAt: &enf}, {Node: "n2", Error: "nft: boom"}},
+			BlockedFlows: []v1alpha1.QuarantineFlow{{Time: metav1.NewMicroTime(enf.Add(2 * time.Second)), Node: "n1", Direction: "egress", Protocol: "TCP",
+				Source: "10.244.1.5:41000", SourcePod: "shop/api-0", Destination: "203.0.113.9:443"}},
+			BlockedFlowsTotal: 7},
 	}
 	ev := []corev1.Event{
 		{Type: "Normal", Reason: "Active", Message: "pods shop/api-0 isolated", EventTime: metav1.NewMicroTime(enf.Time)},
@@ -183,6 +186,9 @@ Nodes:
   NODE  ENFORCED AT                  AFTER CREATE  ERROR
   n1    2026-12-01T10:00:01.234567Z  1.235s        -
   n2    -                            -             nft: boom
+Blocked flows: 7 recorded, latest 1:
+  TIME                         NODE  DIR     PROTO  SOURCE                         DESTINATION
+  2026-12-01T10:00:03.234567Z  n1    egress  TCP    10.244.1.5:41000 (shop/api-0)  203.0.113.9:443
 Events:
   TIME                  TYPE    REASON   MESSAGE
   2026-12-01T10:00:00Z  Normal  Pending  quarantine requested

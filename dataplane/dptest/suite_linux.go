@@ -307,17 +307,26 @@ func Run(t *testing.T, newDP NewFunc) {
 		}
 	})
 	t.Run("revocation cuts an established connection", func(t *testing.T) {
-		Revocation(t, dp, topo, true)
+		Revocation(t, dp, topo, ir.TCP, true)
 	})
 	t.Run("without CutConnections an established connection survives", func(t *testing.T) {
-		Revocation(t, dp, topo, false)
+		Revocation(t, dp, topo, ir.TCP, false)
+	})
+	// A UDP flow is its 5-tuple: later datagrams of a tracked tuple are
+	// the same flow, whatever the policy says now, until it is cut.
+	t.Run("revocation cuts a tracked UDP flow", func(t *testing.T) {
+		Revocation(t, dp, topo, ir.UDP, true)
+	})
+	t.Run("without CutConnections a tracked UDP flow survives", func(t *testing.T) {
+		Revocation(t, dp, topo, ir.UDP, false)
 	})
 }
 
-// Revocation opens an allowed connection a -> b, then syncs a policy that
-// denies it. With cut, the connection must stop carrying data within 5 s;
-// without, it must keep working.
-func Revocation(t *testing.T, dp dataplane.Dataplane, topo *Topology, cut bool) {
+// Revocation opens an allowed connection a -> b (TCP to 8080, or a
+// connected UDP socket to 53), then syncs a policy that denies it. With
+// cut, the connection must stop carrying data within 5 s; without, it must
+// keep working.
+func Revocation(t *testing.T, dp dataplane.Dataplane, topo *Topology, proto ir.Protocol, cut bool) {
 	t.Helper()
 	a, b := topo.Pods[0], topo.Pods[1]
 	open := topo.Policy()
@@ -329,7 +338,11 @@ func Revocation(t *testing.T, dp dataplane.Dataplane, topo *Topology, cut bool) 
 		if v6 {
 			dst = b.IP6
 		}
-		c, err := DialTCP(a, dst, 8080)
+		dialer, port := DialTCP, uint16(8080)
+		if proto == ir.UDP {
+			dialer, port = DialUDP, 53
+		}
+		c, err := dialer(a, dst, port)
 		if err != nil {
 			t.Fatalf("dialing %v: %v", dst, err)
 		}
@@ -340,7 +353,7 @@ func Revocation(t *testing.T, dp dataplane.Dataplane, topo *Topology, cut bool) 
 		// A connection the new policy still allows must survive.
 		var keep net.Conn
 		if len(topo.Pods) > 2 {
-			keep, err = DialTCP(topo.Pods[2], dst, 8080)
+			keep, err = dialer(topo.Pods[2], dst, port)
 			if err != nil {
 				t.Fatalf("dialing %v from %s: %v", dst, topo.Pods[2].Name, err)
 			}
@@ -373,7 +386,7 @@ func Revocation(t *testing.T, dp dataplane.Dataplane, topo *Topology, cut bool) 
 			t.Logf("%v: no reply on the revoked connection (gave up %v after the revoking Sync began)", dst, took.Round(time.Millisecond))
 		}
 		// New connections are denied either way.
-		if err := ProbeTCP(a, dst, 8080); err == nil {
+		if (Probe{From: a, To: b, V6: v6, Proto: proto, Port: port}).Run() {
 			t.Errorf("%v: new connection allowed after revocation", dst)
 		}
 		if err := dp.Sync(context.Background(), open); err != nil {

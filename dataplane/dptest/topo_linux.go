@@ -13,6 +13,8 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -251,16 +253,69 @@ func serveUDP(pc net.PacketConn) {
 	}
 }
 
-// ProbeTCP reports whether a TCP connection from the pod to addr:port
-// completes a handshake and one request and reply.
-func ProbeTCP(from *Pod, addr netip.Addr, port uint16) error {
+// Source ports. Every probe and every dialed connection binds a source
+// port of its own, counted up from srcPortLow and below the kernel's
+// ephemeral range (32768 and up), so that no two flows of a test run share
+// a 5-tuple. A reused tuple is not a new flow: connection tracking (the
+// kernel's, or a backend's own) still holds the earlier flow's entry for
+// up to minutes (UDP: 30-120 s), and its packets pass on that entry
+// whatever the current policy says, unless the change cut connections.
+// The table's oracle (Evaluate on the current policy) judges new flows
+// only, so a reused tuple made a UDP probe pass that the policy denies.
+const (
+	srcPortLow  = 10000
+	srcPortHigh = 32767
+)
+
+var srcPort atomic.Uint32
+
+// nextSrcPort returns a source port no probe of this process used
+// recently (they repeat after srcPortHigh-srcPortLow+1 flows).
+func nextSrcPort() int {
+	return srcPortLow + int((srcPort.Add(1)-1)%(srcPortHigh-srcPortLow+1))
+}
+
+// dial connects from the pod with a fresh source port; a port still held
+// by a socket of an earlier flow (TIME_WAIT) is skipped.
+func dial(from *Pod, network string, addr netip.Addr, port uint16) (net.Conn, error) {
 	var c net.Conn
 	err := netns.Do(from.Path, func() error {
-		d := net.Dialer{Timeout: ProbeTimeout}
 		var err error
-		c, err = d.Dial("tcp", netip.AddrPortFrom(addr, port).String())
+		for try := 0; try < 8; try++ {
+			sp := nextSrcPort()
+			d := net.Dialer{Timeout: ProbeTimeout, Control: reuseAddr}
+			if network == "udp" {
+				d.LocalAddr = &net.UDPAddr{Port: sp}
+			} else {
+				d.LocalAddr = &net.TCPAddr{Port: sp}
+			}
+			c, err = d.Dial(network, netip.AddrPortFrom(addr, port).String())
+			if !errors.Is(err, syscall.EADDRINUSE) && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+				return err
+			}
+		}
 		return err
 	})
+	return c, err
+}
+
+// reuseAddr lets a source port be bound again while a closed connection
+// of another 4-tuple still holds it in TIME_WAIT.
+func reuseAddr(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// ProbeTCP reports whether a new TCP connection from the pod to addr:port
+// (from a source port of its own) completes a handshake and one request
+// and reply.
+func ProbeTCP(from *Pod, addr netip.Addr, port uint16) error {
+	c, err := dial(from, "tcp", addr, port)
 	if err != nil {
 		return err
 	}
@@ -285,27 +340,22 @@ func Exchange(c net.Conn, timeout time.Duration) error {
 	return nil
 }
 
-// DialTCP opens a TCP connection from the pod and leaves it open.
+// DialTCP opens a TCP connection from the pod (from a source port of its
+// own) and leaves it open.
 func DialTCP(from *Pod, addr netip.Addr, port uint16) (net.Conn, error) {
-	var c net.Conn
-	err := netns.Do(from.Path, func() error {
-		d := net.Dialer{Timeout: ProbeTimeout}
-		var err error
-		c, err = d.Dial("tcp", netip.AddrPortFrom(addr, port).String())
-		return err
-	})
-	return c, err
+	return dial(from, "tcp", addr, port)
 }
 
-// ProbeUDP reports whether a UDP datagram from the pod to addr:port gets
-// the server's reply.
+// DialUDP opens a connected UDP socket from the pod (from a source port of
+// its own): every Exchange on it is a packet of one UDP flow.
+func DialUDP(from *Pod, addr netip.Addr, port uint16) (net.Conn, error) {
+	return dial(from, "udp", addr, port)
+}
+
+// ProbeUDP reports whether a UDP datagram of a new flow from the pod to
+// addr:port gets the server's reply.
 func ProbeUDP(from *Pod, addr netip.Addr, port uint16) error {
-	var c net.Conn
-	err := netns.Do(from.Path, func() error {
-		var err error
-		c, err = net.Dial("udp", netip.AddrPortFrom(addr, port).String())
-		return err
-	})
+	c, err := dial(from, "udp", addr, port)
 	if err != nil {
 		return err
 	}

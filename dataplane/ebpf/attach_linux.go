@@ -19,16 +19,41 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/netns"
 )
 
-const netFlagLoopback = net.FlagLoopback
+const (
+	netFlagLoopback = net.FlagLoopback
+	netFlagUp       = net.FlagUp
+)
 
-// hooks are the two attachments per interface.
-var hooks = []struct {
+// hook is one attachment of a program to an interface.
+type hook struct {
 	name   string
 	attach cebpf.AttachType
 	parent uint32
-}{
-	{"from_pod", cebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS},
-	{"to_pod", cebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS},
+}
+
+// hooks are the two attachments per endpoint interface; uplinkHooks the
+// one per uplink (Service connections to remote backends).
+var (
+	hooks = []hook{
+		{"from_pod", cebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS},
+		{"to_pod", cebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS},
+	}
+	uplinkHooks = []hook{
+		{"svc_out", cebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS},
+	}
+	allHooks = append(append([]hook(nil), hooks...), uplinkHooks...)
+)
+
+// attachment says which hooks each interface carries.
+type attachment map[uint32][]hook
+
+func (a attachment) has(idx uint32, name string) bool {
+	for _, h := range a[idx] {
+		if h.name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // clsact filter identity: handle and priority of the backend's filters.
@@ -39,8 +64,11 @@ const (
 )
 
 func (b *Backend) program(hook string) *cebpf.Program {
-	if hook == "from_pod" {
+	switch hook {
+	case "from_pod":
 		return b.objs.FromPod
+	case "svc_out":
+		return b.objs.SvcOut
 	}
 	return b.objs.ToPod
 }
@@ -124,11 +152,17 @@ func pinName(ifindex uint32, hook string) string {
 	return strconv.FormatUint(uint64(ifindex), 10) + "-" + hook
 }
 
-// attachAll makes exactly the interfaces in ifindex carry the programs.
-func (b *Backend) attachAll(ifindex map[string]uint32, ifnames map[uint32]string) error {
-	want := map[uint32]bool{}
+// attachAll makes exactly the interfaces in ifindex carry the endpoint
+// programs, and the uplinks the Service program.
+func (b *Backend) attachAll(ifindex map[string]uint32, uplinks []uint32) error {
+	want := attachment{}
 	for _, idx := range ifindex {
-		want[idx] = true
+		want[idx] = hooks
+	}
+	for _, idx := range uplinks {
+		if want[idx] == nil {
+			want[idx] = uplinkHooks
+		}
 	}
 	if b.opts.Attach == AttachClsact {
 		b.clsact = true
@@ -158,7 +192,7 @@ func (b *Backend) attachAll(ifindex map[string]uint32, ifnames map[uint32]string
 	return nil
 }
 
-func (b *Backend) attachTCX(want map[uint32]bool) error {
+func (b *Backend) attachTCX(want attachment) error {
 	ls, err := b.pinnedLinks()
 	if err != nil {
 		return err
@@ -169,7 +203,7 @@ func (b *Backend) attachTCX(want map[uint32]bool) error {
 		prog := b.program(pl.hook)
 		id, _ := progID(prog)
 		switch {
-		case pl.ifindex == 0 || !want[pl.ifindex] || pinName(pl.ifindex, pl.hook) != filepath.Base(pl.path):
+		case pl.ifindex == 0 || !want.has(pl.ifindex, pl.hook) || pinName(pl.ifindex, pl.hook) != filepath.Base(pl.path):
 			// Defunct (interface gone), no longer wanted, or a pin whose
 			// name does not match its interface: detach.
 			if err := pl.link.Unpin(); err != nil {
@@ -189,8 +223,8 @@ func (b *Backend) attachTCX(want map[uint32]bool) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	for idx := range want {
-		for _, h := range hooks {
+	for idx, hs := range want {
+		for _, h := range hs {
 			name := pinName(idx, h.name)
 			if have[name] {
 				continue
@@ -223,14 +257,14 @@ func (b *Backend) inNS(fn func() error) error {
 }
 
 // detachAll unpins and detaches every TCX link except those on keep.
-func (b *Backend) detachAll(keep map[uint32]bool) error {
+func (b *Backend) detachAll(keep attachment) error {
 	ls, err := b.pinnedLinks()
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, pl := range ls {
-		if pl.ifindex == 0 || !keep[pl.ifindex] {
+		if pl.ifindex == 0 || !keep.has(pl.ifindex, pl.hook) {
 			if err := pl.link.Unpin(); err != nil {
 				errs = append(errs, fmt.Errorf("unpinning %s: %w", pl.path, err))
 			}
@@ -240,8 +274,8 @@ func (b *Backend) detachAll(keep map[uint32]bool) error {
 	return errors.Join(errs...)
 }
 
-func (b *Backend) attachClsact(want map[uint32]bool) error {
-	for idx := range want {
+func (b *Backend) attachClsact(want attachment) error {
+	for idx, hs := range want {
 		l, err := b.nl.LinkByIndex(int(idx))
 		if err != nil {
 			return fmt.Errorf("interface %d: %w", idx, err)
@@ -262,7 +296,7 @@ func (b *Backend) attachClsact(want map[uint32]bool) error {
 				return fmt.Errorf("adding clsact qdisc to %s: %w", l.Attrs().Name, err)
 			}
 		}
-		for _, h := range hooks {
+		for _, h := range hs {
 			f := &netlink.BpfFilter{
 				FilterAttrs:  netlink.FilterAttrs{LinkIndex: int(idx), Parent: h.parent, Handle: clsactHandle, Priority: clsactPrio, Protocol: unix.ETH_P_ALL},
 				Fd:           b.program(h.name).FD(),
@@ -277,26 +311,26 @@ func (b *Backend) attachClsact(want map[uint32]bool) error {
 	return nil
 }
 
-// removeClsact deletes the backend's clsact filters from every interface
-// not in keep. Other filters are left alone.
-func (b *Backend) removeClsact(keep map[uint32]bool) error {
+// removeClsact deletes the backend's clsact filters of every hook keep
+// does not name for its interface. Other filters are left alone.
+func (b *Backend) removeClsact(keep attachment) error {
 	links, err := b.nl.LinkList()
 	if err != nil {
 		return fmt.Errorf("listing interfaces: %w", err)
 	}
 	var errs []error
 	for _, l := range links {
-		if keep[uint32(l.Attrs().Index)] {
-			continue
-		}
-		for _, h := range hooks {
-			fs, err := b.nl.FilterList(l, h.parent)
+		for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+			fs, err := b.nl.FilterList(l, parent)
 			if err != nil {
 				continue // no clsact qdisc
 			}
 			for _, f := range fs {
 				bf, ok := f.(*netlink.BpfFilter)
 				if !ok || !strings.HasPrefix(bf.Name, clsactPrefix) || bf.Priority != clsactPrio || bf.Handle != clsactHandle {
+					continue
+				}
+				if keep.has(uint32(l.Attrs().Index), strings.TrimPrefix(bf.Name, clsactPrefix)) {
 					continue
 				}
 				if err := b.nl.FilterDel(bf); err != nil {

@@ -30,6 +30,7 @@ import (
 const (
 	cfgEventsNew  uint32 = 1
 	cfgEventsDrop uint32 = 2
+	cfgSvc        uint32 = 4
 )
 
 // flipGuard is how long a buffer rests after it stopped being active
@@ -203,10 +204,12 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	} else {
 		ifindex, ifnames, missing = b.resolve(desired)
 	}
+	compileStart := time.Now()
 	prog, err := compile(desired, ifindex, b.alloc)
 	if err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
+	b.stats.LastCompile = time.Since(compileStart)
 	writes, err := b.install(prog, log)
 	if err != nil {
 		b.applied = nil
@@ -219,8 +222,17 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 			return fmt.Errorf("sync: revoking connections: %w", err)
 		}
 	}
+	if err := b.syncServices(desired, ifindex); err != nil {
+		b.applied = nil
+		return fmt.Errorf("sync: %w", err)
+	}
 	if b.benchIfindex == nil {
-		if err := b.attachAll(ifindex, ifnames); err != nil {
+		uplinks, err := b.uplinks(ifindex)
+		if err != nil {
+			b.applied = nil
+			return fmt.Errorf("sync: %w", err)
+		}
+		if err := b.attachAll(ifindex, uplinks); err != nil {
 			b.applied = nil
 			return fmt.Errorf("sync: %w", err)
 		}
@@ -241,8 +253,9 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	b.stats.LastWrites = writes
 	b.stats.LastDuration = time.Since(start)
 	b.stats.ConnectionsCut += cut
-	b.stats.IdentEntries, b.stats.ClassEntries, b.stats.PolicyEntries = len(prog.idents), len(prog.cls), len(prog.pol)
-	log.V(1).Info("synced", "node", desired.Node, "writes", writes, "cut", cut, "took", b.stats.LastDuration, "identEntries", len(prog.idents), "policyEntries", len(prog.pol))
+	nCls, nPol := prog.counts()
+	b.stats.IdentEntries, b.stats.ClassEntries, b.stats.PolicyEntries = len(prog.idents), nCls, nPol
+	log.V(1).Info("synced", "node", desired.Node, "writes", writes, "cut", cut, "took", b.stats.LastDuration, "identEntries", len(prog.idents), "policyEntries", nPol)
 	if len(missing) > 0 {
 		return fmt.Errorf("sync: %w: %s", ErrEndpointNotFound, strings.Join(missing, "; "))
 	}
@@ -254,6 +267,7 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 func (b *Backend) resolve(np *ir.NodePolicy) (map[string]uint32, map[uint32]string, []string) {
 	ifindex := map[string]uint32{}
 	ifnames := map[uint32]string{}
+	owner := map[int]string{}
 	var missing []string
 	for i := range np.Endpoints {
 		ep := &np.Endpoints[i]
@@ -290,11 +304,17 @@ func (b *Backend) resolve(np *ir.NodePolicy) (map[string]uint32, map[uint32]stri
 				ifnames[uint32(idx)] = l.Attrs().Name
 			}
 		}
+		if bad == "" {
+			if other, ok := owner[idx]; ok {
+				bad = fmt.Sprintf("endpoint %q: its IPs route to interface %d, which endpoint %q uses already (several pods behind one interface are not supported)", ep.Name, idx, other)
+			}
+		}
 		if bad != "" {
 			missing = append(missing, bad)
 			continue
 		}
 		ifindex[ep.Name] = uint32(idx)
+		owner[idx] = ep.Name
 	}
 	return ifindex, ifnames, missing
 }
@@ -325,6 +345,7 @@ func (b *Backend) install(prog *program, log logr.Logger) (int, error) {
 		b.cache[b.active] = kern
 	}
 	if samePrograms(cur, prog) {
+		b.stats.LastMapWrite = 0
 		return 0, b.writeConfig(b.active)
 	}
 	next := b.active ^ 1
@@ -340,6 +361,8 @@ func (b *Backend) install(prog *program, log logr.Logger) (int, error) {
 		}
 	}
 	b.cache[next] = nil // unknown while writing
+	writeStart := time.Now()
+	defer func() { b.stats.LastMapWrite = time.Since(writeStart) }()
 	writes, err := writeDiff(bufN, old, prog)
 	if err != nil {
 		return writes, err
@@ -359,6 +382,9 @@ func (b *Backend) writeConfig(active uint32) error {
 	if !b.opts.DisableFlowEvents {
 		cfg.Flags = cfgEventsNew | cfgEventsDrop
 	}
+	if len(b.opts.ServiceCIDRs) > 0 {
+		cfg.Flags |= cfgSvc
+	}
 	if err := b.objs.ConfigMap.Update(uint32(0), &cfg, cebpf.UpdateAny); err != nil {
 		return fmt.Errorf("writing config map: %w", err)
 	}
@@ -366,21 +392,50 @@ func (b *Backend) writeConfig(active uint32) error {
 }
 
 func samePrograms(a, b *program) bool {
-	if len(a.idents) != len(b.idents) || len(a.pol) != len(b.pol) || len(a.cls) != len(b.cls) {
+	if !sameIdents(a, b) {
 		return false
 	}
-	for k, v := range a.cls {
-		if w, ok := b.cls[k]; !ok || w != v {
+	// A chain without entries equals a missing one (the kernel's maps
+	// cannot tell them apart).
+	for k, c := range a.chains {
+		if !sameChain(c, b.chains[k]) {
 			return false
 		}
 	}
-	for k, v := range a.idents {
-		if w, ok := b.idents[k]; !ok || w != v {
+	for k, c := range b.chains {
+		if _, ok := a.chains[k]; !ok && !sameChain(nil, c) {
 			return false
 		}
 	}
-	for k, v := range a.pol {
-		if w, ok := b.pol[k]; !ok || w != v {
+	return true
+}
+
+func sameIdents(a, b *program) bool {
+	if a.ires != nil && a.ires == b.ires {
+		return true
+	}
+	return sameMap(a.idents, b.idents)
+}
+
+func sameChain(a, b *chainProg) bool {
+	if a == b {
+		return true
+	}
+	if a == nil {
+		a = &chainProg{}
+	}
+	if b == nil {
+		b = &chainProg{}
+	}
+	return sameMap(a.cls, b.cls) && sameMap(a.pol, b.pol)
+}
+
+func sameMap[K, V comparable](a, b map[K]V) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
 			return false
 		}
 	}
@@ -419,7 +474,7 @@ func kernClsKey(k clsKey) bpf.PolicyClsKey {
 }
 
 func readProgram(buf buffer) (*program, error) {
-	p := &program{idents: map[identKey]uint32{}, cls: map[clsKey]uint32{}, pol: map[polKey]verdict{}}
+	p := newProgram()
 	var ik bpf.PolicyIdentKey
 	var id uint32
 	it := buf.ident.Iterate()
@@ -439,7 +494,8 @@ func readProgram(buf buffer) (*program, error) {
 	var cls uint32
 	it = buf.cls.Iterate()
 	for it.Next(&ck, &cls) {
-		p.cls[clsKey{Ifindex: ck.Ifindex, Identity: ck.Identity, Dir: ir.Direction(ck.Dir)}] = cls
+		k := clsKey{Ifindex: ck.Ifindex, Identity: ck.Identity, Dir: ir.Direction(ck.Dir)}
+		p.chain(chainKey{Ifindex: k.Ifindex, Dir: k.Dir}).cls[k] = cls
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading class map: %w", err)
@@ -449,7 +505,7 @@ func readProgram(buf buffer) (*program, error) {
 	it = buf.pol.Iterate()
 	for it.Next(&pk, &v) {
 		k := polKey{Ifindex: pk.Ifindex, Class: pk.Class, Dir: ir.Direction(pk.Dir), Proto: pk.Proto, Port: ntohs(pk.Port), PortBits: uint8(pk.Prefixlen - 80)}
-		p.pol[k] = verdict{Rule: v.Rule, Flags: v.Flags, Tier: ir.TierKind(v.Tier)}
+		p.chain(chainKey{Ifindex: k.Ifindex, Dir: k.Dir}).pol[k] = verdict{Rule: v.Rule, Flags: v.Flags, Tier: ir.TierKind(v.Tier)}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading policy map: %w", err)
@@ -457,50 +513,55 @@ func readProgram(buf buffer) (*program, error) {
 	return p, nil
 }
 
-// writeDiff turns the buffer holding old into one holding want.
+// diffMap appends to del the keys of old missing from want, and to put
+// the entries of want that old lacks or holds with another value.
+func diffMap[K comparable, V comparable, KK, VV any](old, want map[K]V, conv func(K) KK, convV func(V) VV, del *[]KK, putK *[]KK, putV *[]VV) {
+	for k := range old {
+		if _, ok := want[k]; !ok {
+			*del = append(*del, conv(k))
+		}
+	}
+	for k, v := range want {
+		if w, ok := old[k]; !ok || w != v {
+			*putK = append(*putK, conv(k))
+			*putV = append(*putV, convV(v))
+		}
+	}
+}
+
+func same[V any](v V) V { return v }
+
+// writeDiff turns the buffer holding old into one holding want. Chains
+// whose chainProg is the same on both sides are skipped without looking
+// at their entries.
 func writeDiff(buf buffer, old, want *program) (int, error) {
 	ident, cls, pol := buf.ident, buf.cls, buf.pol
-	var ikDel []bpf.PolicyIdentKey
-	var ikPut []bpf.PolicyIdentKey
+	var ikDel, ikPut []bpf.PolicyIdentKey
 	var ivPut []uint32
-	for k := range old.idents {
-		if _, ok := want.idents[k]; !ok {
-			ikDel = append(ikDel, kernIdentKey(k))
-		}
+	if !(old.ires != nil && old.ires == want.ires) {
+		diffMap(old.idents, want.idents, kernIdentKey, same[uint32], &ikDel, &ikPut, &ivPut)
 	}
-	for k, v := range want.idents {
-		if w, ok := old.idents[k]; !ok || w != v {
-			ikPut = append(ikPut, kernIdentKey(k))
-			ivPut = append(ivPut, v)
-		}
-	}
-	var ckDel []bpf.PolicyClsKey
-	var ckPut []bpf.PolicyClsKey
+	var ckDel, ckPut []bpf.PolicyClsKey
 	var cvPut []uint32
-	for k := range old.cls {
-		if _, ok := want.cls[k]; !ok {
-			ckDel = append(ckDel, kernClsKey(k))
-		}
-	}
-	for k, v := range want.cls {
-		if w, ok := old.cls[k]; !ok || w != v {
-			ckPut = append(ckPut, kernClsKey(k))
-			cvPut = append(cvPut, v)
-		}
-	}
-	var pkDel []bpf.PolicyPolKey
-	var pkPut []bpf.PolicyPolKey
+	var pkDel, pkPut []bpf.PolicyPolKey
 	var pvPut []bpf.PolicyVerdict
-	for k := range old.pol {
-		if _, ok := want.pol[k]; !ok {
-			pkDel = append(pkDel, kernPolKey(k))
+	empty := &chainProg{}
+	for k, oc := range old.chains {
+		if _, ok := want.chains[k]; !ok {
+			diffMap(oc.cls, empty.cls, kernClsKey, same[uint32], &ckDel, &ckPut, &cvPut)
+			diffMap(oc.pol, empty.pol, kernPolKey, kernVerdict, &pkDel, &pkPut, &pvPut)
 		}
 	}
-	for k, v := range want.pol {
-		if w, ok := old.pol[k]; !ok || w != v {
-			pkPut = append(pkPut, kernPolKey(k))
-			pvPut = append(pvPut, kernVerdict(v))
+	for k, wc := range want.chains {
+		oc := old.chains[k]
+		if oc == wc {
+			continue
 		}
+		if oc == nil {
+			oc = empty
+		}
+		diffMap(oc.cls, wc.cls, kernClsKey, same[uint32], &ckDel, &ckPut, &cvPut)
+		diffMap(oc.pol, wc.pol, kernPolKey, kernVerdict, &pkDel, &pkPut, &pvPut)
 	}
 	n := 0
 	if err := putAll(ident, ikPut, ivPut); err != nil {
@@ -586,7 +647,12 @@ func (b *Backend) revoke(np *ir.NodePolicy, ifindex map[string]uint32, prog *pro
 		if !cut[k.Ifindex] {
 			continue
 		}
-		if !ctAllowed(prog, &k, &v) {
+		var svc bpf.PolicySvcDst
+		var backend *bpf.PolicySvcDst
+		if err := b.objs.SvcCt.Lookup(&k, &svc); err == nil {
+			backend = &svc
+		}
+		if !ctAllowed(prog, &k, &v, backend) {
 			del = append(del, k)
 		}
 	}
@@ -598,19 +664,23 @@ func (b *Backend) revoke(np *ir.NodePolicy, ifindex map[string]uint32, prog *pro
 		if err := b.objs.Ct.Delete(&del[i]); err != nil && !errors.Is(err, cebpf.ErrKeyNotExist) {
 			return n, fmt.Errorf("deleting conntrack entry: %w", err)
 		}
+		_ = b.objs.SvcCt.Delete(&del[i])
 		n++
 	}
 	return n, nil
 }
 
 // ctAllowed judges a tracked connection by prog, as the datapath judged
-// its first packet.
-func ctAllowed(prog *program, k *bpf.PolicyCtKey, v *bpf.PolicyCtVal) bool {
+// its first packet: a Service connection (backend set) by its backend.
+func ctAllowed(prog *program, k *bpf.PolicyCtKey, v *bpf.PolicyCtVal, backend *bpf.PolicySvcDst) bool {
 	remote := netip.AddrFrom16(k.Remote).Unmap()
 	dir := ir.Direction(v.Origin)
 	port := ntohs(k.Rport) // egress: the remote end's port
 	if dir == ir.Ingress {
 		port = ntohs(k.Lport)
+	}
+	if backend != nil && dir == ir.Egress {
+		remote, port = netip.AddrFrom16(backend.Addr).Unmap(), ntohs(backend.Port)
 	}
 	id := prog.lookupIdentity(remote)
 	return prog.lookupVerdict(k.Ifindex, id, dir, ir.Protocol(k.Proto), port).Flags&flagDeny == 0

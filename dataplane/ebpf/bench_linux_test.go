@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
@@ -51,9 +52,10 @@ func BenchmarkCompile(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(len(prog.pol)), "policy-entries")
+			nCls, nPol := prog.counts()
+			b.ReportMetric(float64(nPol), "policy-entries")
 			b.ReportMetric(float64(len(prog.idents)), "ident-entries")
-			b.ReportMetric(float64(len(prog.cls)), "class-entries")
+			b.ReportMetric(float64(nCls), "class-entries")
 		})
 	}
 }
@@ -95,11 +97,12 @@ func BenchmarkSyncFull(b *testing.B) {
 }
 
 // BenchmarkSyncDelta measures small changes: one more address in a set,
-// and a quarantine moving from one endpoint to the next.
+// a quarantine moving from one endpoint to the next, and one rule of one
+// endpoint changing its port (a one-endpoint delta).
 func BenchmarkSyncDelta(b *testing.B) {
 	ctx := context.Background()
 	for _, n := range []int{100, 1000, 10000} {
-		for _, c := range []string{"set-element", "quarantine-endpoint"} {
+		for _, c := range []string{"set-element", "quarantine-endpoint", "one-endpoint-rule"} {
 			b.Run(fmt.Sprintf("rules=%d/%s", n, c), func(b *testing.B) {
 				np := dptest.RulesPolicy(n)
 				be := benchBackend(b, np)
@@ -112,18 +115,24 @@ func BenchmarkSyncDelta(b *testing.B) {
 				q := dptest.Tier(ir.TierQuarantine, dptest.Rule("Quarantine/ns/q", "", false, ir.Deny))
 				orig := np.Endpoints[0].Ingress.Tiers
 				total := 0
+				var compileT, writeT time.Duration
 				// Two untimed rounds first, so that both buffers hold
 				// the policy and the timed ones write only the change.
 				for i := -2; i < b.N; i++ {
 					if i == 0 {
 						b.ResetTimer()
-						total = 0
+						total, compileT, writeT = 0, 0, 0
 					}
 					switch c {
 					case "set-element":
 						j := i + 2
 						s := &np.Sets[j%len(np.Sets)]
 						s.Prefixes = append(s.Prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 246, byte(j >> 8), byte(j)}), 32))
+					case "one-endpoint-rule":
+						j := i + 2
+						ep := &np.Endpoints[j%len(np.Endpoints)]
+						r := &ep.Ingress.Tiers[1].Rules[0]
+						r.Ports = []ir.PortRange{{Protocol: ir.TCP, From: uint16(2000 + j), To: uint16(2000 + j)}}
 					case "quarantine-endpoint":
 						j := i + 2
 						prev := &np.Endpoints[(j+len(np.Endpoints)-1)%len(np.Endpoints)]
@@ -136,10 +145,15 @@ func BenchmarkSyncDelta(b *testing.B) {
 					if err := be.Sync(ctx, np); err != nil {
 						b.Fatal(err)
 					}
-					total += be.Stats().LastWrites
+					st := be.Stats()
+					total += st.LastWrites
+					compileT += st.LastCompile
+					writeT += st.LastMapWrite
 				}
 				b.StopTimer()
 				b.ReportMetric(float64(total)/float64(b.N), "writes/op")
+				b.ReportMetric(float64(compileT.Microseconds())/1000/float64(b.N), "compile-ms/op")
+				b.ReportMetric(float64(writeT.Microseconds())/1000/float64(b.N), "mapwrite-ms/op")
 			})
 		}
 	}

@@ -1,6 +1,7 @@
 package ebpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -66,14 +67,76 @@ type verdict struct {
 // with it are left out of the policy map (a miss means the same).
 var plain = verdict{Tier: ir.TierBaseline}
 
-// program is what one NodePolicy compiles to: the two maps' contents.
+// chainKey names the chain of one endpoint interface and direction.
+type chainKey struct {
+	Ifindex uint32
+	Dir     ir.Direction
+}
+
+// chainProg is what one chain compiles to: its class and policy entries.
+// A chainProg is never changed once compiled, so programs share the
+// chainProgs of chains that did not change, and a diff skips a chain
+// whose chainProg is the same pointer on both sides.
+type chainProg struct {
+	cls map[clsKey]uint32
+	pol map[polKey]verdict
+}
+
+// program is what one NodePolicy compiles to: the maps' contents, the
+// class and policy entries grouped by chain.
 type program struct {
 	idents map[identKey]uint32
-	cls    map[clsKey]uint32
-	pol    map[polKey]verdict
+	chains map[chainKey]*chainProg
 	// identBits are the distinct prefix lengths of idents per family,
 	// longest first, for lookups in Go.
 	identBits map[uint8][]uint8
+	// ires is the identity result idents came from (nil when read back
+	// from the kernel): programs with the same ires have equal idents.
+	ires *identResult
+}
+
+func newProgram() *program {
+	return &program{idents: map[identKey]uint32{}, chains: map[chainKey]*chainProg{}}
+}
+
+// chain returns the chainProg of k, creating an empty one.
+func (p *program) chain(k chainKey) *chainProg {
+	c := p.chains[k]
+	if c == nil {
+		c = &chainProg{cls: map[clsKey]uint32{}, pol: map[polKey]verdict{}}
+		p.chains[k] = c
+	}
+	return c
+}
+
+// counts returns the number of class and policy entries.
+func (p *program) counts() (cls, pol int) {
+	for _, c := range p.chains {
+		cls += len(c.cls)
+		pol += len(c.pol)
+	}
+	return cls, pol
+}
+
+// allCls and allPol flatten the chains' entries (for tests and tools).
+func (p *program) allCls() map[clsKey]uint32 {
+	out := map[clsKey]uint32{}
+	for _, c := range p.chains {
+		for k, v := range c.cls {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func (p *program) allPol() map[polKey]verdict {
+	out := map[polKey]verdict{}
+	for _, c := range p.chains {
+		for k, v := range c.pol {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // allocator hands out stable numbers for identities and rules, so that a
@@ -86,9 +149,41 @@ type allocator struct {
 	rules     map[string]uint32
 	ruleIDs   map[uint32]string
 	nextRule  uint32
-	// walks memoizes the port walks of (chain, class) pairs of the last
-	// compile; rule numbers are stable, so results stay valid.
-	walks map[string]*[4][]interval
+	// walks memoizes the port walks of (chain, class) pairs of the chains
+	// of the last compile; rule numbers are stable, so results stay
+	// valid. Chains are named by fpIDs, which numbers the fingerprints
+	// of the last compile's chains.
+	walks  map[walkKey]*[4][]interval
+	fpIDs  map[string]uint32
+	nextFP uint32
+	// chains memoizes the compiled chains of the last compile, by
+	// interface and direction, with the inputs they were compiled from.
+	chains map[chainKey]cachedChain
+	// identsIn memoizes the identity computation of the last compile.
+	identsIn  string
+	identsOut *identResult
+}
+
+// cachedChain is a compiled chain and the text of everything it depends
+// on: the chain's fingerprint and, for every set the chain names, the
+// identities that are members of it.
+type cachedChain struct {
+	inputs string
+	prog   *chainProg
+}
+
+// walkKey names the port walk of one chain (by fingerprint number) for
+// one class (its member sets).
+type walkKey struct {
+	fp   uint32
+	keep string
+}
+
+// identResult is what identities returns.
+type identResult struct {
+	idents  map[identKey]uint32
+	members map[uint32]map[string]bool
+	bits    map[uint8][]uint8
 }
 
 func newAllocator() *allocator {
@@ -276,21 +371,83 @@ func identities(np *ir.NodePolicy, alloc *allocator) (map[identKey]uint32, map[u
 	return out, members, bits
 }
 
+// setsText is a canonical text of np's sets: equal sets, equal text.
+func setsText(np *ir.NodePolicy) string {
+	n := 0
+	for _, s := range np.Sets {
+		n += len(s.Name) + 1 + 18*len(s.Prefixes)
+	}
+	buf := make([]byte, 0, n)
+	for _, s := range np.Sets {
+		buf = append(buf, s.Name...)
+		buf = append(buf, 0)
+		for _, p := range s.Prefixes {
+			k := mapped(p)
+			buf = append(buf, k.Fam, k.Bits)
+			buf = append(buf, k.Addr[:]...)
+		}
+		buf = append(buf, 1)
+	}
+	return string(buf)
+}
+
 // compile turns np into map contents. ifindex gives the node-side
 // interface of each endpoint; endpoints without one are left out.
+//
+// It reuses what the previous compile with the same allocator computed:
+// the identities when the sets are unchanged, and each chain whose rules
+// and whose named sets' identities are unchanged (the same chainProg, so
+// a diff skips it). Identity, class and rule numbers are stable in the
+// allocator, so a reused chain is exactly what compiling it again would
+// give.
 func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*program, error) {
 	if err := validate(np); err != nil {
 		return nil, err
 	}
-	idents, members, bits := identities(np, alloc)
+	st := setsText(np)
+	if alloc.identsOut == nil || alloc.identsIn != st {
+		idents, members, bits := identities(np, alloc)
+		alloc.identsIn, alloc.identsOut = st, &identResult{idents: idents, members: members, bits: bits}
+	}
+	ires := alloc.identsOut
+	members := ires.members
 	ids := make([]uint32, 0, len(members))
 	for id := range members {
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	prog := &program{idents: idents, cls: map[clsKey]uint32{}, pol: map[polKey]verdict{}, identBits: bits}
-	walks := map[string]*[4][]interval{}
-	defer func() { alloc.walks = walks }()
+	// setIDs lists, per set, the identities that are members of it.
+	var setIDs map[string][]uint32
+	idsOf := func(set string) []uint32 {
+		if setIDs == nil {
+			setIDs = map[string][]uint32{}
+			for _, id := range ids {
+				for s := range members[id] {
+					setIDs[s] = append(setIDs[s], id)
+				}
+			}
+		}
+		return setIDs[set]
+	}
+	prog := &program{idents: ires.idents, chains: map[chainKey]*chainProg{}, identBits: ires.bits, ires: ires}
+	if alloc.walks == nil {
+		alloc.walks = map[walkKey]*[4][]interval{}
+	}
+	chains := make(map[chainKey]cachedChain, len(alloc.chains))
+	fpIDs := make(map[string]uint32, len(alloc.fpIDs))
+	defer func() {
+		alloc.chains, alloc.fpIDs = chains, fpIDs
+		live := map[uint32]bool{}
+		for _, id := range fpIDs {
+			live[id] = true
+		}
+		for k := range alloc.walks {
+			if !live[k.fp] {
+				delete(alloc.walks, k)
+			}
+		}
+	}()
+	var inputs, fpBuf []byte
 	for i := range np.Endpoints {
 		ep := &np.Endpoints[i]
 		idx, ok := ifindex[ep.Name]
@@ -302,7 +459,8 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 			if len(c.Tiers) == 0 {
 				continue
 			}
-			fp := fingerprint(c)
+			ck := chainKey{Ifindex: idx, Dir: d}
+			fpBuf = appendFingerprint(fpBuf[:0], c)
 			named := map[string]bool{}
 			for _, t := range c.Tiers {
 				for _, r := range t.Rules {
@@ -311,6 +469,34 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 					}
 				}
 			}
+			names := make([]string, 0, len(named))
+			for n := range named {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			inputs = append(inputs[:0], fpBuf...)
+			for _, n := range names {
+				inputs = append(inputs, 0)
+				inputs = append(inputs, n...)
+				for _, id := range idsOf(n) {
+					inputs = binary.LittleEndian.AppendUint32(inputs, id)
+				}
+			}
+			fpID, ok := fpIDs[string(fpBuf)]
+			if !ok {
+				if fpID, ok = alloc.fpIDs[string(fpBuf)]; !ok {
+					fpID = alloc.nextFP
+					alloc.nextFP++
+				}
+				fpIDs[string(fpBuf)] = fpID
+			}
+			if old, ok := alloc.chains[ck]; ok && old.inputs == string(inputs) {
+				prog.chains[ck] = old.prog
+				chains[ck] = old
+				continue
+			}
+			cp := prog.chain(ck)
+			cc := cachedChain{inputs: string(inputs), prog: cp}
 			done := map[uint32]bool{}
 			for _, id := range ids {
 				var keep []string
@@ -322,7 +508,7 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 				sort.Strings(keep)
 				cls := alloc.class(strings.Join(keep, "\x00"))
 				if cls != 0 {
-					prog.cls[clsKey{Ifindex: idx, Identity: id, Dir: d}] = cls
+					cp.cls[clsKey{Ifindex: idx, Identity: id, Dir: d}] = cls
 				}
 				if done[cls] {
 					continue
@@ -332,11 +518,8 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 				for _, s := range keep {
 					in[s] = true
 				}
-				mk := fp + "\x01" + strings.Join(keep, "\x00")
+				mk := walkKey{fp: fpID, keep: strings.Join(keep, "\x00")}
 				res := alloc.walks[mk]
-				if res == nil {
-					res = walks[mk]
-				}
 				if res == nil {
 					res = new([4][]interval)
 					ts := forPeer(c, in, alloc)
@@ -344,11 +527,12 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 						res[j] = peerIntervals(ts, proto)
 					}
 				}
-				walks[mk] = res
+				alloc.walks[mk] = res
 				for j, proto := range allProtos {
-					emitGroup(prog.pol, polKey{Ifindex: idx, Class: cls, Dir: d, Proto: uint8(proto)}, res[j])
+					emitGroup(cp.pol, polKey{Ifindex: idx, Class: cls, Dir: d, Proto: uint8(proto)}, res[j])
 				}
 			}
+			chains[ck] = cc
 		}
 	}
 	return prog, nil
@@ -565,12 +749,16 @@ func (p *program) lookupVerdict(ifindex, identity uint32, d ir.Direction, proto 
 	if !isPortProto(proto) {
 		proto, port = protoOther, 0
 	}
-	cls := p.cls[clsKey{Ifindex: ifindex, Identity: identity, Dir: d}]
+	c := p.chains[chainKey{Ifindex: ifindex, Dir: d}]
+	if c == nil {
+		return plain
+	}
+	cls := c.cls[clsKey{Ifindex: ifindex, Identity: identity, Dir: d}]
 	k := polKey{Ifindex: ifindex, Class: cls, Dir: d, Proto: uint8(proto)}
 	for bits := 16; bits >= 0; bits-- {
 		k.PortBits = uint8(bits)
 		k.Port = port &^ uint16((uint32(1)<<(16-bits))-1)
-		if v, ok := p.pol[k]; ok {
+		if v, ok := c.pol[k]; ok {
 			return v
 		}
 	}
@@ -589,33 +777,36 @@ func sortedLens(lens map[uint8]map[uint8]bool) map[uint8][]uint8 {
 	return out
 }
 
-// fingerprint is a canonical text of a chain: equal chains, equal text.
-func fingerprint(c *ir.Chain) string {
-	var sb strings.Builder
+// appendFingerprint appends a canonical text of a chain to buf: equal
+// chains, equal text.
+func appendFingerprint(buf []byte, c *ir.Chain) []byte {
 	for _, t := range c.Tiers {
-		sb.WriteString("T")
-		sb.WriteString(strconv.Itoa(int(t.Kind)))
+		buf = append(buf, 'T')
+		buf = strconv.AppendInt(buf, int64(t.Kind), 10)
+		buf = binary.AppendUvarint(buf, uint64(len(t.Rules)))
 		for _, r := range t.Rules {
-			sb.WriteString("\x02")
-			sb.WriteString(r.ID)
-			sb.WriteString("\x03")
-			sb.WriteString(r.Peer.Set)
+			buf = append(buf, 2)
+			buf = binary.AppendUvarint(buf, uint64(len(r.ID)))
+			buf = append(buf, r.ID...)
+			buf = binary.AppendUvarint(buf, uint64(len(r.Peer.Set)))
+			buf = append(buf, r.Peer.Set...)
 			if r.Peer.Negate {
-				sb.WriteString("!")
+				buf = append(buf, '!')
 			}
-			sb.WriteString(strconv.Itoa(int(r.Action)))
+			buf = strconv.AppendInt(buf, int64(r.Action), 10)
 			if r.Log {
-				sb.WriteString("L")
+				buf = append(buf, 'L')
 			}
+			buf = binary.AppendUvarint(buf, uint64(len(r.Ports)))
 			for _, p := range r.Ports {
-				sb.WriteString(",")
-				sb.WriteString(strconv.Itoa(int(p.Protocol)))
-				sb.WriteString(":")
-				sb.WriteString(strconv.Itoa(int(p.From)))
-				sb.WriteString("-")
-				sb.WriteString(strconv.Itoa(int(p.To)))
+				buf = append(buf, ',')
+				buf = strconv.AppendInt(buf, int64(p.Protocol), 10)
+				buf = append(buf, ':')
+				buf = strconv.AppendUint(buf, uint64(p.From), 10)
+				buf = append(buf, '-')
+				buf = strconv.AppendUint(buf, uint64(p.To), 10)
 			}
 		}
 	}
-	return sb.String()
+	return buf
 }

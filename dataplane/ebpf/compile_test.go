@@ -181,13 +181,14 @@ func TestSmallChangeIsASmallMapChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	changed := 0
-	for k, v := range after.pol {
-		if w, ok := before.pol[k]; !ok || w != v {
+	bp, ap := before.allPol(), after.allPol()
+	for k, v := range ap {
+		if w, ok := bp[k]; !ok || w != v {
 			changed++
 		}
 	}
-	for k := range before.pol {
-		if _, ok := after.pol[k]; !ok {
+	for k := range bp {
+		if _, ok := ap[k]; !ok {
 			changed++
 		}
 	}
@@ -197,6 +198,132 @@ func TestSmallChangeIsASmallMapChange(t *testing.T) {
 		}
 	}
 	if changed > 2 {
-		t.Errorf("adding one address to one set changed %d entries of %d, want at most 2", changed, len(after.pol)+len(after.idents))
+		t.Errorf("adding one address to one set changed %d entries of %d, want at most 2", changed, len(ap)+len(after.idents))
+	}
+}
+
+// TestCachedCompileEqualsAFullCompile changes a policy one small step at a
+// time (in place, as callers may) and checks that the compile that reuses
+// identities and chains from the previous one gives exactly the entries
+// of a compile that starts from nothing.
+func TestCachedCompileEqualsAFullCompile(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	np := randomPolicy(r)
+	ifindex := map[string]uint32{}
+	for i, ep := range np.Endpoints {
+		ifindex[ep.Name] = uint32(10 + i)
+	}
+	alloc := newAllocator()
+	reused, total := 0, 0
+	for round := 0; round < 400; round++ {
+		step := mutate(r, np, ifindex)
+		before := alloc.chains
+		cached, err := compile(np, ifindex, alloc)
+		if err != nil {
+			t.Fatalf("round %d (%s): compile: %v", round, step, err)
+		}
+		for k, c := range cached.chains {
+			total++
+			if old, ok := before[k]; ok && old.prog == c {
+				reused++
+			}
+		}
+		keep := *alloc
+		alloc.chains, alloc.walks, alloc.identsOut, alloc.identsIn = nil, nil, nil, ""
+		full, err := compile(np, ifindex, alloc)
+		if err != nil {
+			t.Fatalf("round %d (%s): full compile: %v", round, step, err)
+		}
+		alloc.chains, alloc.walks, alloc.identsOut, alloc.identsIn = keep.chains, keep.walks, keep.identsOut, keep.identsIn
+		if d := cmp.Diff(full.idents, cached.idents); d != "" {
+			t.Fatalf("round %d (%s): identities (-full +cached):\n%s", round, step, d)
+		}
+		if d := cmp.Diff(full.allCls(), cached.allCls()); d != "" {
+			t.Fatalf("round %d (%s): classes (-full +cached):\n%s", round, step, d)
+		}
+		if d := cmp.Diff(full.allPol(), cached.allPol()); d != "" {
+			t.Fatalf("round %d (%s): policy entries (-full +cached):\n%s", round, step, d)
+		}
+	}
+	t.Logf("%d of %d chains reused", reused, total)
+	if reused == 0 || reused == total {
+		t.Errorf("%d of %d chains reused: the steps do not exercise both paths", reused, total)
+	}
+}
+
+// mutate makes one small random change to np and says which.
+func mutate(r *rand.Rand, np *ir.NodePolicy, ifindex map[string]uint32) string {
+	switch r.IntN(6) {
+	case 0: // an address more or less in a set
+		s := &np.Sets[r.IntN(len(np.Sets))]
+		if len(s.Prefixes) > 1 && r.IntN(2) == 0 {
+			s.Prefixes = append([]netip.Prefix(nil), s.Prefixes[1:]...)
+			return "set " + s.Name + " lost a prefix"
+		}
+		p := netip.MustParsePrefix(prefixPool[r.IntN(len(prefixPool))])
+		for _, q := range s.Prefixes {
+			if q == p {
+				return "nothing"
+			}
+		}
+		s.Prefixes = append(append([]netip.Prefix(nil), s.Prefixes...), p)
+		return "set " + s.Name + " gained " + p.String()
+	case 1: // a rule changes its action
+		ep := &np.Endpoints[r.IntN(len(np.Endpoints))]
+		c := &ep.Ingress
+		if r.IntN(2) == 0 {
+			c = &ep.Egress
+		}
+		if len(c.Tiers) == 0 {
+			return "nothing"
+		}
+		tr := &c.Tiers[r.IntN(len(c.Tiers))]
+		rl := &tr.Rules[r.IntN(len(tr.Rules))]
+		rl.Action = []ir.Action{ir.Accept, ir.Deny, ir.Pass, ir.Audit}[r.IntN(4)]
+		return "rule " + rl.ID + " action"
+	case 2: // a rule changes its ports
+		ep := &np.Endpoints[r.IntN(len(np.Endpoints))]
+		if len(ep.Ingress.Tiers) == 0 {
+			return "nothing"
+		}
+		tr := &ep.Ingress.Tiers[0]
+		rl := &tr.Rules[r.IntN(len(tr.Rules))]
+		from := uint16(r.IntN(9000))
+		rl.Ports = []ir.PortRange{{Protocol: ir.TCP, From: from, To: from + uint16(r.IntN(100))}}
+		return "rule " + rl.ID + " ports"
+	case 3: // a rule names another set
+		ep := &np.Endpoints[r.IntN(len(np.Endpoints))]
+		if len(ep.Egress.Tiers) == 0 {
+			return "nothing"
+		}
+		tr := &ep.Egress.Tiers[len(ep.Egress.Tiers)-1]
+		rl := &tr.Rules[0]
+		rl.Peer.Set = np.Sets[r.IntN(len(np.Sets))].Name
+		return "rule " + rl.ID + " peer"
+	case 4: // an endpoint moves to another interface
+		ep := &np.Endpoints[r.IntN(len(np.Endpoints))]
+		next := uint32(0)
+		for _, i := range ifindex {
+			next = max(next, i+1)
+		}
+		if r.IntN(2) == 0 { // back to its first interface, if free
+			next = uint32(10 + r.IntN(len(np.Endpoints)))
+			for _, i := range ifindex {
+				if i == next {
+					return "nothing"
+				}
+			}
+		}
+		ifindex[ep.Name] = next
+		return "endpoint " + ep.Name + " moved"
+	default: // a quarantine comes or goes
+		ep := &np.Endpoints[r.IntN(len(np.Endpoints))]
+		q := ir.Tier{Kind: ir.TierQuarantine, Rules: []ir.Rule{{ID: "Quarantine/q", Action: ir.Deny}}}
+		if len(ep.Ingress.Tiers) > 0 && ep.Ingress.Tiers[0].Kind == ir.TierQuarantine {
+			ep.Ingress.Tiers = ep.Ingress.Tiers[1:]
+			return "quarantine of " + ep.Name + " lifted"
+		}
+		ep.Ingress.Tiers = append([]ir.Tier{q}, ep.Ingress.Tiers...)
+		return "quarantine of " + ep.Name
 	}
 }

@@ -142,3 +142,96 @@ func monoToTime(ns uint64) time.Time {
 	}
 	return time.Now().Add(-time.Duration(uint64(ts.Nano()) - ns))
 }
+
+// ct_val.flags, as CT_* in bpf/policy.c.
+const (
+	ctAudited = 1
+	ctClosing = 2
+	ctReplied = 4
+)
+
+// Connection-tracking idle timeouts, as CT_TIMEOUT_* in bpf/policy.c.
+const (
+	ctTimeoutTCP   = 6 * time.Hour
+	ctTimeoutOther = 120 * time.Second
+)
+
+// Snapshot reports the connections the datapath tracks now, one record
+// per tracked entry, with Existing set: the long-lived connections that
+// were open before a flow reader started (the ring buffer reported them
+// when they began, perhaps to nobody). Closing and idle-expired entries,
+// and TCP entries that never saw a reply, are left out. A connection between two local endpoints has an entry on
+// each endpoint's interface, as it has an event on each. Time is the
+// connection's first packet; Packets and Bytes count the packets that
+// passed on the entry, both directions. A Service connection's egress
+// record names the backend (after DNAT) as its destination.
+func (b *Backend) Snapshot() ([]FlowRecord, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return nil, fmt.Errorf("reading the monotonic clock: %w", err)
+	}
+	now := uint64(ts.Nano())
+	var out []FlowRecord
+	var k bpf.PolicyCtKey
+	var v bpf.PolicyCtVal
+	it := b.objs.Ct.Iterate()
+	for it.Next(&k, &v) {
+		timeout := ctTimeoutOther
+		if k.Proto == 6 {
+			timeout = ctTimeoutTCP
+		}
+		if v.Flags&ctClosing != 0 || now-v.Seen >= uint64(timeout) {
+			continue
+		}
+		if k.Proto == 6 && v.Flags&ctReplied == 0 {
+			continue // a SYN that nobody answered (or a drop further on)
+		}
+		local, remote := netip.AddrFrom16(k.Local), netip.AddrFrom16(k.Remote)
+		if local.Is4In6() && remote.Is4In6() {
+			local, remote = local.Unmap(), remote.Unmap()
+		}
+		fr := FlowRecord{
+			Time:       monoToTime(v.Created),
+			Verdict:    VerdictForwarded,
+			Direction:  "EGRESS",
+			Src:        local,
+			Dst:        remote,
+			Protocol:   k.Proto,
+			SrcPort:    ntohs(k.Lport),
+			DstPort:    ntohs(k.Rport),
+			RuleNumber: v.Rule,
+			Packets:    v.Packets,
+			Bytes:      v.Bytes,
+			Existing:   true,
+			Endpoint:   b.endpoints[k.Ifindex],
+			Tier:       ir.TierKind(v.Tier).String(),
+			Identity:   v.Identity,
+		}
+		var svc bpf.PolicySvcDst
+		if ir.Direction(v.Origin) == ir.Egress && b.objs.SvcCt.Lookup(&k, &svc) == nil {
+			// A Service connection: name the backend, not the ClusterIP.
+			fr.Dst, fr.DstPort = netip.AddrFrom16(svc.Addr).Unmap(), ntohs(svc.Port)
+		}
+		if ir.Direction(v.Origin) == ir.Ingress {
+			fr.Direction = "INGRESS"
+			fr.Src, fr.Dst = remote, local
+			fr.SrcPort, fr.DstPort = fr.DstPort, fr.SrcPort
+		}
+		if v.Flags&ctAudited != 0 {
+			fr.Verdict = VerdictAudit
+		}
+		if v.Rule != 0 {
+			fr.RuleID = b.alloc.ruleIDs[v.Rule]
+		}
+		out = append(out, fr)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading conntrack map: %w", err)
+	}
+	return out, nil
+}

@@ -18,6 +18,7 @@ import (
 
 	cebpf "github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
@@ -313,5 +314,72 @@ func TestFlowEvents(t *testing.T) {
 		for _, r := range recs {
 			t.Logf("record: %s", fmt.Sprintf("%+v", r))
 		}
+	}
+}
+
+func TestSnapshotReportsOpenConnections(t *testing.T) {
+	topo := dptest.NewTopology(t, 3)
+	a, b, c := topo.Pods[0], topo.Pods[1], topo.Pods[2]
+	be := newBackend(t, topo.NodePath, Options{})
+	np := topo.Policy(dptest.Set("sel-a", a.Prefixes()...), dptest.Set("sel-c", c.Prefixes()...))
+	np.Endpoints[1].Ingress.Tiers = []ir.Tier{dptest.Tier(ir.TierAdmin,
+		dptest.Rule("ZonePolicy/deny-a", "sel-a", false, ir.Deny),
+		dptest.Rule("ZonePolicy/audit-c", "sel-c", false, ir.Audit))}
+	if err := be.Sync(context.Background(), np); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	open, err := dptest.DialTCP(c, b.IP4, 443)
+	if err != nil {
+		t.Fatalf("dialing c -> b: %v", err)
+	}
+	defer open.Close()
+	if err := dptest.Exchange(open, dptest.ProbeTimeout); err != nil {
+		t.Fatalf("c -> b: %v", err)
+	}
+	udp, err := dptest.DialUDP(b, a.IP6, 53)
+	if err != nil {
+		t.Fatalf("dialing b -> a: %v", err)
+	}
+	defer udp.Close()
+	if err := dptest.Exchange(udp, dptest.ProbeTimeout); err != nil {
+		t.Fatalf("b -> a: %v", err)
+	}
+	// Closed and denied connections are not in the snapshot.
+	if err := dptest.ProbeTCP(c, b.IP4, 80); err != nil {
+		t.Fatalf("c -> b:80: %v", err)
+	}
+	if err := dptest.ProbeTCP(a, b.IP4, 80); err == nil {
+		t.Fatal("a -> b allowed while denied")
+	}
+	time.Sleep(200 * time.Millisecond)
+	recs, err := be.Snapshot()
+	if err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	type key struct {
+		Verdict, Direction, Endpoint, Tier string
+		Src, Dst                           netip.AddrPort
+		Proto                              uint8
+	}
+	got := map[key]int{}
+	for _, r := range recs {
+		if !r.Existing {
+			t.Errorf("record %+v: Existing not set", r)
+		}
+		if r.Packets == 0 || r.Bytes == 0 {
+			t.Errorf("record %+v: no packet or byte counts", r)
+		}
+		got[key{r.Verdict, r.Direction, r.Endpoint, r.Tier, netip.AddrPortFrom(r.Src, r.SrcPort), netip.AddrPortFrom(r.Dst, r.DstPort), r.Protocol}]++
+	}
+	tcpSrc := netip.MustParseAddrPort(open.LocalAddr().String())
+	udpSrc := netip.MustParseAddrPort(udp.LocalAddr().String())
+	want := map[key]int{
+		{VerdictForwarded, "EGRESS", c.Name, "baseline", tcpSrc, netip.AddrPortFrom(b.IP4, 443), 6}:  1,
+		{VerdictAudit, "INGRESS", b.Name, "baseline", tcpSrc, netip.AddrPortFrom(b.IP4, 443), 6}:     1,
+		{VerdictForwarded, "EGRESS", b.Name, "baseline", udpSrc, netip.AddrPortFrom(a.IP6, 53), 17}:  1,
+		{VerdictForwarded, "INGRESS", a.Name, "baseline", udpSrc, netip.AddrPortFrom(a.IP6, 53), 17}: 1,
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("snapshot (-want +got):\n%s", d)
 	}
 }

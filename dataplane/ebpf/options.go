@@ -2,6 +2,7 @@ package ebpf
 
 import (
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"time"
@@ -52,6 +53,17 @@ type Options struct {
 	// connections survive a change that no longer allows them, even for
 	// endpoints with CutConnections set.
 	DisableConnectionCutting bool
+	// ServiceCIDRs are the Service (ClusterIP) ranges whose DNAT runs in
+	// the node's netfilter (kube-proxy, or the lab's service proxy).
+	// Egress to them is judged after DNAT, with the backend as the peer;
+	// see docs/dataplane-ebpf.md#services. Empty: none (egress to a
+	// ClusterIP is judged against the ClusterIP itself).
+	ServiceCIDRs []netip.Prefix
+	// ServiceUplinks names the node interfaces that carry traffic to
+	// remote Service backends; they get the post-DNAT egress program.
+	// Empty with ServiceCIDRs set: every interface of the node namespace
+	// that is up and neither loopback nor an endpoint's.
+	ServiceUplinks []string
 }
 
 var pinNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,200}$`)
@@ -75,6 +87,17 @@ func (o *Options) setDefaults() error {
 	default:
 		return fmt.Errorf("options: Attach %q: want %q, %q or empty", o.Attach, AttachTCX, AttachClsact)
 	}
+	for _, p := range o.ServiceCIDRs {
+		if !p.IsValid() || p.Addr().Is4In6() {
+			return fmt.Errorf("options: ServiceCIDRs: %v is not a valid IPv4 or IPv6 prefix", p)
+		}
+	}
+	if len(o.ServiceCIDRs) > 64 {
+		return fmt.Errorf("options: ServiceCIDRs: %d prefixes, at most 64", len(o.ServiceCIDRs))
+	}
+	if len(o.ServiceUplinks) > 0 && len(o.ServiceCIDRs) == 0 {
+		return fmt.Errorf("options: ServiceUplinks %v without ServiceCIDRs", o.ServiceUplinks)
+	}
 	if o.Logger.GetSink() == nil {
 		o.Logger = logr.Discard()
 	}
@@ -94,6 +117,11 @@ type Stats struct {
 	// last Sync, LastDuration its time.
 	LastWrites   int
 	LastDuration time.Duration
+	// LastCompile is the Go compile time of the last Sync; LastMapWrite
+	// the time it spent diffing against and writing the inactive buffer
+	// and flipping (0 when nothing changed). Neither counts the wait for
+	// a buffer that was active less than 10 ms ago.
+	LastCompile, LastMapWrite time.Duration
 	// IdentEntries, ClassEntries and PolicyEntries are the sizes of the
 	// active buffer's maps.
 	IdentEntries, ClassEntries, PolicyEntries int

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,6 +70,17 @@ func TestAgentConnections(t *testing.T) {
 			t.Fatalf("BULKHEAD_BENCH_CONNS=%q: want a positive integer", s)
 		}
 		conns = n
+	}
+	// The server end of every connection lives in this process.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if need := uint64(conns + 1000); lim.Cur < need {
+		lim.Cur = min(max(need, lim.Cur), lim.Max)
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < need {
+			t.Fatalf("RLIMIT_NOFILE %d/%d is below the %d descriptors needed (%v)", lim.Cur, lim.Max, need, err)
+		}
 	}
 	backend := os.Getenv("BULKHEAD_BENCH_BACKEND")
 	if backend == "" {
@@ -160,26 +172,30 @@ func TestAgentConnections(t *testing.T) {
 	}
 	time.Sleep(5 * time.Second) // first zone refresh and a few idle reports
 	window("idle", 10*time.Second, nil)
-	var closeAll func() error
+	// The client end runs in `bulkhead lab connect`, so that this
+	// process holds only the server's descriptors.
+	var connOut bytes.Buffer
+	connect := exec.CommandContext(ctx, bulkhead, "lab", "connect", "--state-dir", state, "--from", client.Key(),
+		netip.AddrPortFrom(server.IP, holdPort).String(), "-c", strconv.Itoa(conns), "--hold", "10m", "--timeout", "5s")
+	connect.Stdout, connect.Stderr = &connOut, &connOut
 	window("opening", 0, func() {
-		closeAll, err = lab.OpenConnections(client.Netns, netip.AddrPortFrom(server.IP, holdPort), conns, 5*time.Second)
-		if err != nil {
+		if err := connect.Start(); err != nil {
 			t.Fatal(err)
+		}
+		deadline := time.Now().Add(90 * time.Second)
+		for hold.Open() < conns && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if got := hold.Open(); got != conns {
+			_ = connect.Process.Kill()
+			_ = connect.Wait()
+			t.Fatalf("server holds %d connections, want %d; lab connect:\n%s", got, conns, connOut.String())
 		}
 	})
-	t.Cleanup(func() { _ = closeAll() })
-	deadline := time.Now().Add(10 * time.Second)
-	for hold.Open() < conns && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	if got := hold.Open(); got != conns {
-		t.Fatalf("server holds %d connections, want %d", got, conns)
-	}
 	window(fmt.Sprintf("holding %d", conns), 20*time.Second, nil)
 	window("closing", 10*time.Second, func() {
-		if err := closeAll(); err != nil {
-			t.Fatal(err)
-		}
+		_ = connect.Process.Signal(syscall.SIGTERM)
+		_ = connect.Wait()
 	})
 	var sets v1alpha1.FlowEdgeSetList
 	if err := c.List(ctx, &sets); err != nil {

@@ -27,7 +27,9 @@ import (
 // 100,1000,10000), BULKHEAD_BENCH_KINDS (default
 // nftables,ebpf,iptables-legacy), BULKHEAD_BENCH_IPERF_SECONDS (default
 // 2), BULKHEAD_BENCH_WINDOW (conn-rate window, default 1s) and
-// BULKHEAD_BENCH_OUT (also write the table to this file) change the run.
+// BULKHEAD_BENCH_OUT (also write the table to this file) change the run;
+// BULKHEAD_BENCH_TCP_LOOSE=0 (an experiment) sets nf_conntrack_tcp_loose
+// in the backends' node namespaces too.
 func TestDataplaneThroughput(t *testing.T) {
 	if os.Getenv("BULKHEAD_BENCH") == "" {
 		t.Skip("a benchmark: set BULKHEAD_BENCH=1 (make bench does)")

@@ -288,6 +288,13 @@ func newDPEnv(t testing.TB, cfg dpConfig) *dpEnv {
 		t.Fatalf("%s: programming %d rules: %v", cfg, cfg.Rules, err)
 	}
 	e.program = time.Since(start)
+	// An experiment, off by default: strict TCP pickup in the node
+	// namespace, as the iptables chain has (see installIptables).
+	if v := os.Getenv("BULKHEAD_BENCH_TCP_LOOSE"); v != "" {
+		if err := procWrite(topo.NodePath, "net/netfilter/nf_conntrack_tcp_loose", v); err != nil {
+			t.Fatalf("BULKHEAD_BENCH_TCP_LOOSE=%q: %v", v, err)
+		}
+	}
 	switch be := e.dp.(type) {
 	case *nftables.Backend:
 		s := be.Stats()

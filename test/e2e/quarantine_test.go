@@ -13,6 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	crclient "sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/lab"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 	"github.com/bulkhead-dev/bulkhead/test/bench"
@@ -231,6 +236,39 @@ func runQuarantineLab(t *testing.T, backend string) {
 		s2.Close()
 	}
 
+	// The refused attempts the matrix probes made are kept on the
+	// Quarantine's status for forensics (agents report every flow
+	// interval, 5s by default).
+	ctrllog.SetLogger(logr.Discard())
+	c, err := lab.Client(l.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocked []v1alpha1.QuarantineFlow
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var q v1alpha1.Quarantine
+		if err := c.Get(ctx, crclient.ObjectKey{Namespace: "app", Name: "q-victim"}, &q); err != nil {
+			t.Fatal(err)
+		}
+		blocked = q.Status.BlockedFlows
+		found := false
+		for _, f := range blocked {
+			found = found || (f.SourcePod == client && f.DestinationPod == victim && strings.HasPrefix(f.Destination, vp.IP.String()+":"))
+		}
+		if found {
+			if q.Status.BlockedFlowsTotal < int64(len(blocked)) {
+				t.Errorf("status.blockedFlowsTotal %d < %d records kept", q.Status.BlockedFlowsTotal, len(blocked))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no blocked flow %s -> %s on the quarantine's status after 30s; status has %+v", client, victim, blocked)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("%d blocked flows recorded on the quarantine, latest %+v", len(blocked), blocked[0])
+
 	// Fail closed across an agent crash: kill the victim's node agent.
 	key := "agent-" + vp.NodeName
 	agent, ok := st.Processes[key]
@@ -266,7 +304,8 @@ func runQuarantineLab(t *testing.T, backend string) {
 	}, 30*time.Second)
 
 	show := string(cli(ctx, t, l.bulkhead, "quarantine", "show", "q-victim", "-n", "app", "--kubeconfig", l.kubeconfig))
-	for _, want := range []string{"Phase:         Released", "Reason:        e2e: beaconing", "Allow from:    pod:ops/role=ir:TCP/22", vp.NodeName} {
+	for _, want := range []string{"Phase:         Released", "Reason:        e2e: beaconing", "Allow from:    pod:ops/role=ir:TCP/22", vp.NodeName,
+		"Blocked flows: ", vp.IP.String() + ":80 (" + victim + ")"} {
 		if !strings.Contains(show, want) {
 			t.Errorf("quarantine show does not contain %q:\n%s", want, show)
 		}
