@@ -6,8 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -396,20 +394,22 @@ type txn struct {
 	err error
 }
 
-func (x *txn) set(s *setSpec) *nftables.Set {
-	kt := nftables.TypeIPAddr
-	if s.v6 {
-		kt = nftables.TypeIP6Addr
-	}
-	return &nftables.Set{Table: x.t, Name: s.name, KeyType: kt, Interval: true, Comment: s.comment}
-}
-
-func (x *txn) vmap(m *vmapSpec) *nftables.Set {
-	kt := nftables.TypeIPAddr
+// setOf returns the library's description of map m.
+func (x *txn) setOf(m *mapSpec) *nftables.Set {
+	at := nftables.TypeIPAddr
 	if m.v6 {
-		kt = nftables.TypeIP6Addr
+		at = nftables.TypeIP6Addr
 	}
-	return &nftables.Set{Table: x.t, Name: m.name, KeyType: kt, IsMap: true, DataType: nftables.TypeVerdict}
+	s := &nftables.Set{Table: x.t, Name: m.name, KeyType: at, IsMap: true, DataType: nftables.TypeVerdict}
+	switch m.kind {
+	case mapAddrProtoPort:
+		s.KeyType = nftables.MustConcatSetType(at, nftables.TypeInetProto, nftables.TypeInetService)
+		s.Interval, s.Concatenation = true, true
+	case mapAddrProto:
+		s.KeyType = nftables.MustConcatSetType(at, nftables.TypeInetProto)
+		s.Interval, s.Concatenation = true, true
+	}
+	return s
 }
 
 func (x *txn) chain(c *chainSpec) *nftables.Chain {
@@ -425,21 +425,27 @@ func (x *txn) chain(c *chainSpec) *nftables.Chain {
 	return ch
 }
 
-func (x *txn) addSet(s *setSpec) {
-	ns := x.set(s)
+// addMap creates m with all its elements.
+func (x *txn) addMap(m *mapSpec) {
+	ns := x.setOf(m)
 	if err := x.c.AddSet(ns, nil); err != nil {
-		x.err = errors.Join(x.err, fmt.Errorf("adding set %s: %w", s.name, err))
+		x.err = errors.Join(x.err, fmt.Errorf("adding map %s: %w", m.name, err))
 	}
 	x.ops++
-	x.elements(ns, s.elementsOf(s.ranges), true)
+	x.elements(ns, sortedElems(m.elems), true)
 }
 
-func (x *txn) elements(s *nftables.Set, es []elem, add bool) {
-	for i := 0; i < len(es); i += elementChunk {
-		j := min(i+elementChunk, len(es))
-		batch := make([]nftables.SetElement, 0, j-i)
-		for _, e := range es[i:j] {
-			batch = append(batch, nftables.SetElement{Key: e.key, IntervalEnd: e.end})
+// elementBytes is the most element payload sent in one netlink message:
+// all elements of one message go into one attribute with a 16-bit
+// length, and past 64 KiB the kernel silently keeps only a prefix.
+const elementBytes = 48 << 10
+
+// elements adds or deletes es in messages of at most elementChunk
+// elements and about elementBytes bytes.
+func (x *txn) elements(s *nftables.Set, es []mapElem, add bool) {
+	send := func(batch []nftables.SetElement) {
+		if len(batch) == 0 {
+			return
 		}
 		var err error
 		if add {
@@ -448,39 +454,40 @@ func (x *txn) elements(s *nftables.Set, es []elem, add bool) {
 			err = x.c.SetDeleteElements(s, batch)
 		}
 		if err != nil {
-			x.err = errors.Join(x.err, fmt.Errorf("set %s elements: %w", s.Name, err))
+			x.err = errors.Join(x.err, fmt.Errorf("map %s elements: %w", s.Name, err))
 		}
-		x.ops += j - i
+		x.ops += len(batch)
 	}
+	var batch []nftables.SetElement
+	size := 0
+	for _, e := range es {
+		ne := nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd}
+		if add {
+			ne.VerdictData = &expr.Verdict{Kind: e.v.kind, Chain: e.v.chain}
+		}
+		// attribute headers, key, key end, verdict and its chain name
+		sz := 48 + len(e.key) + len(e.keyEnd) + len(e.v.chain)
+		if len(batch) == elementChunk || size+sz > elementBytes {
+			send(batch)
+			batch, size = nil, 0
+		}
+		batch = append(batch, ne)
+		size += sz
+	}
+	send(batch)
 }
 
-func (x *txn) vmapElements(m *nftables.Set, elems map[netip.Addr]string, add bool) {
-	keys := make([]netip.Addr, 0, len(elems))
-	for a := range elems {
-		keys = append(keys, a)
+func sortElems(es []mapElem) {
+	sort.Slice(es, func(i, j int) bool { return elemID(es[i]) < elemID(es[j]) })
+}
+
+// sortedElems returns the elements of a map in key order.
+func sortedElems(m map[string]mapElem) []mapElem {
+	out := make([]mapElem, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		out = append(out, m[k])
 	}
-	sortAddrs(keys)
-	for i := 0; i < len(keys); i += elementChunk {
-		j := min(i+elementChunk, len(keys))
-		batch := make([]nftables.SetElement, 0, j-i)
-		for _, a := range keys[i:j] {
-			e := nftables.SetElement{Key: a.AsSlice()}
-			if add {
-				e.VerdictData = &expr.Verdict{Kind: expr.VerdictJump, Chain: elems[a]}
-			}
-			batch = append(batch, e)
-		}
-		var err error
-		if add {
-			err = x.c.SetAddElements(m, batch)
-		} else {
-			err = x.c.SetDeleteElements(m, batch)
-		}
-		if err != nil {
-			x.err = errors.Join(x.err, fmt.Errorf("map %s elements: %w", m.Name, err))
-		}
-		x.ops += j - i
-	}
+	return out
 }
 
 func (x *txn) rules(c *chainSpec) {
@@ -502,16 +509,15 @@ func (x *txn) flush() error {
 	return x.c.Flush()
 }
 
-// rebuild replaces the whole table in one transaction.
+// rebuild replaces the whole table in one transaction: the regular
+// chains (empty), the maps with their elements (which jump to those
+// chains), then every chain's rules, base chains last.
 func (b *Backend) rebuild(st *state) (int, error) {
 	x := &txn{c: b.conn, t: b.table}
 	x.c.AddTable(b.table)
 	x.c.DelTable(b.table)
 	x.c.AddTable(b.table)
 	x.ops += 3
-	for _, n := range sortedKeys(st.sets) {
-		x.addSet(st.sets[n])
-	}
 	order := st.sortedChains()
 	for _, n := range order {
 		if !st.chains[n].base {
@@ -519,13 +525,8 @@ func (b *Backend) rebuild(st *state) (int, error) {
 			x.ops++
 		}
 	}
-	for _, n := range sortedKeys(st.vmaps) {
-		m := x.vmap(st.vmaps[n])
-		if err := x.c.AddSet(m, nil); err != nil {
-			x.err = errors.Join(x.err, err)
-		}
-		x.ops++
-		x.vmapElements(m, st.vmaps[n].elems, true)
+	for _, n := range sortedKeys(st.maps) {
+		x.addMap(st.maps[n])
 	}
 	for _, n := range order {
 		c := st.chains[n]
@@ -541,54 +542,54 @@ func (b *Backend) rebuild(st *state) (int, error) {
 // delta is the difference between two states.
 type delta struct {
 	ops           int
-	newSets       []string
-	delSets       []string
-	setAdds       map[string][]ipRange
-	setDels       map[string][]ipRange
+	newMaps       []string
+	delMaps       []string
+	elemAdds      map[string][]mapElem
+	elemDels      map[string][]mapElem
 	newChains     []string
 	changedChains []string
 	delChains     []string
-	vmapAdds      map[string]map[netip.Addr]string
-	vmapDels      map[string]map[netip.Addr]string
 }
 
 func (d *delta) empty() bool { return d.ops == 0 }
 
 func diff(old, want *state) *delta {
-	d := &delta{setAdds: map[string][]ipRange{}, setDels: map[string][]ipRange{}, vmapAdds: map[string]map[netip.Addr]string{}, vmapDels: map[string]map[netip.Addr]string{}}
-	for _, n := range sortedKeys(want.sets) {
-		w := want.sets[n]
-		o, ok := old.sets[n]
+	d := &delta{elemAdds: map[string][]mapElem{}, elemDels: map[string][]mapElem{}}
+	for _, n := range sortedKeys(want.maps) {
+		w := want.maps[n]
+		o, ok := old.maps[n]
 		if !ok {
-			d.newSets = append(d.newSets, n)
-			d.ops += 1 + 2*len(w.ranges)
+			d.newMaps = append(d.newMaps, n)
+			d.ops += 1 + len(w.elems)
 			continue
 		}
-		if equalRanges(o.ranges, w.ranges) && o.comment == w.comment {
-			continue
+		if o == w {
+			continue // the same compiled map (from the cache)
 		}
-		have := map[ipRange]bool{}
-		for _, r := range o.ranges {
-			have[r] = true
+		for k, e := range w.elems {
+			oe, had := o.elems[k]
+			if had && oe.v == e.v {
+				continue
+			}
+			if had {
+				d.elemDels[n] = append(d.elemDels[n], oe)
+				d.ops++
+			}
+			d.elemAdds[n] = append(d.elemAdds[n], e)
+			d.ops++
 		}
-		keep := map[ipRange]bool{}
-		for _, r := range w.ranges {
-			if have[r] {
-				keep[r] = true
-			} else {
-				d.setAdds[n] = append(d.setAdds[n], r)
+		for k, e := range o.elems {
+			if _, ok := w.elems[k]; !ok {
+				d.elemDels[n] = append(d.elemDels[n], e)
+				d.ops++
 			}
 		}
-		for _, r := range o.ranges {
-			if !keep[r] {
-				d.setDels[n] = append(d.setDels[n], r)
-			}
-		}
-		d.ops += 2 * (len(d.setAdds[n]) + len(d.setDels[n]))
+		sortElems(d.elemAdds[n])
+		sortElems(d.elemDels[n])
 	}
-	for _, n := range sortedKeys(old.sets) {
-		if _, ok := want.sets[n]; !ok {
-			d.delSets = append(d.delSets, n)
+	for _, n := range sortedKeys(old.maps) {
+		if _, ok := want.maps[n]; !ok {
+			d.delMaps = append(d.delMaps, n)
 			d.ops++
 		}
 	}
@@ -612,56 +613,27 @@ func diff(old, want *state) *delta {
 	sort.Strings(d.newChains)
 	sort.Strings(d.changedChains)
 	sort.Strings(d.delChains)
-	for _, n := range sortedKeys(want.vmaps) {
-		w, o := want.vmaps[n], old.vmaps[n]
-		for a, c := range w.elems {
-			if oc, ok := o.elems[a]; !ok || oc != c {
-				if d.vmapAdds[n] == nil {
-					d.vmapAdds[n] = map[netip.Addr]string{}
-				}
-				d.vmapAdds[n][a] = c
-				d.ops++
-				if ok {
-					if d.vmapDels[n] == nil {
-						d.vmapDels[n] = map[netip.Addr]string{}
-					}
-					d.vmapDels[n][a] = oc
-					d.ops++
-				}
-			}
-		}
-		for a, c := range o.elems {
-			if _, ok := w.elems[a]; !ok {
-				if d.vmapDels[n] == nil {
-					d.vmapDels[n] = map[netip.Addr]string{}
-				}
-				d.vmapDels[n][a] = c
-				d.ops++
-			}
-		}
-	}
 	return d
 }
 
-// applyDelta applies d in one transaction. Order: new sets and elements,
-// new chains, rewritten chains, map elements, then removals of chains and
-// sets nothing references any more.
+// applyDelta applies d in one transaction. Order: new chains (empty), new
+// maps with their elements, element changes, the rules of new and
+// rewritten chains, then removals: chains nothing jumps to any more are
+// flushed, maps nothing looks up are deleted, and last those chains.
 func (b *Backend) applyDelta(old, want *state, d *delta) (int, error) {
 	x := &txn{c: b.conn, t: b.table}
-	for _, n := range d.newSets {
-		x.addSet(want.sets[n])
-	}
-	for _, n := range sortedKeys(d.setDels) {
-		s := want.sets[n]
-		x.elements(x.set(s), s.elementsOf(d.setDels[n]), false)
-	}
-	for _, n := range sortedKeys(d.setAdds) {
-		s := want.sets[n]
-		x.elements(x.set(s), s.elementsOf(d.setAdds[n]), true)
-	}
 	for _, n := range d.newChains {
 		x.c.AddChain(x.chain(want.chains[n]))
 		x.ops++
+	}
+	for _, n := range d.newMaps {
+		x.addMap(want.maps[n])
+	}
+	for _, n := range sortedKeys(d.elemDels) {
+		x.elements(x.setOf(want.maps[n]), d.elemDels[n], false)
+	}
+	for _, n := range sortedKeys(d.elemAdds) {
+		x.elements(x.setOf(want.maps[n]), d.elemAdds[n], true)
 	}
 	for _, n := range d.newChains {
 		x.rules(want.chains[n])
@@ -671,24 +643,16 @@ func (b *Backend) applyDelta(old, want *state, d *delta) (int, error) {
 		x.ops++
 		x.rules(want.chains[n])
 	}
-	for _, n := range sortedKeys(d.vmapDels) {
-		x.vmapElements(x.vmap(want.vmaps[n]), d.vmapDels[n], false)
-	}
-	for _, n := range sortedKeys(d.vmapAdds) {
-		x.vmapElements(x.vmap(want.vmaps[n]), d.vmapAdds[n], true)
-	}
 	for _, n := range d.delChains {
 		x.c.FlushChain(x.chain(old.chains[n]))
+	}
+	for _, n := range d.delMaps {
+		x.c.DelSet(x.setOf(old.maps[n]))
+		x.ops++
 	}
 	for _, n := range d.delChains {
 		x.c.DelChain(x.chain(old.chains[n]))
 		x.ops += 2
 	}
-	for _, n := range d.delSets {
-		x.c.DelSet(x.set(old.sets[n]))
-		x.ops++
-	}
 	return x.ops, b.commit(x)
 }
-
-func sortAddrs(a []netip.Addr) { slices.SortFunc(a, netip.Addr.Compare) }

@@ -10,8 +10,13 @@
 // only new connections are judged; an accept ends only its own base chain,
 // so both sides of a same-node flow are judged, and a drop is final.
 // Endpoint chains jump tier chains in order and end with accept (the
-// default allow). Address sets are interval sets, one per family, shared
-// by every rule that names them.
+// default allow). A tier chain is one lookup in a concatenated interval
+// verdict map keyed by peer address . l4proto . dport, whose elements are
+// the first-match resolution of the tier's rules (plus a peer . l4proto
+// fallback when rules match protocols without ports), so a packet's cost
+// does not grow with the rule count. Logged verdicts go to shared action
+// chains, one per rule and direction, that log to nflog and drop, accept
+// or (Audit) mark and return.
 //
 // Every Sync is one netlink transaction: a full rebuild (first Sync, after
 // a failure, after drift, or for a large change) or a delta of set

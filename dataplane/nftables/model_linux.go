@@ -39,14 +39,6 @@ const AuditMark uint32 = 0x00b10000
 // ipRange is an inclusive address range of one family.
 type ipRange struct{ from, to netip.Addr }
 
-// setSpec is one named interval set of one address family.
-type setSpec struct {
-	name    string
-	v6      bool
-	comment string
-	ranges  []ipRange
-}
-
 // ruleSpec is one nft rule. key describes it canonically: two rules with
 // equal keys have equal expressions.
 type ruleSpec struct {
@@ -63,19 +55,46 @@ type chainSpec struct {
 	rules []ruleSpec
 }
 
-// vmapSpec is a verdict map from an address to a chain to jump to.
-type vmapSpec struct {
+// verdict is the data of a verdict map element.
+type verdict struct {
+	kind  expr.VerdictKind
+	chain string
+}
+
+// mapElem is one verdict map element. keyEnd is set for the ranges of a
+// concatenated interval map (the inclusive end of every field).
+type mapElem struct {
+	key, keyEnd []byte
+	v           verdict
+}
+
+// mapKind is the key layout of a verdict map.
+type mapKind uint8
+
+const (
+	// mapAddr: exact address -> verdict (the dispatch maps).
+	mapAddr mapKind = iota
+	// mapAddrProtoPort: address . l4proto . dport ranges -> verdict.
+	mapAddrProtoPort
+	// mapAddrProto: address . l4proto ranges -> verdict.
+	mapAddrProto
+)
+
+// mapSpec is a verdict map. elems is keyed by elemID.
+type mapSpec struct {
 	name  string
 	v6    bool
-	elems map[netip.Addr]string
+	kind  mapKind
+	elems map[string]mapElem
 }
+
+func elemID(e mapElem) string { return string(e.key) + "|" + string(e.keyEnd) }
 
 // state is everything the backend programs into its table, derived from an
 // ir.NodePolicy by compile.
 type state struct {
-	sets   map[string]*setSpec
 	chains map[string]*chainSpec
-	vmaps  map[string]*vmapSpec
+	maps   map[string]*mapSpec
 	// endpointSets lists, per endpoint, the set names its chains use,
 	// and endpointKey a digest of its chains, for revocation.
 	endpointKey  map[string]string
@@ -99,14 +118,6 @@ func RuleNumber(id string) uint32 {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))
 	return h.Sum32()
-}
-
-// setName returns the nft set name for an IR address set and family.
-func setName(name string, v6 bool) string {
-	if v6 {
-		return "a6-" + hashName(name)
-	}
-	return "a4-" + hashName(name)
 }
 
 // endpointChainName returns the nft chain name of one endpoint direction
@@ -225,13 +236,14 @@ func Validate(np *ir.NodePolicy) error {
 	return errors.Join(errs...)
 }
 
-// compileCache keeps the compiled chains of each endpoint between Syncs,
-// keyed by a fingerprint of the endpoint, so that a Sync only compiles the
-// endpoints that changed. Compiled chains are never modified.
+// compileCache keeps the compiled chains and maps of each endpoint between
+// Syncs, keyed by a fingerprint of the endpoint and of the contents of
+// the sets it references, so that a Sync only compiles the endpoints that
+// changed. Compiled chains and maps are never modified.
 type compileCache struct {
 	eps  map[string]*cachedEndpoint
 	seen map[string]bool
-	sets map[string]cachedSet
+	sets map[string]*cachedSet
 	// ids collects the rule numbers of freshly compiled endpoints.
 	ids map[uint32]string
 }
@@ -239,40 +251,68 @@ type compileCache struct {
 type cachedSet struct {
 	prefixes []netip.Prefix
 	r4, r6   []ipRange
+	hash     uint64
 }
 
 type cachedEndpoint struct {
 	fp      uint64
 	names   [4]string // egress4, ingress4, egress6, ingress6 chain names
 	chains  []*chainSpec
+	maps    []*mapSpec
 	ruleIDs map[uint32]string
 	key     string
 	sets    []string
 }
 
 func newCompileCache() *compileCache {
-	return &compileCache{eps: map[string]*cachedEndpoint{}, seen: map[string]bool{}, sets: map[string]cachedSet{}, ids: map[uint32]string{}}
+	return &compileCache{eps: map[string]*cachedEndpoint{}, seen: map[string]bool{}, sets: map[string]*cachedSet{}, ids: map[uint32]string{}}
 }
 
-// endpoint returns the compiled chains of ep, from the cache when its
-// fingerprint is unchanged.
+// referencedSets returns the sorted names of the sets ep's rules name.
+func referencedSets(ep *ir.Endpoint) []string {
+	used := map[string]bool{}
+	for _, c := range []*ir.Chain{&ep.Ingress, &ep.Egress} {
+		for _, t := range c.Tiers {
+			for _, r := range t.Rules {
+				if r.Peer.Set != "" {
+					used[r.Peer.Set] = true
+				}
+			}
+		}
+	}
+	out := make([]string, 0, len(used))
+	for s := range used {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// endpoint returns the compiled chains and maps of ep, from the cache
+// when neither ep nor the sets it references changed.
 func (c *compileCache) endpoint(ep *ir.Endpoint, has4, has6 bool, o compileOptions) *cachedEndpoint {
-	fp := fingerprint(ep, o)
+	base := fingerprint(ep, o)
+	refs := referencedSets(ep)
+	h := fnv.New64a()
+	var buf [8]byte
+	binary.LittleEndian.PutUint64(buf[:], base)
+	_, _ = h.Write(buf[:])
+	for _, s := range refs {
+		_, _ = h.Write([]byte(s))
+		if cs := c.sets[s]; cs != nil {
+			binary.LittleEndian.PutUint64(buf[:], cs.hash)
+			_, _ = h.Write(buf[:])
+		}
+	}
+	fp := h.Sum64()
 	c.seen[ep.Name] = true
 	if ce, ok := c.eps[ep.Name]; ok && ce.fp == fp {
 		return ce
 	}
-	ce := &cachedEndpoint{fp: fp, ruleIDs: map[uint32]string{}, names: [4]string{
+	ce := &cachedEndpoint{fp: fp, ruleIDs: map[uint32]string{}, sets: refs, key: fmt.Sprintf("%016x", base), names: [4]string{
 		endpointChainName(ep.Name, ir.Egress, false), endpointChainName(ep.Name, ir.Ingress, false),
 		endpointChainName(ep.Name, ir.Egress, true), endpointChainName(ep.Name, ir.Ingress, true),
 	}}
-	defer func() {
-		for k, v := range ce.ruleIDs {
-			c.ids[k] = v
-		}
-	}()
-	var keys []string
-	used := map[string]bool{}
 	for _, d := range []ir.Direction{ir.Ingress, ir.Egress} {
 		ch := &ep.Ingress
 		if d == ir.Egress {
@@ -282,26 +322,14 @@ func (c *compileCache) endpoint(ep *ir.Endpoint, has4, has6 bool, o compileOptio
 			if (v6 && !has6) || (!v6 && !has4) {
 				continue
 			}
-			for _, cs := range endpointChains(ep.Name, d, v6, ch, o, ce.ruleIDs) {
-				ce.chains = append(ce.chains, cs)
-				for _, r := range cs.rules {
-					keys = append(keys, r.key)
-				}
-			}
-		}
-		for _, t := range ch.Tiers {
-			for _, r := range t.Rules {
-				if r.Peer.Set != "" {
-					used[r.Peer.Set] = true
-				}
-			}
+			chains, maps := endpointChains(ep.Name, d, v6, ch, o, ce.ruleIDs, c.sets)
+			ce.chains = append(ce.chains, chains...)
+			ce.maps = append(ce.maps, maps...)
 		}
 	}
-	ce.key = strings.Join(keys, "\n")
-	for s := range used {
-		ce.sets = append(ce.sets, s)
+	for k, v := range ce.ruleIDs {
+		c.ids[k] = v
 	}
-	sort.Strings(ce.sets)
 	c.eps[ep.Name] = ce
 	return ce
 }
@@ -366,6 +394,15 @@ func fingerprint(ep *ir.Endpoint, o compileOptions) uint64 {
 	return h.Sum64()
 }
 
+func prefixHash(ps []netip.Prefix) uint64 {
+	h := fnv.New64a()
+	for _, p := range ps {
+		b, _ := p.MarshalBinary()
+		_, _ = h.Write(b)
+	}
+	return h.Sum64()
+}
+
 // compile turns a validated policy into the table's desired state.
 func compile(np *ir.NodePolicy, o compileOptions) *state {
 	return compileWith(newCompileCache(), np, o)
@@ -374,9 +411,8 @@ func compile(np *ir.NodePolicy, o compileOptions) *state {
 // compileWith is compile with a cache of compiled endpoints.
 func compileWith(cache *compileCache, np *ir.NodePolicy, o compileOptions) *state {
 	st := &state{
-		sets:         map[string]*setSpec{},
 		chains:       map[string]*chainSpec{},
-		vmaps:        map[string]*vmapSpec{},
+		maps:         map[string]*mapSpec{},
 		endpointKey:  map[string]string{},
 		endpointSets: map[string][]string{},
 	}
@@ -385,20 +421,7 @@ func compileWith(cache *compileCache, np *ir.NodePolicy, o compileOptions) *stat
 		seenSets[s.Name] = true
 		cs, ok := cache.sets[s.Name]
 		if !ok || !equalPrefixes(cs.prefixes, s.Prefixes) {
-			cs = cachedSet{prefixes: s.Prefixes, r4: toRanges(s.Prefixes, false), r6: toRanges(s.Prefixes, true)}
-			cache.sets[s.Name] = cs
-		}
-		for _, v6 := range []bool{false, true} {
-			rs := cs.r4
-			if v6 {
-				rs = cs.r6
-			}
-			st.sets[setName(s.Name, v6)] = &setSpec{
-				name:    setName(s.Name, v6),
-				v6:      v6,
-				comment: truncate(s.Name, maxCommentLen),
-				ranges:  rs,
-			}
+			cache.sets[s.Name] = &cachedSet{prefixes: s.Prefixes, r4: toRanges(s.Prefixes, false), r6: toRanges(s.Prefixes, true), hash: prefixHash(s.Prefixes)}
 		}
 	}
 	for n := range cache.sets {
@@ -407,7 +430,7 @@ func compileWith(cache *compileCache, np *ir.NodePolicy, o compileOptions) *stat
 		}
 	}
 	for _, n := range []string{mapEgress4, mapEgress6, mapIngress4, mapIngress6} {
-		st.vmaps[n] = &vmapSpec{name: n, v6: strings.HasSuffix(n, "6"), elems: map[netip.Addr]string{}}
+		st.maps[n] = &mapSpec{name: n, v6: strings.HasSuffix(n, "6"), kind: mapAddr, elems: map[string]mapElem{}}
 	}
 	st.chains[chainEgress] = baseChain(chainEgress, prioEgress, mapEgress4, mapEgress6, true)
 	st.chains[chainIngress] = baseChain(chainIngress, prioIngress, mapIngress4, mapIngress6, false)
@@ -425,16 +448,20 @@ func compileWith(cache *compileCache, np *ir.NodePolicy, o compileOptions) *stat
 		ce := cache.endpoint(ep, has4, has6, o)
 		for _, a := range ep.IPs {
 			a = a.Unmap()
-			if a.Is4() {
-				st.vmaps[mapEgress4].elems[a] = ce.names[0]
-				st.vmaps[mapIngress4].elems[a] = ce.names[1]
-			} else {
-				st.vmaps[mapEgress6].elems[a] = ce.names[2]
-				st.vmaps[mapIngress6].elems[a] = ce.names[3]
+			e, in := mapEgress4, mapIngress4
+			cE, cI := ce.names[0], ce.names[1]
+			if a.Is6() {
+				e, in = mapEgress6, mapIngress6
+				cE, cI = ce.names[2], ce.names[3]
 			}
+			st.maps[e].add(mapElem{key: a.AsSlice(), v: verdict{kind: expr.VerdictJump, chain: cE}})
+			st.maps[in].add(mapElem{key: a.AsSlice(), v: verdict{kind: expr.VerdictJump, chain: cI}})
 		}
 		for _, ch := range ce.chains {
 			st.chains[ch.name] = ch
+		}
+		for _, m := range ce.maps {
+			st.maps[m.name] = m
 		}
 		st.endpointKey[ep.Name] = ce.key
 		st.endpointSets[ep.Name] = ce.sets
@@ -442,6 +469,8 @@ func compileWith(cache *compileCache, np *ir.NodePolicy, o compileOptions) *stat
 	cache.sweep()
 	return st
 }
+
+func (m *mapSpec) add(e mapElem) { m.elems[elemID(e)] = e }
 
 // toRanges merges the prefixes of one family into sorted, disjoint,
 // non-adjacent inclusive ranges.
@@ -487,27 +516,6 @@ func lastAddr(from netip.Addr, bits int) netip.Addr {
 	}
 	a, _ := netip.AddrFromSlice(b)
 	return a
-}
-
-func addrBytes(a netip.Addr) []byte { return a.AsSlice() }
-
-// elements returns the kernel interval elements of a set: each range is a
-// start element and an end+1 element flagged IntervalEnd (omitted when the
-// range ends at the family's last address).
-func (s *setSpec) elementsOf(rs []ipRange) []elem {
-	out := make([]elem, 0, 2*len(rs))
-	for _, r := range rs {
-		out = append(out, elem{key: addrBytes(r.from)})
-		if n := r.to.Next(); n.IsValid() {
-			out = append(out, elem{key: addrBytes(n), end: true})
-		}
-	}
-	return out
-}
-
-type elem struct {
-	key []byte
-	end bool
 }
 
 func le32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
@@ -561,12 +569,15 @@ func baseChain(name string, prio int32, m4, m6 string, src bool) *chainSpec {
 }
 
 // endpointChains returns the dispatch chain of one endpoint direction and
-// family followed by its tier chains.
-func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOptions, ids map[uint32]string) []*chainSpec {
+// family, its tier chains, the action chains its verdicts go to, and the
+// tier maps.
+func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOptions, ids map[uint32]string, sets map[string]*cachedSet) ([]*chainSpec, []*mapSpec) {
 	name := endpointChainName(ep, d, v6)
 	top := &chainSpec{name: name}
 	out := []*chainSpec{top}
+	var maps []*mapSpec
 	kinds := map[ir.TierKind]int{}
+	actions := map[string]*chainSpec{}
 	for _, t := range c.Tiers {
 		// Named by tier kind, so that adding a tier (a quarantine) leaves
 		// the other tiers' chains untouched; a repeated kind gets a suffix.
@@ -576,8 +587,10 @@ func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOp
 		}
 		kinds[t.Kind]++
 		tc := &chainSpec{name: tn}
-		for _, r := range t.Rules {
-			tc.rules = append(tc.rules, tierRules(r, d, v6, o, ids)...)
+		tm := compileTier(tn, t.Rules, d, v6, o, ids, sets, actions)
+		for _, m := range tm {
+			tc.rules = append(tc.rules, lookupRule(m, d == ir.Ingress))
+			maps = append(maps, m)
 		}
 		top.rules = append(top.rules, ruleSpec{
 			key:   "jump " + tn,
@@ -590,65 +603,31 @@ func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOp
 		comment: truncate(ep, maxCommentLen),
 		exprs:   []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}},
 	})
-	return out
+	for _, n := range sortedKeys(actions) {
+		out = append(out, actions[n])
+	}
+	return out, maps
 }
 
-// tierRules returns the nft rules of one IR rule: one per port range (an
-// OR of consecutive rules with the same action is the same first match).
-func tierRules(r ir.Rule, d ir.Direction, v6 bool, o compileOptions, ids map[uint32]string) []ruleSpec {
-	var peer []expr.Any
-	peerKey := "any"
-	if r.Peer.Set != "" {
-		sn := setName(r.Peer.Set, v6)
-		peer = []expr.Any{addrLoad(v6, d == ir.Ingress), &expr.Lookup{SourceRegister: 1, SetName: sn, Invert: r.Peer.Negate}}
-		peerKey = sn
-		if r.Peer.Negate {
-			peerKey = "!" + sn
-		}
-	} else if r.Peer.Negate {
-		return nil // "not any address" matches nothing
+// lookupRule is the one rule of a tier chain that consults map m: the
+// peer address (the source for ingress), the layer 4 protocol and, for
+// mapAddrProtoPort, the transport destination port, concatenated in
+// registers 1.. (each field padded to 4 bytes).
+func lookupRule(m *mapSpec, src bool) ruleSpec {
+	r1, r2 := uint32(9), uint32(10) // 32-bit registers after a 4-byte address
+	if m.v6 {
+		// after a 16-byte address: 32-bit register 12 is the 128-bit
+		// register 2, which is how the kernel lists it
+		r1, r2 = 2, 13
 	}
-	num := RuleNumber(r.ID)
-	ids[num] = r.ID
-	act, actKey := actionExprs(r, d, num, o)
-	type portMatch struct {
-		key string
-		ex  []expr.Any
+	ex := []expr.Any{addrLoad(m.v6, src), &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: r1}}
+	key := "peer . l4proto"
+	if m.kind == mapAddrProtoPort {
+		ex = append(ex, &expr.Payload{DestRegister: r2, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+		key += " . dport"
 	}
-	var ports []portMatch
-	if len(r.Ports) == 0 {
-		ports = []portMatch{{key: "all"}}
-	}
-	for _, p := range r.Ports {
-		ex := []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(p.Protocol)}},
-		}
-		key := p.Protocol.String()
-		if !p.AllPorts() {
-			ex = append(ex, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
-			if p.From == p.To {
-				ex = append(ex, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be16(p.From)})
-			} else {
-				ex = append(ex, &expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: be16(p.From), ToData: be16(p.To)})
-			}
-			key += fmt.Sprintf(":%d-%d", p.From, p.To)
-		}
-		ports = append(ports, portMatch{key: key, ex: ex})
-	}
-	out := make([]ruleSpec, 0, len(ports))
-	for _, pm := range ports {
-		ex := make([]expr.Any, 0, len(peer)+len(pm.ex)+len(act))
-		ex = append(ex, peer...)
-		ex = append(ex, pm.ex...)
-		ex = append(ex, act...)
-		out = append(out, ruleSpec{
-			key:     fmt.Sprintf("%s peer=%s ports=%s %s", r.ID, peerKey, pm.key, actKey),
-			comment: truncate(r.ID, maxCommentLen),
-			exprs:   ex,
-		})
-	}
-	return out
+	ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: m.name, IsDestRegSet: true, DestRegister: 0})
+	return ruleSpec{key: fmt.Sprintf("%s src=%v vmap %s", key, src, m.name), exprs: ex}
 }
 
 // LogPrefix returns the nflog prefix of a rule: "bh <verdict><dir> <id>"
@@ -670,24 +649,44 @@ func logExpr(o compileOptions, prefix string) *expr.Log {
 	}
 }
 
-func actionExprs(r ir.Rule, d ir.Direction, num uint32, o compileOptions) ([]expr.Any, string) {
-	var ex []expr.Any
+// actionChainName names the chain that carries out one rule's logged
+// verdict in one direction: "rule-<D|A|F><E|I>-<rule number>".
+func actionChainName(letter byte, d ir.Direction, num uint32) string {
+	dir := byte('I')
+	if d == ir.Egress {
+		dir = 'E'
+	}
+	return fmt.Sprintf("rule-%c%c-%08x", letter, dir, num)
+}
+
+// ruleVerdict returns the map verdict of a matching rule and, when the
+// verdict needs statements (a log, a conntrack mark), the action chain it
+// goes to. Action chains are shared by every endpoint and family whose
+// tiers hold the rule.
+func ruleVerdict(r *ir.Rule, d ir.Direction, o compileOptions, ids map[uint32]string) (verdict, *chainSpec) {
+	num := RuleNumber(r.ID)
+	ids[num] = r.ID
+	action := func(letter byte, key string, ex []expr.Any) (verdict, *chainSpec) {
+		n := actionChainName(letter, d, num)
+		return verdict{kind: expr.VerdictGoto, chain: n}, &chainSpec{name: n, rules: []ruleSpec{{key: key, comment: truncate(r.ID, maxCommentLen), exprs: ex}}}
+	}
 	switch r.Action {
 	case ir.Accept:
 		if o.logOn && r.Log {
-			ex = append(ex, logExpr(o, LogPrefix('F', d, num)))
+			return action('F', "log accept", []expr.Any{logExpr(o, LogPrefix('F', d, num)), &expr.Verdict{Kind: expr.VerdictAccept}})
 		}
-		return append(ex, &expr.Verdict{Kind: expr.VerdictAccept}), "accept"
+		return verdict{kind: expr.VerdictAccept}, nil
 	case ir.Deny:
 		if o.logOn {
-			ex = append(ex, logExpr(o, LogPrefix('D', d, num)))
+			return action('D', "log drop", []expr.Any{logExpr(o, LogPrefix('D', d, num)), &expr.Verdict{Kind: expr.VerdictDrop}})
 		}
-		return append(ex, &expr.Verdict{Kind: expr.VerdictDrop}), "drop"
+		return verdict{kind: expr.VerdictDrop}, nil
 	case ir.Pass:
 		// Log is not honoured on Pass: the final verdict is not known
 		// here; the deciding rule below logs it.
-		return append(ex, &expr.Verdict{Kind: expr.VerdictReturn}), "return"
+		return verdict{kind: expr.VerdictReturn}, nil
 	default: // ir.Audit
+		var ex []expr.Any
 		if o.logOn {
 			ex = append(ex, logExpr(o, LogPrefix('A', d, num)))
 		}
@@ -695,9 +694,11 @@ func actionExprs(r ir.Rule, d ir.Direction, num uint32, o compileOptions) ([]exp
 			&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le32(^AuditMark), Xor: le32(AuditMark)},
 			&expr.Ct{Register: 1, Key: expr.CtKeyMARK, SourceRegister: true},
+			// The action chain is entered by goto from the tier chain,
+			// so return ends the tier: Audit goes on as Pass does.
 			&expr.Verdict{Kind: expr.VerdictReturn},
 		)
-		return ex, "audit"
+		return action('A', fmt.Sprintf("audit log=%v", o.logOn), ex)
 	}
 }
 
@@ -710,13 +711,10 @@ func (st *state) ruleCount() int {
 	return n
 }
 
-// elementCount returns the number of kernel set and map elements.
+// elementCount returns the number of kernel map elements.
 func (st *state) elementCount() int {
 	n := 0
-	for _, s := range st.sets {
-		n += len(s.elementsOf(s.ranges))
-	}
-	for _, m := range st.vmaps {
+	for _, m := range st.maps {
 		n += len(m.elems)
 	}
 	return n
@@ -761,18 +759,6 @@ func equalRules(a, b []ruleSpec) bool {
 }
 
 func equalPrefixes(a, b []netip.Prefix) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func equalRanges(a, b []ipRange) bool {
 	if len(a) != len(b) {
 		return false
 	}

@@ -44,16 +44,6 @@ func TestToRanges(t *testing.T) {
 	}
 }
 
-func TestIntervalElementsCloseEveryRangeButTheLast(t *testing.T) {
-	s := &setSpec{}
-	a := netip.MustParseAddr
-	got := s.elementsOf([]ipRange{{a("10.0.0.0"), a("10.0.0.255")}, {a("11.0.0.0"), a("255.255.255.255")}})
-	want := []elem{{key: []byte{10, 0, 0, 0}}, {key: []byte{10, 0, 1, 0}, end: true}, {key: []byte{11, 0, 0, 0}}}
-	if diff := cmp.Diff(want, got, cmp.AllowUnexported(elem{})); diff != "" {
-		t.Errorf("elements (-want +got):\n%s", diff)
-	}
-}
-
 func TestValidateNamesTheBadField(t *testing.T) {
 	ip := netip.MustParseAddr
 	base := func() *ir.NodePolicy {

@@ -134,11 +134,14 @@ func TestSmallChangesAreDeltasThatEqualARebuild(t *testing.T) {
 		{"one set gains an address", func(np *ir.NodePolicy) {
 			s := &np.Sets[3]
 			s.Prefixes = append(s.Prefixes, netip.MustParsePrefix("10.244.200.1/32"))
-		}, 4},
+			// Each of the ~38 tier maps naming the set gains one element.
+		}, 40},
 		{"one set loses an address", func(np *ir.NodePolicy) {
 			s := &np.Sets[2]
 			s.Prefixes = s.Prefixes[1:]
-		}, 4},
+			// The set's one range shrinks: in each of the ~38 tier maps
+			// naming it, one element is replaced (a delete and an add).
+		}, 80},
 		{"one endpoint's rule changes port", func(np *ir.NodePolicy) {
 			np.Endpoints[17].Ingress.Tiers[0].Rules[0].Ports[0] = ir.PortRange{Protocol: ir.UDP, From: 53, To: 53}
 		}, 12},
@@ -148,13 +151,19 @@ func TestSmallChangesAreDeltasThatEqualARebuild(t *testing.T) {
 			q := dptest.Tier(ir.TierQuarantine, dptest.Rule("Quarantine/ns/q", "", false, ir.Deny))
 			ep.Ingress.Tiers = append([]ir.Tier{q}, ep.Ingress.Tiers...)
 			ep.Egress.Tiers = []ir.Tier{q}
-		}, 40},
+			// Four quarantine tier chains with their lookups and eight
+			// one-element maps, two shared action chains, and the four
+			// endpoint chains rewritten with one more jump.
+		}, 50},
 		{"an endpoint leaves and another arrives", func(np *ir.NodePolicy) {
 			np.Endpoints = append(np.Endpoints[:5], np.Endpoints[6:]...)
 			np.Endpoints = append(np.Endpoints, ir.Endpoint{Name: "ns/zz-new", IPs: []netip.Addr{netip.MustParseAddr("10.244.99.1")}})
-		}, 40},
-		{"a set is replaced by a new one", func(np *ir.NodePolicy) {
+		}, 50},
+		{"a set is replaced by a new one with one more address", func(np *ir.NodePolicy) {
+			// Map contents do not depend on set names: only the new
+			// address reaches the kernel.
 			np.Sets[0].Name = "sel-00-renamed"
+			np.Sets[0].Prefixes = append(np.Sets[0].Prefixes, netip.MustParsePrefix("10.244.201.1/32"))
 			for i := range np.Endpoints {
 				for k := range np.Endpoints[i].Ingress.Tiers {
 					for r := range np.Endpoints[i].Ingress.Tiers[k].Rules {
@@ -165,7 +174,7 @@ func TestSmallChangesAreDeltasThatEqualARebuild(t *testing.T) {
 				}
 			}
 			sortSets(np)
-		}, 400},
+		}, 40},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -247,8 +256,8 @@ func TestResyncRepairsDrift(t *testing.T) {
 			// m[0] is the chain's own handle.
 			nft(t, ns, "replace", "rule", "inet", "bulkhead", c, "handle", m[1][1], "tcp", "dport", "5432", "accept", "comment", `"NetworkPolicy/ns/db/ingress/0"`)
 		}},
-		{"an element added to a set", func(t *testing.T, ns string) {
-			nft(t, ns, "add", "element", "inet", "bulkhead", setName("ns/web:app=web", false), "{ 10.244.0.66 }")
+		{"an element added to a tier map", func(t *testing.T, ns string) {
+			nft(t, ns, "add", "element", "inet", "bulkhead", "ep-"+hashName("ns/db-0")+"-i4-networkpolicy-m", "{ 10.244.0.66 . tcp . 80 : accept }")
 		}},
 		{"a deleted map element", func(t *testing.T, ns string) {
 			nft(t, ns, "delete", "element", "inet", "bulkhead", "ingress4", "{ 10.244.0.9 }")
@@ -365,8 +374,9 @@ func TestLargeSetsKeepEveryElement(t *testing.T) {
 	b := newBackend(t, ns, Options{})
 	np := &ir.NodePolicy{Node: "n"}
 	var ps []netip.Prefix
-	// 24,000 non-adjacent IPv4 hosts and 6,000 IPv6 hosts: 48,000 and
-	// 12,000 interval elements.
+	// 24,000 non-adjacent IPv4 hosts and 6,000 IPv6 hosts, accepted on
+	// every protocol and port: one element per host in each of the
+	// tier's two maps, 48,000 and 12,000 elements.
 	for i := 0; i < 24000; i++ {
 		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 14), byte(i >> 6), byte(i<<2) + 1}), 32))
 	}
@@ -375,7 +385,7 @@ func TestLargeSetsKeepEveryElement(t *testing.T) {
 	}
 	np.Sets = []ir.AddressSet{dptest.Set("big", ps...)}
 	np.Endpoints = []ir.Endpoint{{
-		Name: "ns/p", IPs: []netip.Addr{netip.MustParseAddr("10.244.0.2")},
+		Name: "ns/p", IPs: []netip.Addr{netip.MustParseAddr("10.244.0.2"), netip.MustParseAddr("fd00:10:244::2")},
 		Ingress: ir.Chain{Tiers: []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("ZonePolicy/big", "big", false, ir.Accept))}},
 	}}
 	if err := b.Sync(ctx, np); err != nil {
@@ -389,15 +399,19 @@ func TestLargeSetsKeepEveryElement(t *testing.T) {
 		}
 		var n [2]int
 		for i, v6 := range []bool{false, true} {
-			s, err := c.GetSetByName(b.table, setName("big", v6))
-			if err != nil {
-				t.Fatalf("reading set: %v", err)
+			// The admin tier's two maps: address . proto . port, and
+			// the fallback address . proto.
+			for _, m := range []string{"-m", "-o"} {
+				s, err := c.GetSetByName(b.table, endpointChainName("ns/p", ir.Ingress, v6)+"-admin"+m)
+				if err != nil {
+					t.Fatalf("reading map: %v", err)
+				}
+				els, err := c.GetSetElements(s)
+				if err != nil {
+					t.Fatalf("reading elements: %v", err)
+				}
+				n[i] += len(els)
 			}
-			els, err := c.GetSetElements(s)
-			if err != nil {
-				t.Fatalf("reading elements: %v", err)
-			}
-			n[i] = len(els)
 		}
 		return n[0], n[1]
 	}

@@ -4,10 +4,9 @@ package nftables
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
-	"sort"
 	"strings"
 
 	"github.com/google/nftables"
@@ -36,7 +35,9 @@ func exprKinds(es []expr.Any) string {
 		case *expr.Range:
 			fmt.Fprintf(&b, "range(%x,%x) ", v.FromData, v.ToData)
 		case *expr.Payload:
-			fmt.Fprintf(&b, "payload(%d,%d,%d) ", v.Base, v.Offset, v.Len)
+			fmt.Fprintf(&b, "payload(%d,%d,%d>%d) ", v.Base, v.Offset, v.Len, v.DestRegister)
+		case *expr.Meta:
+			fmt.Fprintf(&b, "meta(%d>%d) ", v.Key, v.Register)
 		case *expr.Log:
 			fmt.Fprintf(&b, "log(%d,%s) ", v.Group, bytes.TrimRight(v.Data, "\x00"))
 		default:
@@ -113,31 +114,14 @@ func (b *Backend) verifyLocked(st *state) error {
 	}
 	sets, err := b.conn.GetSets(b.table)
 	if err != nil {
-		return fmt.Errorf("listing sets: %w", err)
+		return fmt.Errorf("listing maps: %w", err)
 	}
 	hs := map[string]*nftables.Set{}
 	for _, s := range sets {
 		hs[s.Name] = s
 	}
-	for _, n := range sortedKeys(st.sets) {
-		s := st.sets[n]
-		ks, ok := hs[n]
-		if !ok {
-			errs = append(errs, fmt.Errorf("set %s missing", n))
-			continue
-		}
-		delete(hs, n)
-		els, err := b.conn.GetSetElements(ks)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("listing elements of set %s: %w", n, err))
-			continue
-		}
-		if g, w := elemKeys(els), elemKeysOf(s.elementsOf(s.ranges)); g != w {
-			errs = append(errs, fmt.Errorf("set %s: elements differ (%d in kernel, %d wanted)", n, len(els), len(s.elementsOf(s.ranges))))
-		}
-	}
-	for _, n := range sortedKeys(st.vmaps) {
-		m := st.vmaps[n]
+	for _, n := range sortedKeys(st.maps) {
+		m := st.maps[n]
 		ks, ok := hs[n]
 		if !ok {
 			errs = append(errs, fmt.Errorf("map %s missing", n))
@@ -149,19 +133,22 @@ func (b *Backend) verifyLocked(st *state) error {
 			errs = append(errs, fmt.Errorf("listing elements of map %s: %w", n, err))
 			continue
 		}
-		got := map[netip.Addr]string{}
+		got := map[string]verdict{}
 		for _, e := range els {
-			a, _ := netip.AddrFromSlice(e.Key)
-			got[a] = verdictChain(e)
+			got[elemID(mapElem{key: e.Key, keyEnd: e.KeyEnd})] = elemVerdict(e)
 		}
 		if len(got) != len(m.elems) {
 			errs = append(errs, fmt.Errorf("map %s has %d elements, want %d", n, len(got), len(m.elems)))
 			continue
 		}
-		for a, c := range m.elems {
-			if got[a] != c {
-				errs = append(errs, fmt.Errorf("map %s element %v: %q, want %q", n, a, got[a], c))
+		bad := 0
+		for k, e := range m.elems {
+			if g, ok := got[k]; !ok || g != e.v {
+				bad++
 			}
+		}
+		if bad > 0 {
+			errs = append(errs, fmt.Errorf("map %s: %d elements differ", n, bad))
 		}
 	}
 	for n := range hs {
@@ -170,38 +157,24 @@ func (b *Backend) verifyLocked(st *state) error {
 	return errors.Join(errs...)
 }
 
-// verdictChain returns the jump target of a verdict map element. The
-// library leaves the verdict attributes undecoded in Val.
-func verdictChain(e nftables.SetElement) string {
+// elemVerdict returns the verdict of a verdict map element. The library
+// leaves the verdict attributes undecoded in Val.
+func elemVerdict(e nftables.SetElement) verdict {
 	if e.VerdictData != nil {
-		return e.VerdictData.Chain
+		return verdict{kind: e.VerdictData.Kind, chain: e.VerdictData.Chain}
 	}
+	var v verdict
 	ad, err := netlink.NewAttributeDecoder(e.Val)
 	if err != nil {
-		return ""
+		return v
 	}
 	for ad.Next() {
-		if ad.Type() == unix.NFTA_VERDICT_CHAIN {
-			return strings.TrimRight(string(ad.Bytes()), "\x00")
+		switch ad.Type() {
+		case unix.NFTA_VERDICT_CODE:
+			v.kind = expr.VerdictKind(int32(binary.BigEndian.Uint32(ad.Bytes())))
+		case unix.NFTA_VERDICT_CHAIN:
+			v.chain = strings.TrimRight(string(ad.Bytes()), "\x00")
 		}
 	}
-	return ""
-}
-
-func elemKeys(els []nftables.SetElement) string {
-	ks := make([]string, 0, len(els))
-	for _, e := range els {
-		ks = append(ks, fmt.Sprintf("%x/%v", e.Key, e.IntervalEnd))
-	}
-	sort.Strings(ks)
-	return strings.Join(ks, ",")
-}
-
-func elemKeysOf(els []elem) string {
-	ks := make([]string, 0, len(els))
-	for _, e := range els {
-		ks = append(ks, fmt.Sprintf("%x/%v", e.key, e.end))
-	}
-	sort.Strings(ks)
-	return strings.Join(ks, ",")
+	return v
 }

@@ -1,0 +1,458 @@
+//go:build linux
+
+package nftables
+
+import (
+	"container/heap"
+	"net/netip"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/bulkhead-dev/bulkhead/internal/ir"
+)
+
+// A tier is compiled into at most two verdict maps, so that one lookup
+// decides it whatever its number of rules:
+//
+//   - "<tier chain>-m", keyed by peer address . l4proto . dport, holds
+//     every (address range, protocol range, port range) cell that some
+//     rule matches, with the verdict of the first rule that matches it.
+//     Protocols without ports appear with the whole port range.
+//   - "<tier chain>-o", keyed by peer address . l4proto, repeats the
+//     cells of protocols without ports. It is consulted only when the
+//     first lookup misses: a packet whose transport header is too short
+//     to read a port (the first lookup cannot load its key) must still
+//     meet the tier's catch-all rules. Protocols with ports are left out
+//     of it where the first map does not cover all their ports, so a
+//     TCP, UDP, SCTP or UDP-Lite packet that missed the first map misses
+//     this one too.
+//
+// The cells are the first-match resolution of the tier's rules: the
+// address space of the family is cut at every boundary of the sets the
+// tier names, each piece gets the ordered list of rules whose peer matches
+// it, and the (protocol, port) plane of that list is cut the same way.
+// Adjacent pieces with equal cells merge.
+
+// portProtos are the protocols whose rules can name ports.
+var portProtos = [...]uint8{uint8(ir.TCP), uint8(ir.UDP), uint8(ir.SCTP), 136}
+
+func isPortProto(p int) bool {
+	for _, q := range portProtos {
+		if int(q) == p {
+			return true
+		}
+	}
+	return false
+}
+
+// tierRule is one effective rule of a tier.
+type tierRule struct {
+	r   *ir.Rule
+	set int // index into the tier's referenced sets, -1 for any peer
+	neg bool
+	v   verdict
+}
+
+// cell is one resolved box of the (protocol, port) plane.
+type cell struct {
+	plo, phi uint8
+	lo, hi   uint16
+	v        verdict
+}
+
+// resolution is the outcome of one list of matching rules: the cells of
+// the main map and of the no-port fallback map.
+type resolution struct {
+	main, other []cell
+}
+
+func (r *resolution) key() string {
+	var b strings.Builder
+	for _, cs := range [][]cell{r.main, {}, r.other} {
+		for _, c := range cs {
+			b.WriteString(strconv.Itoa(int(c.plo)))
+			b.WriteByte('-')
+			b.WriteString(strconv.Itoa(int(c.phi)))
+			b.WriteByte(':')
+			b.WriteString(strconv.Itoa(int(c.lo)))
+			b.WriteByte('-')
+			b.WriteString(strconv.Itoa(int(c.hi)))
+			b.WriteByte('=')
+			b.WriteString(strconv.Itoa(int(c.v.kind)))
+			b.WriteString(c.v.chain)
+			b.WriteByte(';')
+		}
+		b.WriteByte('|')
+	}
+	return b.String()
+}
+
+// segment is a piece of the address space with one membership.
+type segment struct {
+	lo, hi netip.Addr
+	mem    string
+}
+
+// compileTier returns the verdict maps of one tier (none when no rule can
+// match) and records the action chains its verdicts go to in actions.
+func compileTier(tn string, rules []ir.Rule, d ir.Direction, v6 bool, o compileOptions, ids map[uint32]string, sets map[string]*cachedSet, actions map[string]*chainSpec) []*mapSpec {
+	refIdx := map[string]int{}
+	var refs []string
+	var trs []tierRule
+	for i := range rules {
+		r := &rules[i]
+		if r.Peer.Set == "" && r.Peer.Negate {
+			continue // "not any address" matches nothing
+		}
+		v, ac := ruleVerdict(r, d, o, ids)
+		if ac != nil {
+			actions[ac.name] = ac
+		}
+		tr := tierRule{r: r, set: -1, neg: r.Peer.Negate, v: v}
+		if r.Peer.Set != "" {
+			idx, ok := refIdx[r.Peer.Set]
+			if !ok {
+				idx = len(refs)
+				refIdx[r.Peer.Set] = idx
+				refs = append(refs, r.Peer.Set)
+			}
+			tr.set = idx
+		}
+		trs = append(trs, tr)
+	}
+	if len(trs) == 0 {
+		return nil
+	}
+	segs := segments(refs, sets, v6)
+	memo := map[string]*resolution{}
+	var matching []*tierRule
+	type piece struct {
+		lo, hi netip.Addr
+		res    *resolution
+		key    string
+	}
+	keys := map[*resolution]string{}
+	var pieces []piece
+	for _, s := range segs {
+		res, ok := memo[s.mem]
+		if !ok {
+			matching = matching[:0]
+			for i := range trs {
+				tr := &trs[i]
+				m := true
+				if tr.set >= 0 {
+					m = (s.mem[tr.set/8]&(1<<(tr.set%8)) != 0) != tr.neg
+				}
+				if m {
+					matching = append(matching, tr)
+				}
+			}
+			res = resolve(matching)
+			memo[s.mem] = res
+			keys[res] = res.key()
+		}
+		k := keys[res]
+		if n := len(pieces); n > 0 && pieces[n-1].key == k {
+			pieces[n-1].hi = s.hi
+			continue
+		}
+		pieces = append(pieces, piece{lo: s.lo, hi: s.hi, res: res, key: k})
+	}
+	nm, no := 0, 0
+	for _, p := range pieces {
+		nm += len(p.res.main)
+		no += len(p.res.other)
+	}
+	main := &mapSpec{name: tn + "-m", v6: v6, kind: mapAddrProtoPort, elems: make(map[string]mapElem, nm)}
+	other := &mapSpec{name: tn + "-o", v6: v6, kind: mapAddrProto, elems: make(map[string]mapElem, no)}
+	for _, p := range pieces {
+		lo, hi := p.lo.AsSlice(), p.hi.AsSlice()
+		for _, c := range p.res.main {
+			main.add(mapElem{
+				key:    append(append([]byte(nil), lo...), c.plo, 0, 0, 0, byte(c.lo>>8), byte(c.lo), 0, 0),
+				keyEnd: append(append([]byte(nil), hi...), c.phi, 0, 0, 0, byte(c.hi>>8), byte(c.hi), 0, 0),
+				v:      c.v,
+			})
+		}
+		for _, c := range p.res.other {
+			other.add(mapElem{
+				key:    append(append([]byte(nil), lo...), c.plo, 0, 0, 0),
+				keyEnd: append(append([]byte(nil), hi...), c.phi, 0, 0, 0),
+				v:      c.v,
+			})
+		}
+	}
+	var out []*mapSpec
+	if len(main.elems) > 0 {
+		out = append(out, main)
+	}
+	if len(other.elems) > 0 {
+		out = append(out, other)
+	}
+	return out
+}
+
+// segments cuts the family's address space at every boundary of the
+// referenced sets. Each segment's mem has bit i set when it lies in
+// refs[i]. The segments cover the whole space, in order.
+func segments(refs []string, sets map[string]*cachedSet, v6 bool) []segment {
+	zero, last := netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	if v6 {
+		zero = netip.IPv6Unspecified()
+		last = netip.AddrFrom16([16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	}
+	type event struct {
+		at  netip.Addr
+		set int
+	}
+	var evs []event
+	for i, n := range refs {
+		cs := sets[n]
+		if cs == nil {
+			continue
+		}
+		rs := cs.r4
+		if v6 {
+			rs = cs.r6
+		}
+		for _, r := range rs {
+			evs = append(evs, event{r.from, i})
+			if nx := r.to.Next(); nx.IsValid() {
+				evs = append(evs, event{nx, i})
+			}
+		}
+	}
+	slices.SortFunc(evs, func(a, b event) int { return a.at.Compare(b.at) })
+	mem := make([]byte, (len(refs)+7)/8)
+	out := make([]segment, 0, len(evs)+1)
+	cur := zero
+	for i := 0; i < len(evs); {
+		at := evs[i].at
+		if cur.Less(at) {
+			out = append(out, segment{lo: cur, hi: at.Prev(), mem: string(mem)})
+		}
+		for ; i < len(evs) && evs[i].at == at; i++ {
+			mem[evs[i].set/8] ^= 1 << (evs[i].set % 8)
+		}
+		cur = at
+	}
+	out = append(out, segment{lo: cur, hi: last, mem: string(mem)})
+	return out
+}
+
+// portCell is a resolved port interval of one protocol.
+type portCell struct {
+	lo, hi uint16
+	v      verdict
+}
+
+// resolve computes the first-match cells of an ordered list of rules that
+// all match the peer.
+func resolve(rules []*tierRule) *resolution {
+	res := &resolution{}
+	// Port protocols: the first rule covering each port.
+	var byProto [256][]portCell
+	for _, p := range portProtos {
+		var ivs []interval
+		for i, tr := range rules {
+			if len(tr.r.Ports) == 0 {
+				ivs = append(ivs, interval{0, 65535, i})
+				continue
+			}
+			for _, pr := range tr.r.Ports {
+				if uint8(pr.Protocol) != p {
+					continue
+				}
+				if pr.AllPorts() {
+					ivs = append(ivs, interval{0, 65535, i})
+				} else {
+					ivs = append(ivs, interval{uint32(pr.From), uint32(pr.To), i})
+				}
+			}
+		}
+		for _, iv := range firstCover(ivs) {
+			v := rules[iv.rule].v
+			cs := byProto[p]
+			if n := len(cs); n > 0 && cs[n-1].v == v && uint32(cs[n-1].hi)+1 == iv.lo {
+				cs[n-1].hi = uint16(iv.hi)
+			} else {
+				cs = append(cs, portCell{uint16(iv.lo), uint16(iv.hi), v})
+			}
+			byProto[p] = cs
+		}
+	}
+	// Protocols without ports: the first rule with no ports or naming
+	// the protocol (always with every port; Validate refuses others).
+	anyRule := -1
+	specific := map[int]int{}
+	for i, tr := range rules {
+		if len(tr.r.Ports) == 0 {
+			if anyRule < 0 {
+				anyRule = i
+			}
+			continue
+		}
+		for _, pr := range tr.r.Ports {
+			p := int(pr.Protocol)
+			if isPortProto(p) {
+				continue
+			}
+			if _, ok := specific[p]; !ok {
+				specific[p] = i
+			}
+		}
+	}
+	var noPort [256]int
+	var anyCells []portCell // shared by every protocol the any-rule decides
+	if anyRule >= 0 {
+		anyCells = []portCell{{0, 65535, rules[anyRule].v}}
+	}
+	for p := 0; p < 256; p++ {
+		noPort[p] = -1
+		if isPortProto(p) {
+			continue
+		}
+		r := anyRule
+		if s, ok := specific[p]; ok && (r < 0 || s < r) {
+			r = s
+		}
+		noPort[p] = r
+		switch {
+		case r < 0:
+		case r == anyRule:
+			byProto[p] = anyCells
+		default:
+			byProto[p] = []portCell{{0, 65535, rules[r].v}}
+		}
+	}
+	// Main map: merge runs of protocols with equal port cells.
+	equal := func(a, b []portCell) bool {
+		if len(a) != len(b) {
+			return false
+		}
+		if len(a) == 0 || &a[0] == &b[0] {
+			return true
+		}
+		for i := range a {
+			if a[i] != b[i] {
+				return false
+			}
+		}
+		return true
+	}
+	for p := 0; p < 256; {
+		q := p
+		for q+1 < 256 && equal(byProto[q+1], byProto[p]) {
+			q++
+		}
+		for _, c := range byProto[p] {
+			res.main = append(res.main, cell{plo: uint8(p), phi: uint8(q), lo: c.lo, hi: c.hi, v: c.v})
+		}
+		p = q + 1
+	}
+	// Fallback map: protocols without ports; a port protocol is a wild
+	// card where the main map covers all its ports (it never misses
+	// there), and a break otherwise.
+	start := -1
+	var cur verdict
+	closeRun := func(end int) {
+		if start >= 0 {
+			res.other = append(res.other, cell{plo: uint8(start), phi: uint8(end), lo: 0, hi: 65535, v: cur})
+		}
+		start = -1
+	}
+	for p := 0; p < 256; p++ {
+		if isPortProto(p) {
+			cs := byProto[p]
+			if len(cs) == 1 && cs[0].lo == 0 && cs[0].hi == 65535 {
+				continue // wild card: extends a run
+			}
+			closeRun(p - 1)
+			continue
+		}
+		if noPort[p] < 0 {
+			closeRun(p - 1)
+			continue
+		}
+		v := rules[noPort[p]].v
+		if start >= 0 && v != cur {
+			closeRun(p - 1)
+		}
+		if start < 0 {
+			start, cur = p, v
+		}
+	}
+	closeRun(255)
+	return res
+}
+
+// interval is an inclusive range owned by a rule (its index: lower is
+// earlier).
+type interval struct {
+	lo, hi uint32
+	rule   int
+}
+
+type intHeap []int
+
+func (h intHeap) Len() int           { return len(h) }
+func (h intHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h intHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *intHeap) Push(x any)        { *h = append(*h, x.(int)) }
+func (h *intHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// firstCover returns the sorted, disjoint pieces of the union of ivs,
+// each owned by the earliest rule that covers it. Adjacent pieces of one
+// rule are merged.
+func firstCover(ivs []interval) []interval {
+	if len(ivs) == 0 {
+		return nil
+	}
+	type ev struct {
+		at   uint32
+		rule int
+		add  bool
+	}
+	evs := make([]ev, 0, 2*len(ivs))
+	for _, iv := range ivs {
+		evs = append(evs, ev{iv.lo, iv.rule, true}, ev{iv.hi + 1, iv.rule, false})
+	}
+	sort.Slice(evs, func(i, j int) bool { return evs[i].at < evs[j].at })
+	active := map[int]int{}
+	h := &intHeap{}
+	var out []interval
+	for i := 0; i < len(evs); {
+		at := evs[i].at
+		for ; i < len(evs) && evs[i].at == at; i++ {
+			if evs[i].add {
+				if active[evs[i].rule] == 0 {
+					heap.Push(h, evs[i].rule)
+				}
+				active[evs[i].rule]++
+			} else {
+				active[evs[i].rule]--
+			}
+		}
+		for h.Len() > 0 && active[(*h)[0]] == 0 {
+			heap.Pop(h)
+		}
+		if h.Len() == 0 || i == len(evs) {
+			continue
+		}
+		next := evs[i].at
+		r := (*h)[0]
+		if n := len(out); n > 0 && out[n-1].rule == r && out[n-1].hi+1 == at {
+			out[n-1].hi = next - 1
+		} else {
+			out = append(out, interval{at, next - 1, r})
+		}
+	}
+	return out
+}
