@@ -38,6 +38,11 @@ type Options struct {
 	MetricsAddr string
 	HealthAddr  string
 	LeaderElect bool
+	// ServeAgentsWhenFollower lets a replica that is not the leader serve
+	// agents. By default (with LeaderElect) followers refuse Watch with
+	// Unavailable, so agents move on to the leader: acks (status), flow
+	// edges and blocked flows then all reach the replica that writes them.
+	ServeAgentsWhenFollower bool
 	// TLSCertFile and TLSKeyFile supply the serving certificate; empty
 	// generates one (kept in Secret bulkhead-controller-tls).
 	TLSCertFile, TLSKeyFile, TLSCAFile string
@@ -199,6 +204,17 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (*Controller, error) 
 	srv := &stream.Server{Hub: hub, Auth: auth, Log: log.WithName("stream"), StatusFunc: c.status,
 		OnSession:      func(_ string, d int) { m.ConnectedAgents.Add(float64(d)) },
 		OnEndpointHint: model.Hint}
+	if o.LeaderElect && !o.ServeAgentsWhenFollower {
+		elected := mgr.Elected()
+		srv.IsLeader = func() bool {
+			select {
+			case <-elected:
+				return true
+			default:
+				return false
+			}
+		}
+	}
 	if err := setupFlows(ctx, mgr, srv, o.FlowPersistInterval, blocked); err != nil {
 		return nil, err
 	}

@@ -40,6 +40,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.HealthAddr, "health-addr", ":8081", "/healthz and /readyz listen address; empty disables")
 	fs.DurationVar(&o.FlowPersistInterval, "flow-persist-interval", 10*time.Second, "least time between two writes of the learned FlowEdgeSets")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader to write status (enable with more than one replica)")
+	fs.BoolVar(&o.ServeAgentsWhenFollower, "serve-agents-when-follower", false, "with --leader-elect, let a replica that is not the leader serve agents too (their acks and flows then do not reach the leader)")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "serving certificate (PEM); default: generate one and keep it in Secret bulkhead-controller-tls")
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "", "serving key (PEM), with --tls-cert-file")
 	fs.StringVar(&o.TLSCAFile, "tls-ca-file", "", "CA bundle of a supplied certificate, published in ConfigMap bulkhead-ca")

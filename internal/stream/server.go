@@ -36,6 +36,10 @@ type Server struct {
 	// the receive loop and must not block for long. A hint with a
 	// malformed address ends the session with InvalidArgument.
 	OnEndpointHint func(node, namespace, name string, ips []netip.Addr)
+	// IsLeader, when set, gates Watch: while it reports false the session
+	// is refused with Unavailable after authentication, so the agent moves
+	// on to another controller address.
+	IsLeader func() bool
 	// FlowBus serves the Flows call; nil makes Flows Unimplemented.
 	FlowBus *FlowBus
 }
@@ -84,6 +88,10 @@ func (s *Server) Watch(st pb.PolicyStream_WatchServer) error {
 	if hello.GetNode() != id.Node {
 		log.Info("refused hello for another node", "tokenNode", id.Node)
 		return status.Errorf(codes.PermissionDenied, "token is bound to node %q, not %q", id.Node, hello.GetNode())
+	}
+	if s.IsLeader != nil && !s.IsLeader() {
+		log.V(1).Info("refused agent: this replica is not the leader")
+		return status.Error(codes.Unavailable, "this controller replica is not the leader; agents are served by the leader")
 	}
 	if err := s.Hub.WaitReady(ctx); err != nil {
 		return status.FromContextError(err).Err()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -145,6 +146,7 @@ func runLearnQuality(t *testing.T, backend string, viaServices bool) {
 	app.deploy("shop-api", "api", 2, "v1", corev1.ContainerPort{Name: "http", ContainerPort: 8080})
 	app.deploy("shop-api", "worker", 1, "v1")
 	app.statefulSet(1, "v1")
+	app.cronJobRun(time.Date(2026, 12, 2, 1, 0, 0, 0, time.UTC))
 	svcs := map[string]netip.Addr{}
 	for _, s := range []struct {
 		ns, name string
@@ -187,7 +189,7 @@ func runLearnQuality(t *testing.T, backend string, viaServices bool) {
 				r.add(fmt.Sprintf("%s -> api.shop-api:8080", p.Name), probeNameOK(p, kdns, "api.shop-api", 8080, "shop-api/api-"))
 			}
 		}
-		for _, p := range pods["worker"] {
+		for _, p := range append(append([]lab.PodPlan{}, pods["worker"]...), pods["report"]...) {
 			if only(p) {
 				r.add(fmt.Sprintf("%s -> api.shop-api:8080", p.Name), probeNameOK(p, kdns, "api.shop-api", 8080, "shop-api/api-"))
 			}
@@ -217,6 +219,8 @@ func runLearnQuality(t *testing.T, backend string, viaServices bool) {
 		"shop-web/Deployment/frontend -> kube-system/Pod/kube-dns-0 UDP/53",
 		"shop-api/Deployment/api -> kube-system/Pod/kube-dns-0 UDP/53",
 		"shop-api/Deployment/worker -> kube-system/Pod/kube-dns-0 UDP/53",
+		"shop-api/CronJob/report -> shop-api/Deployment/api TCP/8080",
+		"shop-api/CronJob/report -> kube-system/Pod/kube-dns-0 UDP/53",
 	}
 	edges := waitEdges(ctx, t, c, want, 60*time.Second)
 	t.Logf("learned %d edges after %s", len(edges), time.Since(began).Round(100*time.Millisecond))
@@ -255,7 +259,8 @@ func runLearnQuality(t *testing.T, backend string, viaServices bool) {
 	app.deploy("shop-api", "api", 3, "v2", corev1.ContainerPort{Name: "http", ContainerPort: 8080})
 	app.deploy("shop-api", "worker", 2, "v1")
 	app.statefulSet(2, "v1")
-	time.Sleep(3 * time.Second) // the controller and agents learn the new pods
+	app.cronJobRun(time.Date(2026, 12, 2, 1, 5, 0, 0, time.UTC)) // the next scheduled run: a new Job
+	time.Sleep(3 * time.Second)                                  // the controller and agents learn the new pods
 	now := app.pods()
 	old := map[string]bool{}
 	for _, ps := range learning {
@@ -265,7 +270,7 @@ func runLearnQuality(t *testing.T, backend string, viaServices bool) {
 	}
 	isNew := func(p lab.PodPlan) bool { return !old[p.Key()] }
 	held := legit(t, now, isNew)
-	for _, src := range append(filter(now["frontend"], isNew), filter(now["worker"], isNew)...) {
+	for _, src := range append(append(filter(now["frontend"], isNew), filter(now["worker"], isNew)...), filter(now["report"], isNew)...) {
 		if viaServices {
 			held.add(src.Name+" -> api ClusterIP", probeOK(src, netip.AddrPortFrom(svcs["api"], 8080), "shop-api/api-"))
 		}
@@ -416,6 +421,24 @@ func (a *shopApp) statefulSet(replicas int32, image string) {
 					{Name: "pg", ContainerPort: 5432}, {Name: "metrics", ContainerPort: 9187}}}}}}},
 	})
 	if err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// cronJobRun creates (or keeps) the CronJob shop-api/report, whose pods
+// call api, and starts its run scheduled at at.
+func (a *shopApp) cronJobRun(at time.Time) {
+	a.t.Helper()
+	l := map[string]string{"app": "report"}
+	if _, err := lab.ApplyCronJob(a.ctx, a.dir, &batchv1.CronJob{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop-api", Name: "report"},
+		Spec: batchv1.CronJobSpec{Schedule: "*/5 * * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: l},
+				Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "c", Image: "shop/report:v1"}}}}}}},
+	}); err != nil {
+		a.t.Fatal(err)
+	}
+	if _, err := lab.RunCronJob(a.ctx, a.dir, "shop-api", "report", at); err != nil {
 		a.t.Fatal(err)
 	}
 }
@@ -702,6 +725,14 @@ func learnOverPermissiveness(ctx context.Context, t *testing.T, bulkhead, kubeco
 				if err := c.Get(ctx, ctrlclient.ObjectKey{Namespace: p.Namespace, Name: ref.Name}, &rs); err == nil {
 					if d := metav1.GetControllerOf(&rs); d != nil {
 						w = p.Namespace + "/" + d.Kind + "/" + d.Name
+					}
+				}
+			case "Job":
+				w = p.Namespace + "/Job/" + ref.Name
+				var job batchv1.Job
+				if err := c.Get(ctx, ctrlclient.ObjectKey{Namespace: p.Namespace, Name: ref.Name}, &job); err == nil {
+					if cj := metav1.GetControllerOf(&job); cj != nil {
+						w = p.Namespace + "/" + cj.Kind + "/" + cj.Name
 					}
 				}
 			default:
