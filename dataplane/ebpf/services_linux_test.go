@@ -10,7 +10,9 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
@@ -113,6 +115,22 @@ func TestServiceEgressIsJudgedAfterDNAT(t *testing.T) {
 		ServiceUplinks: []string{up},
 	})
 	svcLocal, svcRemote := netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("10.96.0.11")
+	fr, err := be.NewFlowReader()
+	if err != nil {
+		t.Fatalf("NewFlowReader: %v", err)
+	}
+	defer fr.Close()
+	var mu sync.Mutex
+	var recs []FlowRecord
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- fr.Run(ctx, func(r FlowRecord) {
+			mu.Lock()
+			recs = append(recs, r)
+			mu.Unlock()
+		})
+	}()
 	// policy: a's egress accepts the named backends only, or denies them
 	// and accepts the rest.
 	policy := func(allowBackends bool) *ir.NodePolicy {
@@ -150,6 +168,40 @@ func TestServiceEgressIsJudgedAfterDNAT(t *testing.T) {
 		}
 	}
 
+	// The flow events of a's Service connections name the backends.
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	type key struct {
+		Verdict string
+		Dst     netip.AddrPort
+		Proto   uint8
+	}
+	got := map[key]bool{}
+	for _, r := range recs {
+		if r.Endpoint == a.Name && r.Direction == "EGRESS" {
+			got[key{r.Verdict, netip.AddrPortFrom(r.Dst, r.DstPort), r.Protocol}] = true
+		}
+	}
+	for _, w := range []key{
+		{VerdictForwarded, netip.AddrPortFrom(b.IP4, 8080), 6},
+		{VerdictForwarded, netip.AddrPortFrom(b.IP4, 53), 17},
+		{VerdictForwarded, netip.AddrPortFrom(remote, 80), 6},
+		{VerdictDropped, netip.AddrPortFrom(b.IP4, 8080), 6},
+		{VerdictDropped, netip.AddrPortFrom(remote, 80), 6},
+	} {
+		if !got[w] {
+			t.Errorf("no egress flow record of %s %+v", a.Name, w)
+		}
+	}
+	for k := range got {
+		if k.Dst.Addr() == svcLocal || k.Dst.Addr() == svcRemote {
+			t.Errorf("egress flow record names a ClusterIP: %+v", k)
+		}
+	}
+
 	// An established Service connection is cut when a change revokes its
 	// backend, and the snapshot names the backend.
 	if err := be.Sync(context.Background(), policy(true)); err != nil {
@@ -163,18 +215,18 @@ func TestServiceEgressIsJudgedAfterDNAT(t *testing.T) {
 	if err := dptest.Exchange(c, dptest.ProbeTimeout); err != nil {
 		t.Fatalf("exchange via the ClusterIP: %v", err)
 	}
-	recs, err := be.Snapshot()
+	snap, err := be.Snapshot()
 	if err != nil {
 		t.Fatalf("Snapshot: %v", err)
 	}
 	found := false
-	for _, r := range recs {
+	for _, r := range snap {
 		if r.Endpoint == a.Name && r.Direction == "EGRESS" && r.Dst == b.IP4 && r.DstPort == 8080 {
 			found = true
 		}
 	}
 	if !found {
-		t.Errorf("snapshot has no egress record of a to the backend %v:8080: %+v", b.IP4, recs)
+		t.Errorf("snapshot has no egress record of a to the backend %v:8080: %+v", b.IP4, snap)
 	}
 	if err := be.Sync(context.Background(), policy(false)); err != nil {
 		t.Fatalf("Sync: %v", err)
