@@ -1,7 +1,8 @@
 package policy
 
 import (
-	"sort"
+	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
@@ -137,7 +138,7 @@ func (e *Engine) candidateNPs(p *podInfo) []*npInfo {
 		}
 	}
 	if len(out) > 1 {
-		sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+		slices.SortFunc(out, func(a, b *npInfo) int { return strings.Compare(a.name, b.name) })
 	}
 	return out
 }
