@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -41,8 +42,12 @@ type FlowFeeder struct {
 	// Blocked, when set, collects the records quarantines refused.
 	Blocked *BlockedFlows
 
-	mu         sync.Mutex
+	// svcMu serializes Service table rebuilds, so a report that arrives
+	// during a rebuild waits for the new table instead of using the old.
+	svcMu      sync.Mutex
 	svcRefresh time.Time
+	// svcFresh is cleared by Service and EndpointSlice events.
+	svcFresh atomic.Bool
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable.
@@ -96,6 +101,20 @@ func (f *FlowFeeder) Start(ctx context.Context) error {
 		},
 	}); err != nil {
 		return fmt.Errorf("adding pod handler: %w", err)
+	}
+	stale := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { f.svcFresh.Store(false) },
+		UpdateFunc: func(any, any) { f.svcFresh.Store(false) },
+		DeleteFunc: func(any) { f.svcFresh.Store(false) },
+	}
+	for _, obj := range []client.Object{&corev1.Service{}, &discoveryv1.EndpointSlice{}} {
+		si, err := f.Cache.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("getting %T informer: %w", obj, err)
+		}
+		if _, err := si.AddEventHandler(stale); err != nil {
+			return fmt.Errorf("adding %T handler: %w", obj, err)
+		}
 	}
 	if !f.Cache.WaitForCacheSync(ctx) {
 		return fmt.Errorf("caches did not sync")
@@ -207,18 +226,24 @@ func (f *FlowFeeder) refreshZones(ctx context.Context, log logr.Logger) {
 	}
 }
 
-// refreshServices rebuilds the Service table at most every 5 seconds.
+// refreshServices rebuilds the Service table when a Service or
+// EndpointSlice changed since the last build (and at least every 30
+// seconds, in case events were missed). It holds svcMu for the rebuild:
+// a concurrent report waits and then attributes with the new table.
+// The flag is set before listing, so an event that lands during the
+// list marks the table stale again and the next report rebuilds it.
 func (f *FlowFeeder) refreshServices(ctx context.Context) {
-	f.mu.Lock()
-	if time.Since(f.svcRefresh) < 5*time.Second {
-		f.mu.Unlock()
+	f.svcMu.Lock()
+	defer f.svcMu.Unlock()
+	if f.svcFresh.Load() && time.Since(f.svcRefresh) < 30*time.Second {
 		return
 	}
+	f.svcFresh.Store(true)
 	f.svcRefresh = time.Now()
-	f.mu.Unlock()
 	var svcs corev1.ServiceList
 	var slices discoveryv1.EndpointSliceList
 	if f.Cache.List(ctx, &svcs) != nil || f.Cache.List(ctx, &slices) != nil {
+		f.svcFresh.Store(false)
 		return
 	}
 	bySvc := map[string][]discoveryv1.EndpointSlice{}
