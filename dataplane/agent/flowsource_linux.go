@@ -23,8 +23,12 @@ const NFLogGroup = 7
 // (drops, audits, logged accepts) and from conntrack in netnsPath
 // (accepted connections: a snapshot of the existing ones at start, then
 // NEW events); local tells conntrack which addresses are local pods. The
-// eBPF backend's come from its ring buffer, which reports new and
-// dropped connections itself.
+// eBPF backend's come from its own connection tracking (a snapshot of
+// the tracked connections at start, so long-lived connections opened
+// before the agent started are learned too) and then from its ring
+// buffer, which reports new and dropped connections itself. The reader
+// opens before the snapshot, so a connection that starts in between is
+// reported at least once (perhaps twice), never missed.
 func NewFlowSource(d dataplane.Dataplane, netnsPath string, local func(netip.Addr) bool) (FlowSource, error) {
 	switch b := d.(type) {
 	case *nftables.Backend:
@@ -48,6 +52,13 @@ func NewFlowSource(d dataplane.Dataplane, netnsPath string, local func(netip.Add
 		}
 		return func(ctx context.Context, fn func(dataplane.FlowRecord)) error {
 			defer r.Close()
+			existing, err := b.Snapshot()
+			if err != nil {
+				return fmt.Errorf("snapshotting eBPF connection tracking: %w", err)
+			}
+			for _, rec := range existing {
+				fn(rec)
+			}
 			return r.Run(ctx, fn)
 		}, nil
 	}
