@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 
@@ -11,9 +12,25 @@ import (
 	"github.com/bulkhead-dev/bulkhead/dataplane"
 )
 
-// Factory builds a backend that programs the network namespace at
-// netnsPath ("" for the agent's own namespace).
-type Factory func(netnsPath string, log logr.Logger) (dataplane.Dataplane, error)
+// BackendConfig is what a Factory needs to build a backend.
+type BackendConfig struct {
+	// NetNSPath is the network namespace to program ("" for the agent's
+	// own).
+	NetNSPath string
+	// ServiceCIDRs are the ClusterIP ranges the node's netfilter DNATs
+	// (kube-proxy or the lab's service proxy). The eBPF backend judges
+	// egress to them after DNAT, with the backend as the peer; the
+	// nftables backend needs nothing, as its forward hook already runs
+	// after DNAT.
+	ServiceCIDRs []netip.Prefix
+	// ServiceUplinks are the node interfaces that carry traffic to remote
+	// Service backends (eBPF; empty: every interface that is up and not
+	// an endpoint's).
+	ServiceUplinks []string
+}
+
+// Factory builds a backend from c.
+type Factory func(c BackendConfig, log logr.Logger) (dataplane.Dataplane, error)
 
 // backends are the kernel backends compiled in, by name. Files named
 // backend_<name>.go register them.
@@ -36,7 +53,7 @@ func Backends() []string {
 // NewBackend returns the named backend ("nftables", "ebpf" or "auto").
 // An unknown name is an error; a known one this build or kernel cannot run
 // returns an error wrapping dataplane.ErrNotSupported.
-func NewBackend(name, netnsPath string, log logr.Logger) (dataplane.Dataplane, error) {
+func NewBackend(name string, c BackendConfig, log logr.Logger) (dataplane.Dataplane, error) {
 	if name == "auto" {
 		var errs []error
 		for _, n := range autoOrder {
@@ -45,7 +62,7 @@ func NewBackend(name, netnsPath string, log logr.Logger) (dataplane.Dataplane, e
 				errs = append(errs, fmt.Errorf("%s: %w: not compiled in", n, dataplane.ErrNotSupported))
 				continue
 			}
-			b, err := f(netnsPath, log)
+			b, err := f(c, log)
 			if err == nil {
 				log.Info("selected backend", "backend", n)
 				return b, nil
@@ -63,7 +80,7 @@ func NewBackend(name, netnsPath string, log logr.Logger) (dataplane.Dataplane, e
 		}
 		return nil, fmt.Errorf("unknown backend %q (known: %s)", name, strings.Join(Backends(), ", "))
 	}
-	b, err := f(netnsPath, log)
+	b, err := f(c, log)
 	if err != nil {
 		return nil, fmt.Errorf("starting backend %s: %w", name, err)
 	}

@@ -8,10 +8,10 @@ import (
 )
 
 func init() {
-	backends["ebpf"] = func(netnsPath string, log logr.Logger) (dataplane.Dataplane, error) {
+	backends["ebpf"] = func(c BackendConfig, log logr.Logger) (dataplane.Dataplane, error) {
 		if err := ebpf.Detect(); err != nil {
 			return nil, err
 		}
-		return ebpf.New(ebpf.Options{NetNSPath: netnsPath, Logger: log.WithName("ebpf")})
+		return ebpf.New(ebpf.Options{NetNSPath: c.NetNSPath, ServiceCIDRs: c.ServiceCIDRs, ServiceUplinks: c.ServiceUplinks, Logger: log.WithName("ebpf")})
 	}
 }

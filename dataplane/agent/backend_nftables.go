@@ -8,7 +8,7 @@ import (
 )
 
 func init() {
-	backends["nftables"] = func(netnsPath string, log logr.Logger) (dataplane.Dataplane, error) {
-		return nftables.New(nftables.Options{NetNSPath: netnsPath, Logger: log.WithName("nftables"), NFLogGroup: NFLogGroup})
+	backends["nftables"] = func(c BackendConfig, log logr.Logger) (dataplane.Dataplane, error) {
+		return nftables.New(nftables.Options{NetNSPath: c.NetNSPath, Logger: log.WithName("nftables"), NFLogGroup: NFLogGroup})
 	}
 }

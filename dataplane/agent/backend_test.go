@@ -25,7 +25,7 @@ func TestNewBackend(t *testing.T) {
 		{"a backend not compiled in wraps ErrNotSupported", "ebpf", true, "not compiled"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := NewBackend(tc.backend, "", logr.Discard())
+			_, err := NewBackend(tc.backend, BackendConfig{}, logr.Discard())
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("NewBackend(%q) error = %v, want it to contain %q", tc.backend, err, tc.wantErr)
 			}

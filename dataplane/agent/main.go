@@ -47,6 +47,9 @@ type Options struct {
 	MaxPendingEdges int
 	FlowLog         string
 	FlowLogMaxBytes int64
+	// ServiceCIDRs and ServiceUplinks go to the backend (BackendConfig).
+	ServiceCIDRs   []netip.Prefix
+	ServiceUplinks []string
 	// Uninstall removes the backend's kernel state and exits.
 	Uninstall bool
 }
@@ -70,6 +73,25 @@ func (o *Options) Bind(fs *flag.FlagSet) {
 	fs.IntVar(&o.MaxPendingEdges, "flow-max-edges", DefaultMaxPendingEdges, "most distinct edges held per interval; further ones are dropped and counted")
 	fs.StringVar(&o.FlowLog, "flow-log", "", "append flow records as JSON lines to this file; empty disables")
 	fs.Int64Var(&o.FlowLogMaxBytes, "flow-log-max-bytes", 64<<20, "rotate the flow log to <file>.1 when it would grow beyond this size")
+	fs.Func("service-cidr", "a Service ClusterIP range the node's netfilter DNATs (kube-proxy), e.g. 10.96.0.0/12; repeat or comma-separate. The eBPF backend judges egress to it after DNAT, against the chosen backend; nftables needs none", func(v string) error {
+		for _, s := range strings.Split(v, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(s))
+			if err != nil {
+				return fmt.Errorf("not a CIDR: %w", err)
+			}
+			o.ServiceCIDRs = append(o.ServiceCIDRs, p.Masked())
+		}
+		return nil
+	})
+	fs.Func("service-uplink", "eBPF: a node interface that carries traffic to remote Service backends; repeat or comma-separate (default: every interface that is up and not a pod's)", func(v string) error {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				return errors.New("empty interface name")
+			}
+			o.ServiceUplinks = append(o.ServiceUplinks, s)
+		}
+		return nil
+	})
 	fs.BoolVar(&o.Uninstall, "uninstall", false, "remove the backend's kernel state (nft table, eBPF attachments and pins) from --netns and exit")
 }
 
@@ -103,6 +125,9 @@ func (o *Options) Validate() error {
 	if o.Flows && o.FlowInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--flow-interval %s must be positive", o.FlowInterval))
 	}
+	if len(o.ServiceUplinks) > 0 && len(o.ServiceCIDRs) == 0 {
+		errs = append(errs, errors.New("--service-uplink needs --service-cidr"))
+	}
 	if o.FlowLog != "" && o.FlowLogMaxBytes <= 0 {
 		errs = append(errs, fmt.Errorf("--flow-log-max-bytes %d must be positive", o.FlowLogMaxBytes))
 	}
@@ -134,7 +159,7 @@ func Main(ctx context.Context, o Options) error {
 	stdr.SetVerbosity(o.Verbosity)
 	log := stdr.New(nil).WithName("bulkhead-agent")
 	ctx = logr.NewContext(ctx, log)
-	backend, err := NewBackend(o.Backend, o.NetNS, log)
+	backend, err := NewBackend(o.Backend, BackendConfig{NetNSPath: o.NetNS, ServiceCIDRs: o.ServiceCIDRs, ServiceUplinks: o.ServiceUplinks}, log)
 	if err != nil {
 		return err
 	}

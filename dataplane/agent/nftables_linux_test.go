@@ -38,7 +38,7 @@ func TestAgentProgramsNftablesInItsNamespace(t *testing.T) {
 		}
 		return string(out)
 	}
-	be, err := NewBackend("nftables", netns.Path(name), testr.New(t))
+	be, err := NewBackend("nftables", BackendConfig{NetNSPath: netns.Path(name)}, testr.New(t))
 	if err != nil {
 		t.Fatalf("NewBackend(nftables): %v", err)
 	}

@@ -221,6 +221,13 @@ func startBulkhead(ctx context.Context, cs kubernetes.Interface, st *State, dir 
 			"--metrics-addr", aa[0],
 			"--health-addr", aa[1],
 		}
+		if st.Backend == "ebpf" {
+			// The lab's service proxy DNATs ClusterIPs in the node's
+			// netfilter, after the eBPF from_pod hook: egress to them is
+			// judged after DNAT (docs/dataplane-ebpf.md#services). eth0
+			// is the node's link to the fabric.
+			args = append(args, "--service-cidr", ServiceCIDR, "--service-uplink", "eth0")
+		}
 		args = append(args, st.AgentArgs...)
 		progress(fmt.Sprintf("starting %s for %s (backend %s)", AgentBinary, n.Name, st.Backend))
 		p, err := startDetached(exec.Command(bins.Agent, args...), l.Log("agent-"+n.Name))
