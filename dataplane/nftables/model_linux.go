@@ -529,6 +529,29 @@ func ctStateIs(bits uint32) []expr.Any {
 	}
 }
 
+// midstreamDrop drops a TCP packet that conntrack saw as a new
+// connection although it is not a SYN: with the kernel's default loose
+// pickup (nf_conntrack_tcp_loose=1) the next packet of a connection whose
+// entry was deleted (a revocation or quarantine cut) would otherwise start
+// a new, reversed entry, evaluated as a flow from the server, and the cut
+// connection would carry on. It is the first rule of every endpoint's
+// chains, so only traffic of local endpoints is affected.
+func midstreamDrop() ruleSpec {
+	const tcpFlagsMask = 0x01 | 0x02 | 0x04 | 0x10 // fin, syn, rst, ack
+	ex := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+	}
+	ex = append(ex, ctStateIs(expr.CtStateBitNEW)...)
+	ex = append(ex,
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{tcpFlagsMask}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x02}},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+	return ruleSpec{key: "tcp new without syn drop", exprs: ex}
+}
+
 func nfproto(p byte) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
@@ -573,7 +596,7 @@ func baseChain(name string, prio int32, m4, m6 string, src bool) *chainSpec {
 // tier maps.
 func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOptions, ids map[uint32]string, sets map[string]*cachedSet) ([]*chainSpec, []*mapSpec) {
 	name := endpointChainName(ep, d, v6)
-	top := &chainSpec{name: name}
+	top := &chainSpec{name: name, rules: []ruleSpec{midstreamDrop()}}
 	out := []*chainSpec{top}
 	var maps []*mapSpec
 	kinds := map[ir.TierKind]int{}

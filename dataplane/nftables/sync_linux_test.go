@@ -153,8 +153,9 @@ func TestSmallChangesAreDeltasThatEqualARebuild(t *testing.T) {
 			ep.Egress.Tiers = []ir.Tier{q}
 			// Four quarantine tier chains with their lookups and eight
 			// one-element maps, two shared action chains, and the four
-			// endpoint chains rewritten with one more jump.
-		}, 50},
+			// endpoint chains rewritten with one more jump (each
+			// chain starts with the mid-stream TCP drop).
+		}, 54},
 		{"an endpoint leaves and another arrives", func(np *ir.NodePolicy) {
 			np.Endpoints = append(np.Endpoints[:5], np.Endpoints[6:]...)
 			np.Endpoints = append(np.Endpoints, ir.Endpoint{Name: "ns/zz-new", IPs: []netip.Addr{netip.MustParseAddr("10.244.99.1")}})
