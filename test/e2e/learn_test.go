@@ -72,11 +72,10 @@ var (
 // exist during learning must be allowed and attacks denied, each probe
 // sent for real.
 //
-// The eBPF backend is left out: its from_pod program runs before the
-// service proxy's DNAT and sees ClusterIPs (docs/lab.md), and a variant
-// that sends everything to pod IPs (runLearnQuality with viaServices
-// false) learned no UDP (DNS) edge and no edge to the external peer from
-// its ring buffer, so it could not pass (docs/learning.md).
+// The eBPF backend runs it in TestLearnQualityEBPF with every flow sent
+// to pod IPs: without the agent's --service-cidr (the lab passes none)
+// the eBPF backend judges ClusterIP egress before the service proxy's
+// DNAT (docs/lab.md).
 func TestLearnQuality(t *testing.T) {
 	testenv.RequireRoot(t)
 	if m := lab.ControlPlaneAssetsMissing(); m != "" {
@@ -84,6 +83,17 @@ func TestLearnQuality(t *testing.T) {
 	}
 	ctrllog.SetLogger(logr.Discard())
 	runLearnQuality(t, "nftables", true)
+}
+
+// TestLearnQualityEBPF is the learning quality test on the eBPF backend,
+// with every flow sent to pod IPs (DNS to the kube-dns pod's IP).
+func TestLearnQualityEBPF(t *testing.T) {
+	testenv.RequireRoot(t)
+	if m := lab.ControlPlaneAssetsMissing(); m != "" {
+		testenv.SkipOrFail(t, "control plane: "+m+"; run hack/controlplane.sh")
+	}
+	ctrllog.SetLogger(logr.Discard())
+	runLearnQuality(t, "ebpf", false)
 }
 
 // runLearnQuality runs the quality test on backend. With viaServices
@@ -99,9 +109,11 @@ func runLearnQuality(t *testing.T, backend string, viaServices bool) {
 	bulkhead := filepath.Join(binDir, "bulkhead")
 	state := filepath.Join(dir, "lab")
 	kubeconfig := filepath.Join(state, "kubeconfig")
+	flowLog := filepath.Join(dir, "flows.jsonl") // both agents' records
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, l := range []string{"controller", "probes"} {
+			t.Logf("agents' flow records by kind:\n%s", flowLogSummary(flowLog))
+			for _, l := range []string{"controller", "probes", "agent-" + lab.NodeName(labName, 1), "agent-" + lab.NodeName(labName, 2)} {
 				b, _ := os.ReadFile(filepath.Join(state, "logs", l+".log"))
 				t.Logf("%s log (tail):\n%s", l, tail(string(b), 30))
 			}
@@ -119,7 +131,7 @@ func runLearnQuality(t *testing.T, backend string, viaServices bool) {
 		"--scenario", scenario, "--dns", "--internet", strings.Join([]string{paymentsIP.String(), unknownIP.String(), rogueDNSIP.String()}, ","),
 		"--probes", "TCP/80,TCP/8080,TCP/5432,TCP/9187,TCP/443,UDP/53",
 		"--controller-arg=--suggest", "--controller-arg=--suggest-stable-after=8s", "--controller-arg=--suggest-interval=2s",
-		"--controller-arg=--flow-persist-interval=2s", "--agent-arg=--flow-interval=1s")
+		"--controller-arg=--flow-persist-interval=2s", "--agent-arg=--flow-interval=1s", "--agent-arg=--flow-log="+flowLog)
 	st, err := lab.LoadState(state)
 	if err != nil {
 		t.Fatal(err)
@@ -615,8 +627,45 @@ func edgeString(e v1alpha1.FlowEdge) string {
 	return fmt.Sprintf("%s -> %s %s/%d", end(e.Source), end(e.Destination), e.Protocol, e.Port)
 }
 
-// waitEdges waits until the FlowEdgeSets hold a Forwarded edge for every
-// wanted "src -> dst PROTO/port" and returns all Forwarded edges.
+// flowLogSummary counts the records of an agent flow log by node,
+// verdict, direction, protocol and destination port.
+func flowLogSummary(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	n := map[string]int{}
+	for _, line := range strings.Split(string(b), "\n") {
+		var r struct {
+			Node      string `json:"node_name"`
+			Verdict   string `json:"verdict"`
+			Direction string `json:"traffic_direction"`
+			Proto     uint8  `json:"protocol"`
+			Port      uint16 `json:"destination_port"`
+		}
+		if json.Unmarshal([]byte(line), &r) == nil && r.Verdict != "" {
+			n[fmt.Sprintf("%s %s %s %d/%d", r.Node, r.Verdict, r.Direction, r.Proto, r.Port)]++
+		}
+	}
+	keys := make([]string, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&out, "%6d %s\n", n[k], k)
+	}
+	return out.String()
+}
+
+// waitEdges waits until the FlowEdgeSets hold an observed edge (verdict
+// Forwarded or Audit, as the suggester counts them, docs/learning.md) for
+// every wanted "src -> dst PROTO/port" and returns all observed edges. In
+// a Learn zone a flow across the zone boundary (to kube-dns, to the
+// world) is an admin-tier Deny reported as Audit; whether a backend also
+// reports it as Forwarded is incidental (nftables' conntrack does, for
+// the pre-DNAT tuple of a ClusterIP connection).
 func waitEdges(ctx context.Context, t *testing.T, c ctrlclient.Client, want []string, timeout time.Duration) []v1alpha1.FlowEdge {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -629,7 +678,7 @@ func waitEdges(ctx context.Context, t *testing.T, c ctrlclient.Client, want []st
 		have := map[string]bool{}
 		for _, s := range list.Items {
 			for _, e := range s.Spec.Edges {
-				if e.Verdict == v1alpha1.VerdictForwarded {
+				if e.Verdict == v1alpha1.VerdictForwarded || e.Verdict == v1alpha1.VerdictAudit {
 					edges = append(edges, e)
 					have[edgeString(e)] = true
 				}
