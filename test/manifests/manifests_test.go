@@ -140,6 +140,15 @@ func TestRenderedShape(t *testing.T) {
 		if o.GetKind() == "Namespace" || o.GetKind() == "CustomResourceDefinition" || strings.HasPrefix(o.GetKind(), "Cluster") {
 			continue
 		}
+		if strings.HasSuffix(o.GetKind(), "AdmissionPolicy") || strings.HasSuffix(o.GetKind(), "AdmissionPolicyBinding") {
+			// Cluster-scoped, and kustomize does not know it: a
+			// namespace here means config/admission slipped under
+			// config/install's namespace transformer.
+			if o.GetNamespace() != "" {
+				t.Errorf("%s %s is in namespace %q, want none (cluster-scoped)", o.GetKind(), o.GetName(), o.GetNamespace())
+			}
+			continue
+		}
 		if o.GetNamespace() != namespace {
 			t.Errorf("%s %s is in namespace %q, want %q", o.GetKind(), o.GetName(), o.GetNamespace(), namespace)
 		}
