@@ -73,9 +73,7 @@ var (
 // sent for real.
 //
 // The eBPF backend runs it in TestLearnQualityEBPF with every flow sent
-// to pod IPs: without the agent's --service-cidr (the lab passes none)
-// the eBPF backend judges ClusterIP egress before the service proxy's
-// DNAT (docs/lab.md).
+// to pod IPs.
 func TestLearnQuality(t *testing.T) {
 	testenv.RequireRoot(t)
 	if m := lab.ControlPlaneAssetsMissing(); m != "" {
