@@ -260,6 +260,12 @@ func runQuarantineLab(t *testing.T, backend string) {
 			if q.Status.BlockedFlowsTotal < int64(len(blocked)) {
 				t.Errorf("status.blockedFlowsTotal %d < %d records kept", q.Status.BlockedFlowsTotal, len(blocked))
 			}
+			// The lab installs config/admission: the API server names
+			// the user it authenticated, the same one the CLI found
+			// with SelfSubjectReview.
+			if q.Status.AuthenticatedRequester == "" || q.Status.AuthenticatedRequester != q.Spec.RequestedBy {
+				t.Errorf("status.authenticatedRequester = %q, want the CLI's authenticated user %q", q.Status.AuthenticatedRequester, q.Spec.RequestedBy)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
