@@ -72,8 +72,7 @@ var (
 // exist during learning must be allowed and attacks denied, each probe
 // sent for real.
 //
-// The eBPF backend runs it in TestLearnQualityEBPF with every flow sent
-// to pod IPs.
+// TestLearnQualityEBPF runs it on the eBPF backend.
 func TestLearnQuality(t *testing.T) {
 	testenv.RequireRoot(t)
 	if m := lab.ControlPlaneAssetsMissing(); m != "" {
@@ -84,14 +83,17 @@ func TestLearnQuality(t *testing.T) {
 }
 
 // TestLearnQualityEBPF is the learning quality test on the eBPF backend,
-// with every flow sent to pod IPs (DNS to the kube-dns pod's IP).
+// once with every flow sent to pod IPs (DNS to the kube-dns pod's IP) and
+// once, as on nftables, through kube-dns and ClusterIPs (the lab's agents
+// judge ClusterIP egress after DNAT with --service-cidr).
 func TestLearnQualityEBPF(t *testing.T) {
 	testenv.RequireRoot(t)
 	if m := lab.ControlPlaneAssetsMissing(); m != "" {
 		testenv.SkipOrFail(t, "control plane: "+m+"; run hack/controlplane.sh")
 	}
 	ctrllog.SetLogger(logr.Discard())
-	runLearnQuality(t, "ebpf", false)
+	t.Run("pod IPs", func(t *testing.T) { runLearnQuality(t, "ebpf", false) })
+	t.Run("ClusterIPs", func(t *testing.T) { runLearnQuality(t, "ebpf", true) })
 }
 
 // runLearnQuality runs the quality test on backend. With viaServices
