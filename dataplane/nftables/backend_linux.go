@@ -181,6 +181,7 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 
 	start := time.Now()
 	mode := ""
+	b.stats.LastCommit = 0
 	var ops int
 	var err error
 	switch {
@@ -298,6 +299,10 @@ func revoked(oldPolicy *ir.NodePolicy, old *state, desired *ir.NodePolicy, want 
 			continue
 		}
 		for _, s := range want.endpointSets[n] {
+			if want.changedSets[s] {
+				out[n] = true
+				break
+			}
 			a, b := oldPolicy.Set(s), desired.Set(s)
 			if a == nil || b == nil || !equalPrefixes(a.Prefixes, b.Prefixes) {
 				out[n] = true
@@ -357,7 +362,10 @@ func (b *Backend) unchangedSinceKnown() bool {
 func (b *Backend) commit(x *txn) error {
 	before, gerr := b.gen.get()
 	b.knownGen = 0
-	if err := x.flush(); err != nil {
+	start := time.Now()
+	err := x.flush()
+	b.stats.LastCommit = time.Since(start)
+	if err != nil {
 		return err
 	}
 	after, aerr := b.gen.get()
@@ -564,7 +572,14 @@ func diff(old, want *state) *delta {
 			continue
 		}
 		if o == w {
-			continue // the same compiled map (from the cache)
+			// The same compiled map (from the cache), possibly
+			// patched in place since the old state.
+			if p := want.patches[n]; p != nil {
+				d.elemDels[n] = append(d.elemDels[n], p.dels...)
+				d.elemAdds[n] = append(d.elemAdds[n], p.adds...)
+				d.ops += len(p.dels) + len(p.adds)
+			}
+			continue
 		}
 		for k, e := range w.elems {
 			oe, had := o.elems[k]

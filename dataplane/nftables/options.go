@@ -82,6 +82,9 @@ type Stats struct {
 	// rules) in the last transaction; LastDuration its time.
 	LastOps      int
 	LastDuration time.Duration
+	// LastCommit is the part of LastDuration spent in the kernel
+	// commit: from sending the batch to its last ack.
+	LastCommit time.Duration
 	// ConnectionsCut counts conntrack entries deleted by revocation.
 	ConnectionsCut int
 }
