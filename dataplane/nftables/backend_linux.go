@@ -408,7 +408,10 @@ func (x *txn) setOf(m *mapSpec) *nftables.Set {
 	if m.v6 {
 		at = nftables.TypeIP6Addr
 	}
-	s := &nftables.Set{Table: x.t, Name: m.name, KeyType: at, IsMap: true, DataType: nftables.TypeVerdict}
+	s := &nftables.Set{Table: x.t, Name: m.name, KeyType: at, IsMap: !m.set}
+	if !m.set {
+		s.DataType = nftables.TypeVerdict
+	}
 	switch m.kind {
 	case mapAddrProtoPort:
 		s.KeyType = nftables.MustConcatSetType(at, nftables.TypeInetProto, nftables.TypeInetService)
@@ -470,7 +473,7 @@ func (x *txn) elements(s *nftables.Set, es []mapElem, add bool) {
 	size := 0
 	for _, e := range es {
 		ne := nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd}
-		if add {
+		if add && s.IsMap {
 			ne.VerdictData = &expr.Verdict{Kind: e.v.kind, Chain: e.v.chain}
 		}
 		// attribute headers, key, key end, verdict and its chain name

@@ -83,10 +83,14 @@ const (
 
 // mapSpec is a verdict map. elems is keyed by elemID.
 type mapSpec struct {
-	name  string
-	v6    bool
-	kind  mapKind
-	elems map[string]mapElem
+	name string
+	v6   bool
+	kind mapKind
+	// set: a set without data, whose matching rule goes to gotoChain
+	// (a tier's goto set); its elements carry no verdict.
+	set       bool
+	gotoChain string
+	elems     map[string]mapElem
 }
 
 func elemID(e mapElem) string { return string(e.key) + "|" + string(e.keyEnd) }
@@ -713,6 +717,10 @@ func lookupRule(m *mapSpec, src bool) ruleSpec {
 	if m.kind == mapAddrProtoPort {
 		ex = append(ex, &expr.Payload{DestRegister: r2, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
 		key += " . dport"
+	}
+	if m.set {
+		ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: m.name}, &expr.Verdict{Kind: expr.VerdictGoto, Chain: m.gotoChain})
+		return ruleSpec{key: fmt.Sprintf("%s src=%v @%s goto %s", key, src, m.name, m.gotoChain), exprs: ex}
 	}
 	ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: m.name, IsDestRegSet: true, DestRegister: 0})
 	return ruleSpec{key: fmt.Sprintf("%s src=%v vmap %s", key, src, m.name), exprs: ex}

@@ -30,11 +30,19 @@ type elemPatch struct {
 	adds, dels []mapElem
 }
 
-// tierPatch is the computed, not yet applied, change of one tier.
+// tierPatch is the computed, not yet applied, change of one tier: the
+// new pieces, and per map or goto set the elements to delete and add.
 type tierPatch struct {
-	ts                                       *tierState
-	pieces                                   []piece
-	mainAdds, mainDels, otherAdds, otherDels []mapElem
+	ts     *tierState
+	pieces []piece
+	specs  []specPatch
+}
+
+type specPatch struct {
+	name       string
+	main       bool   // of the main map's key layout
+	chain      string // for a new goto set: its action chain
+	adds, dels []mapElem
 }
 
 // changedRanges returns ranges that cover every address whose membership
@@ -112,46 +120,72 @@ func (ts *tierState) patch(sets, old map[string]*cachedSet) (*tierPatch, bool) {
 		merged = append(merged, w)
 	}
 	p := &tierPatch{ts: ts, pieces: make([]piece, 0, len(ts.pieces)+2*len(cr))}
-	delMain, delOther := map[string]mapElem{}, map[string]mapElem{}
-	var newMain, newOther []mapElem
+	type change struct {
+		spec  *mapSpec
+		main  bool
+		chain string
+		dels  map[string]mapElem
+		news  []mapElem
+	}
+	changes := map[string]*change{}
+	at := func(e mapElem, main bool) (*change, mapElem) {
+		chain := e.v.chain
+		n, m, e := ts.target(e, main)
+		c := changes[n]
+		if c == nil {
+			c = &change{spec: m, main: main, chain: chain, dels: map[string]mapElem{}}
+			changes[n] = c
+		}
+		return c, e
+	}
 	prev := 0
 	for _, w := range merged {
 		p.pieces = append(p.pieces, ts.pieces[prev:w.i]...)
 		for _, op := range ts.pieces[w.i : w.j+1] {
-			pieceElems(op, func(e mapElem) { delMain[elemID(e)] = e }, func(e mapElem) { delOther[elemID(e)] = e })
+			pieceElems(op,
+				func(e mapElem) { c, e := at(e, true); c.dels[elemID(e)] = e },
+				func(e mapElem) { c, e := at(e, false); c.dels[elemID(e)] = e })
 		}
 		np := ts.piecesIn(sets, ts.pieces[w.i].lo, ts.pieces[w.j].hi)
 		for _, q := range np {
-			pieceElems(q, func(e mapElem) { newMain = append(newMain, e) }, func(e mapElem) { newOther = append(newOther, e) })
+			pieceElems(q,
+				func(e mapElem) { c, e := at(e, true); c.news = append(c.news, e) },
+				func(e mapElem) { c, e := at(e, false); c.news = append(c.news, e) })
 		}
 		p.pieces = append(p.pieces, np...)
 		prev = w.j + 1
 	}
 	p.pieces = append(p.pieces, ts.pieces[prev:]...)
-	net := func(m *mapSpec, dels map[string]mapElem, news []mapElem) (adds, removed []mapElem, ok bool) {
-		for _, e := range news {
+	for _, n := range sortedKeys(changes) {
+		c := changes[n]
+		sp := specPatch{name: n, main: c.main, chain: c.chain}
+		for _, e := range c.news {
 			id := elemID(e)
-			if d, had := dels[id]; had && d.v == e.v {
-				delete(dels, id) // unchanged
+			if d, had := c.dels[id]; had && d.v == e.v {
+				delete(c.dels, id) // unchanged
 				continue
 			}
-			adds = append(adds, e)
+			sp.adds = append(sp.adds, e)
 		}
-		for _, d := range dels {
-			removed = append(removed, d)
+		for _, d := range c.dels {
+			sp.dels = append(sp.dels, d)
 		}
-		sortElems(adds)
-		sortElems(removed)
+		if len(sp.adds) == 0 && len(sp.dels) == 0 {
+			continue
+		}
+		sortElems(sp.adds)
+		sortElems(sp.dels)
 		// Elements of the window never share a key with elements
-		// outside it, so the map's new size is exact.
-		after := len(m.elems) - len(removed) + len(adds)
-		return adds, removed, (len(m.elems) == 0) == (after == 0)
-	}
-	var ok1, ok2 bool
-	p.mainAdds, p.mainDels, ok1 = net(ts.main, delMain, newMain)
-	p.otherAdds, p.otherDels, ok2 = net(ts.other, delOther, newOther)
-	if !ok1 || !ok2 {
-		return nil, false
+		// outside it, so the new size is exact.
+		before := 0
+		if c.spec != nil {
+			before = len(c.spec.elems)
+		}
+		after := before - len(sp.dels) + len(sp.adds)
+		if (before == 0) != (after == 0) {
+			return nil, false
+		}
+		p.specs = append(p.specs, sp)
 	}
 	return p, true
 }
@@ -160,25 +194,26 @@ func (ts *tierState) patch(sets, old map[string]*cachedSet) (*tierPatch, bool) {
 // patches.
 func (p *tierPatch) apply(patches map[string]*elemPatch) {
 	p.ts.pieces = p.pieces
-	for _, m := range []struct {
-		spec       *mapSpec
-		adds, dels []mapElem
-	}{{p.ts.main, p.mainAdds, p.mainDels}, {p.ts.other, p.otherAdds, p.otherDels}} {
-		if len(m.adds) == 0 && len(m.dels) == 0 {
-			continue
+	for _, sp := range p.specs {
+		m := p.ts.main
+		if !sp.main {
+			m = p.ts.other
 		}
-		for _, e := range m.dels {
-			delete(m.spec.elems, elemID(e))
+		if sp.name != m.name {
+			m = p.ts.sets[sp.name] // exists: patch refuses to fill a set
 		}
-		for _, e := range m.adds {
-			m.spec.add(e)
+		for _, e := range sp.dels {
+			delete(m.elems, elemID(e))
 		}
-		ep := patches[m.spec.name]
+		for _, e := range sp.adds {
+			m.add(e)
+		}
+		ep := patches[m.name]
 		if ep == nil {
 			ep = &elemPatch{}
-			patches[m.spec.name] = ep
+			patches[m.name] = ep
 		}
-		ep.adds = append(ep.adds, m.adds...)
-		ep.dels = append(ep.dels, m.dels...)
+		ep.adds = append(ep.adds, sp.adds...)
+		ep.dels = append(ep.dels, sp.dels...)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/nftables/expr"
+
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
 )
 
@@ -120,23 +122,49 @@ type piece struct {
 // so that a change in the contents of a set the tier names recomputes
 // only the pieces around the changed addresses (patch).
 type tierState struct {
-	name   string
-	v6     bool
-	trs    []tierRule
-	refs   []string
-	refIdx map[string]int
+	name string
+	v6   bool
+	// gotoSets is set when the cells whose verdict is a goto go to sets
+	// of their own, one per action chain (see splitGotos).
+	gotoSets bool
+	trs      []tierRule
+	refs     []string
+	refIdx   map[string]int
 	// memo holds the resolution of each membership seen so far (the
 	// rules never change for one tierState), keys their keys.
 	memo        map[string]*resolution
 	keys        map[*resolution]string
 	pieces      []piece
 	main, other *mapSpec
+	// sets are the goto sets by name, only the non-empty ones.
+	sets map[string]*mapSpec
 }
+
+// maxGotoSets is the most action chains a tier may reach through sets of
+// their own (see splitGotos); a tier with more keeps its gotos in the
+// verdict maps.
+const maxGotoSets = 8
+
+// splitGotos: the kernel validates the whole table (every chain reachable
+// from the base chains, walking every element of every verdict map) when
+// a transaction adds a jump or goto verdict, about 20 ms of kernel time
+// at 10k rules. Adding a plain accept, drop or return, or an element of a
+// set without data, needs no validation. So cells whose verdict is a goto
+// to an action chain (a logged Deny, an Audit, a logged Accept) are kept
+// out of the verdict maps: each action chain gets a set of its own,
+// "<map>-<action chain suffix>", matched by a rule of the tier chain
+// "<key> @set goto <action chain>". The cells never overlap, so at most
+// one lookup of a tier matches, whatever the order. A packet pays one
+// lookup more per such set; tiers with more than maxGotoSets action
+// chains keep them in the verdict map instead.
+
+// goSetName returns the name of the goto set of map m for action chain c.
+func goSetName(m, c string) string { return m + "-" + strings.TrimPrefix(c, "rule-") }
 
 // newTierState collects the effective rules of a tier; nil when no rule
 // can match.
 func newTierState(tn string, rules []ir.Rule, d ir.Direction, v6 bool, o compileOptions, ids map[uint32]string, actions map[string]*chainSpec) *tierState {
-	ts := &tierState{name: tn, v6: v6, refIdx: map[string]int{}, memo: map[string]*resolution{}, keys: map[*resolution]string{}}
+	ts := &tierState{name: tn, v6: v6, refIdx: map[string]int{}, memo: map[string]*resolution{}, keys: map[*resolution]string{}, sets: map[string]*mapSpec{}}
 	for i := range rules {
 		r := &rules[i]
 		if r.Peer.Set == "" && r.Peer.Negate {
@@ -161,19 +189,64 @@ func newTierState(tn string, rules []ir.Rule, d ir.Direction, v6 bool, o compile
 	if len(ts.trs) == 0 {
 		return nil
 	}
+	gotos := map[string]bool{}
+	for _, tr := range ts.trs {
+		if tr.v.kind == expr.VerdictGoto {
+			gotos[tr.v.chain] = true
+		}
+	}
+	ts.gotoSets = len(gotos) <= maxGotoSets
 	return ts
 }
 
-// maps returns the tier's non-empty maps, main first.
+// maps returns the tier's non-empty maps and sets: the main map, its
+// goto sets, the fallback map, its goto sets.
 func (ts *tierState) maps() []*mapSpec {
 	var out []*mapSpec
-	if len(ts.main.elems) > 0 {
-		out = append(out, ts.main)
-	}
-	if len(ts.other.elems) > 0 {
-		out = append(out, ts.other)
+	for _, m := range []*mapSpec{ts.main, ts.other} {
+		if len(m.elems) > 0 {
+			out = append(out, m)
+		}
+		for _, n := range sortedKeys(ts.sets) {
+			if g := ts.sets[n]; g.kind == m.kind {
+				out = append(out, g)
+			}
+		}
 	}
 	return out
+}
+
+// target returns the map or set that element e of the main (or else the
+// fallback) map belongs in, and e as stored there: in a goto set, without
+// verdict. The spec is nil when the set does not exist yet.
+func (ts *tierState) target(e mapElem, main bool) (string, *mapSpec, mapElem) {
+	m := ts.other
+	if main {
+		m = ts.main
+	}
+	if !ts.gotoSets || e.v.kind != expr.VerdictGoto {
+		return m.name, m, e
+	}
+	n := goSetName(m.name, e.v.chain)
+	g := ts.sets[n]
+	e.v = verdict{}
+	return n, g, e
+}
+
+// add stores e (of the main or fallback map) where it belongs, creating
+// its goto set when needed.
+func (ts *tierState) add(e mapElem, main bool) {
+	chain := e.v.chain
+	n, m, e := ts.target(e, main)
+	if m == nil {
+		kind := mapAddrProto
+		if main {
+			kind = mapAddrProtoPort
+		}
+		m = &mapSpec{name: n, v6: ts.v6, kind: kind, set: true, gotoChain: chain, elems: map[string]mapElem{}}
+		ts.sets[n] = m
+	}
+	m.add(e)
 }
 
 // familySpace returns the first and last address of the tier's family.
@@ -195,8 +268,9 @@ func (ts *tierState) build(sets map[string]*cachedSet) {
 	}
 	ts.main = &mapSpec{name: ts.name + "-m", v6: ts.v6, kind: mapAddrProtoPort, elems: make(map[string]mapElem, nm)}
 	ts.other = &mapSpec{name: ts.name + "-o", v6: ts.v6, kind: mapAddrProto, elems: make(map[string]mapElem, no)}
+	clear(ts.sets)
 	for _, p := range ts.pieces {
-		pieceElems(p, ts.main.add, ts.other.add)
+		pieceElems(p, func(e mapElem) { ts.add(e, true) }, func(e mapElem) { ts.add(e, false) })
 	}
 }
 
