@@ -51,6 +51,7 @@ type epState struct {
 	sets       []string
 	structSels []*podSel
 	structAll  bool
+	qPeers     []string // quarantined pods whose allow-lists admit the endpoint
 }
 
 type nodeState struct {
@@ -83,6 +84,8 @@ type compileState struct {
 	nodes        map[string]*nodeState
 	dirtyNodes   map[string]bool
 	quarPods     []*podInfo
+	qRefs        map[string]map[string]bool // quarantined pod key -> endpoints whose chains accept it
+	qSets        map[string]map[string]bool // quarantine key -> its allow-list entry sets
 	namedMemo    map[string][]namedGroup
 	chainMemo    map[uint64][]*chainMemo // valid during one flush
 	sortedAddrs  []netip.Addr            // pod addresses, sorted; valid during one flush
@@ -110,6 +113,8 @@ func (c *compileState) init() {
 	c.npSets = map[string]map[string]bool{}
 	c.nodes = map[string]*nodeState{}
 	c.dirtyNodes = map[string]bool{}
+	c.qRefs = map[string]map[string]bool{}
+	c.qSets = map[string]map[string]bool{}
 }
 
 func addTo[K comparable, V comparable](m map[K]map[V]bool, k K, v V) {
@@ -202,13 +207,55 @@ func (e *Engine) markPodChanged(old, cur *podInfo, key string, addrChanged, port
 	wasQ := old != nil && len(old.quar) > 0
 	isQ := cur != nil && len(cur.quar) > 0
 	if wasQ || isQ {
-		c.all = true
-	} else if len(c.quarPods) > 0 {
-		// quarantined endpoints' chains resolve named ports per peer
-		for _, q := range c.quarPods {
-			c.dirty[q.key] = true
+		e.markQuarantinedChanged(key, cur)
+	}
+	// quarantined endpoints' chains name every quarantined peer and
+	// resolve named ports per peer
+	for _, q := range c.quarPods {
+		c.dirty[q.key] = true
+	}
+}
+
+// markQuarantinedChanged marks what a change of a quarantined pod (it
+// joins or leaves a quarantine, an allow-list that isolates it changes,
+// or its addresses, ports or labels change) makes stale: the pod itself,
+// the endpoints whose chains accept it, and the endpoints its current
+// allow-lists admit. cur is the pod now (nil when it is gone).
+func (e *Engine) markQuarantinedChanged(key string, cur *podInfo) {
+	c := &e.c
+	c.dirty[key] = true
+	for ep := range c.qRefs[key] {
+		c.dirty[ep] = true
+	}
+	if cur == nil || len(cur.quar) == 0 {
+		return
+	}
+	for _, p := range e.pods {
+		if p == cur || c.dirty[p.key] {
+			continue
+		}
+		for _, q := range cur.quar {
+			if e.qListAdmits(q, p) {
+				c.dirty[p.key] = true
+				break
+			}
 		}
 	}
+}
+
+// qListAdmits reports whether any entry of the quarantine's allow-lists
+// (either direction, and allowDNS) may admit flows with pod p.
+func (e *Engine) qListAdmits(q *quarInfo, p *podInfo) bool {
+	for _, l := range [][]qPeer{q.ingress, q.egress} {
+		for i := range l {
+			for _, ip := range p.ips {
+				if e.qPeerMatches(&l[i], end{p, ip}) {
+					return true
+				}
+			}
+		}
+	}
+	return q.dns && e.isDNS(p)
 }
 
 func (e *Engine) npChanged(old, cur *npInfo) {
@@ -337,6 +384,8 @@ func (e *Engine) useSet(name string, d setDesc) string {
 		addTo(c.podSets, d.podKey, name)
 	case setNodes:
 		c.nodeAddrSets[name] = true
+	case setQEntry:
+		addTo(c.qSets, d.qKey, name)
 	}
 	if d.npKey != "" {
 		addTo(c.npSets, d.npKey, name)
@@ -355,6 +404,12 @@ func (e *Engine) dropSet(s *setState) {
 		delete(m, s.name)
 		if len(m) == 0 {
 			delete(c.podSets, s.desc.podKey)
+		}
+	}
+	if m := c.qSets[s.desc.qKey]; m != nil && s.desc.kind == setQEntry {
+		delete(m, s.name)
+		if len(m) == 0 {
+			delete(c.qSets, s.desc.qKey)
 		}
 	}
 	if m := c.npSets[s.desc.npKey]; m != nil {
@@ -724,6 +779,14 @@ func (e *Engine) flush() {
 				}
 			}
 			delete(c.structAll, key)
+			for _, q := range old.qPeers {
+				if m := c.qRefs[q]; m != nil {
+					delete(m, key)
+					if len(m) == 0 {
+						delete(c.qRefs, q)
+					}
+				}
+			}
 			delete(c.eps, key)
 			if m := c.nodeEps[old.node]; m != nil {
 				delete(m, key)
@@ -757,6 +820,9 @@ func (e *Engine) flush() {
 		}
 		if st.structAll {
 			c.structAll[key] = true
+		}
+		for _, q := range st.qPeers {
+			addTo(c.qRefs, q, key)
 		}
 		e.nodeDirty(p.node)
 	}
@@ -857,8 +923,9 @@ type epBuilder struct {
 	sets  []string // may repeat
 	st    *epState
 	sels  []*podSel // may repeat
-	tiers []ir.Tier
-	rec   *chainMemo // records what the rules being built depend on
+	tiers  []ir.Tier
+	rec    *chainMemo // records what the rules being built depend on
+	qPeers []string   // quarantined pods whose allow-lists admit this endpoint (may repeat)
 }
 
 func (b *epBuilder) use(name string, d setDesc) ir.PeerMatch {
@@ -949,6 +1016,10 @@ func (e *Engine) compileEndpoint(p *podInfo) *epState {
 			st.structSels = append(st.structSels, s)
 		}
 	}
+	if len(b.qPeers) > 0 {
+		slices.Sort(b.qPeers)
+		st.qPeers = slices.Clip(slices.Compact(b.qPeers))
+	}
 	return st
 }
 
@@ -1026,6 +1097,18 @@ func (b *epBuilder) quarantineRules(egress bool) []ir.Rule {
 			}
 			ps = peerPS
 			break
+		}
+		if !quarantined {
+			// The quarantined end denies what its allow-list does not
+			// admit (its own chains end in Deny everything); this end
+			// only needs the final Accept for what the list admits, so
+			// that no lower tier of this endpoint refuses it. A chain
+			// thus changes only when a quarantine admits its endpoint.
+			if !ps.empty() {
+				b.qPeers = append(b.qPeers, q.key)
+				rules = append(rules, ir.Rule{ID: q.quar[0].id, Peer: b.use("Pod/"+q.key, setDesc{kind: setPod, podKey: q.key}), Ports: ps.irPorts(), Action: ir.Accept})
+			}
+			continue
 		}
 		set := b.use("Pod/"+q.key, setDesc{kind: setPod, podKey: q.key})
 		if !ps.empty() {

@@ -448,7 +448,7 @@ func (e *Engine) SetQuarantine(q *v1alpha1.Quarantine) error {
 		return ferr
 	}
 	e.quars[qi.key] = qi
-	e.quarantinesChanged()
+	e.quarantinesChanged(qi.key)
 	return nil
 }
 
@@ -459,19 +459,50 @@ func (e *Engine) DeleteQuarantine(namespace, name string) {
 		return
 	}
 	delete(e.quars, key)
-	e.quarantinesChanged()
+	e.quarantinesChanged(key)
 }
 
-func (e *Engine) quarantinesChanged() {
+// quarantinesChanged follows a change of the quarantine with the key.
+// Only the pods whose quarantines change, the endpoints their allow-lists
+// admit or admitted, and the quarantined endpoints recompile; see
+// markQuarantinedChanged.
+func (e *Engine) quarantinesChanged(key string) {
 	e.quarList = e.quarList[:0]
 	for _, q := range e.quars {
 		e.quarList = append(e.quarList, q)
 	}
 	sort.Slice(e.quarList, func(i, j int) bool { return e.quarList[i].key < e.quarList[j].key })
+	c := &e.c
+	bulk := c.all && c.allStale
+	var changed []*podInfo
 	for _, p := range e.pods {
+		was := p.quar
 		e.assignQuarantine(p)
+		if !bulk && !slices.Equal(was, p.quar) {
+			changed = append(changed, p)
+		}
 	}
-	e.globalChanged()
+	if bulk {
+		return
+	}
+	for _, p := range changed {
+		e.markQuarantinedChanged(p.key, p)
+	}
+	for _, q := range c.quarPods {
+		c.dirty[q.key] = true
+	}
+	// the entry sets of the quarantine follow its new allow-lists
+	for name := range c.qSets[key] {
+		s := c.sets[name]
+		if s == nil {
+			continue
+		}
+		for _, sel := range e.descSels(s.desc) {
+			e.watchSel(sel)
+			addTo(c.selUsers, sel, name)
+		}
+		c.staleSets[name] = true
+	}
 }
 
 // ---- queries ----
