@@ -918,11 +918,11 @@ func (e *Engine) NodePolicy(node string) *ir.NodePolicy {
 // ---- endpoint compilation ----
 
 type epBuilder struct {
-	e     *Engine
-	p     *podInfo
-	sets  []string // may repeat
-	st    *epState
-	sels  []*podSel // may repeat
+	e      *Engine
+	p      *podInfo
+	sets   []string // may repeat
+	st     *epState
+	sels   []*podSel // may repeat
 	tiers  []ir.Tier
 	rec    *chainMemo // records what the rules being built depend on
 	qPeers []string   // quarantined pods whose allow-lists admit this endpoint (may repeat)
