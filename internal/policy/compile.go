@@ -68,7 +68,7 @@ type compileState struct {
 	staleSets    map[string]bool
 	allStale     bool
 	selUsers     map[*podSel]map[string]bool     // selector -> sets built from it
-	selMembers   map[*podSel]map[string]*podInfo // selector -> member pods by key
+	selMembers   map[*podSel]*memberSet      // selector -> member pods by index
 	selSorted    map[*podSel]*selList            // selector -> members in address order, built on demand
 	selByNS      map[string]map[*podSel]bool
 	selGlobal    map[*podSel]bool
@@ -98,7 +98,7 @@ func (c *compileState) init() {
 	c.sets = map[string]*setState{}
 	c.staleSets = map[string]bool{}
 	c.selUsers = map[*podSel]map[string]bool{}
-	c.selMembers = map[*podSel]map[string]*podInfo{}
+	c.selMembers = map[*podSel]*memberSet{}
 	c.selSorted = map[*podSel]*selList{}
 	c.selByNS = map[string]map[*podSel]bool{}
 	c.selGlobal = map[*podSel]bool{}
@@ -151,16 +151,20 @@ func (e *Engine) podChanged(old, cur *podInfo, nsChanged bool) {
 	}
 	check := func(s *podSel) {
 		members := c.selMembers[s]
-		prev, was := members[key]
+		was := members.has(p.idx)
+		var prev *podInfo
+		if was {
+			prev = old
+		}
 		is := cur != nil && e.selMatches(s, cur)
 		if was == is && (!is || (!addrChanged && !portsChanged)) {
 			return
 		}
 		if is {
-			members[key] = cur
+			members.add(p.idx)
 			e.patchMemberList(s, prev, cur)
 		} else {
-			delete(members, key)
+			members.remove(p.idx)
 			e.patchMemberList(s, prev, nil)
 		}
 		if bulk {
@@ -322,8 +326,8 @@ func (e *Engine) watchSel(s *podSel) {
 	if _, ok := c.selMembers[s]; ok {
 		return
 	}
-	m := map[string]*podInfo{}
-	e.eachSelected(s, func(p *podInfo) { m[p.key] = p })
+	m := &memberSet{}
+	e.eachSelected(s, func(p *podInfo) { m.add(p.idx) })
 	if s.nsSel == nil {
 		addTo(c.selByNS, s.fixedNS, s)
 	} else {
@@ -649,14 +653,14 @@ func (e *Engine) npNamedGroups(r *npRule) []namedGroup {
 			for _, pe := range r.peers {
 				if pe.sel != nil {
 					e.watchSel(pe.sel)
-					for _, p := range e.c.selMembers[pe.sel] {
+					e.eachMember(e.c.selMembers[pe.sel], func(p *podInfo) {
 						for _, ip := range p.ips {
 							if !seen[ip] {
 								seen[ip] = true
 								fn(p, ip)
 							}
 						}
-					}
+					})
 					continue
 				}
 				for _, rg := range pe.block.ranges {
@@ -1355,6 +1359,14 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 // ingress, and per destination pod for egress.
 func (b *epBuilder) ruleIR(rules []ir.Rule, r *npRule, egress bool, action ir.Action) []ir.Rule {
 	e, p := b.e, b.p
+	if r.split != nil {
+		// one rule per peer: the same action and ports for each, so
+		// first-match order among them does not matter
+		for _, one := range r.split {
+			rules = b.ruleIR(rules, one, egress, action)
+		}
+		return rules
+	}
 	{
 		{
 			peerOf := func() ir.PeerMatch {

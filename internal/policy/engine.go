@@ -35,6 +35,7 @@ type Engine struct {
 	podsByNS   map[string]map[string]*podInfo
 	podByIP    map[netip.Addr]*podInfo
 	nextIdx    int32
+	podsByIdx  []*podInfo // by podInfo.idx; nil for removed pods
 
 	nps         map[string]*npInfo
 	npsByNS     map[string][]*npInfo // sorted by name
@@ -153,7 +154,9 @@ func (e *Engine) SetPod(p *corev1.Pod) {
 	} else {
 		pi.idx = e.nextIdx
 		e.nextIdx++
+		e.podsByIdx = append(e.podsByIdx, nil)
 	}
+	e.podsByIdx[pi.idx] = pi
 	e.pods[key] = pi
 	if e.podsByNS[ns] == nil {
 		e.podsByNS[ns] = map[string]*podInfo{}
@@ -178,6 +181,7 @@ func (e *Engine) DeletePod(namespace, name string) {
 func (e *Engine) removePod(p *podInfo) {
 	e.indexPod(p, false)
 	delete(e.pods, p.key)
+	e.podsByIdx[p.idx] = nil
 	delete(e.podsByNS[p.ns], p.name)
 	if len(e.podsByNS[p.ns]) == 0 {
 		delete(e.podsByNS, p.ns)

@@ -323,6 +323,11 @@ type npRule struct {
 	peerKey  string
 	setName  string
 	namedKey string // sorted protocol/name pairs of the named ports
+	// split holds, for a rule with several distinct peers, one rule per
+	// peer (same ID and ports). The IR carries those instead, so that
+	// each peer's address set is shared with every rule naming that
+	// peer instead of a union set per combination of peers.
+	split []*npRule
 }
 
 func (r *npRule) selOnly() bool {
@@ -345,6 +350,22 @@ func (r *npRule) finish() {
 				ps = append(ps, x.String())
 			}
 			keys = append(keys, "cidr="+strings.Join(ps, ","))
+		}
+	}
+	r.split = nil
+	if len(r.peers) > 1 {
+		seen := map[string]bool{}
+		for i := range r.peers {
+			if seen[keys[i]] {
+				continue
+			}
+			seen[keys[i]] = true
+			one := &npRule{id: r.id, peers: r.peers[i : i+1 : i+1], ports: r.ports}
+			one.finish()
+			r.split = append(r.split, one)
+		}
+		if len(r.split) == 1 {
+			r.split = nil
 		}
 	}
 	sort.Strings(keys)
