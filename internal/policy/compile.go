@@ -48,7 +48,7 @@ type setState struct {
 type epState struct {
 	node       string
 	ep         ir.Endpoint
-	sets       []string
+	sets       []*setState // sorted by name
 	structSels []*podSel
 	structAll  bool
 	qPeers     []string // quarantined pods whose allow-lists admit the endpoint
@@ -362,10 +362,10 @@ func (e *Engine) unwatchSel(s *podSel) {
 }
 
 // useSet makes sure a set exists with the descriptor; it returns the name.
-func (e *Engine) useSet(name string, d setDesc) string {
+func (e *Engine) useSet(name string, d setDesc) *setState {
 	c := &e.c
 	if s, ok := c.sets[name]; ok {
-		return s.name
+		return s
 	}
 	s := &setState{name: name, desc: d, users: map[string]int{}}
 	c.sets[name] = s
@@ -394,7 +394,7 @@ func (e *Engine) useSet(name string, d setDesc) string {
 	if d.npKey != "" {
 		addTo(c.npSets, d.npKey, name)
 	}
-	return name
+	return s
 }
 
 func (e *Engine) dropSet(s *setState) {
@@ -756,10 +756,10 @@ func (e *Engine) flush() {
 	defer func() { c.namedMemo = nil; c.chainMemo = nil; c.sortedAddrs = nil }()
 
 	var unused []*setState
-	unref := func(node string, names []string) {
-		for _, n := range names {
-			s := c.sets[n]
-			if s == nil {
+	unref := func(node string, sets []*setState) {
+		for _, s := range sets {
+			n := s.name
+			if c.sets[n] != s {
 				continue
 			}
 			s.users[node]--
@@ -815,9 +815,9 @@ func (e *Engine) flush() {
 			refs = map[string]bool{}
 			c.nodeSets[p.node] = refs
 		}
-		for _, n := range st.sets {
-			c.sets[n].users[p.node]++
-			refs[n] = true
+		for _, s := range st.sets {
+			s.users[p.node]++
+			refs[s.name] = true
 		}
 		for _, sel := range st.structSels {
 			addTo(c.structDeps, sel, key)
@@ -924,7 +924,7 @@ func (e *Engine) NodePolicy(node string) *ir.NodePolicy {
 type epBuilder struct {
 	e      *Engine
 	p      *podInfo
-	sets   []string // may repeat
+	sets   []*setState // may repeat
 	st     *epState
 	sels   []*podSel // may repeat
 	tiers  []ir.Tier
@@ -933,12 +933,12 @@ type epBuilder struct {
 }
 
 func (b *epBuilder) use(name string, d setDesc) ir.PeerMatch {
-	b.e.useSet(name, d)
-	b.sets = append(b.sets, name)
+	s := b.e.useSet(name, d)
+	b.sets = append(b.sets, s)
 	if b.rec != nil {
-		b.rec.sets = append(b.rec.sets, setUse{name, d})
+		b.rec.sets = append(b.rec.sets, s)
 	}
-	return ir.PeerMatch{Set: name}
+	return ir.PeerMatch{Set: s.name}
 }
 
 // dependsOn records that the endpoint's rule structure depends on the
@@ -960,10 +960,6 @@ func (b *epBuilder) dependsOnAll() {
 	}
 }
 
-type setUse struct {
-	name string
-	desc setDesc
-}
 
 // chainMemo is the NetworkPolicy tier of one direction, compiled once per
 // flush for every endpoint with the same selecting policies (and, for
@@ -973,7 +969,7 @@ type chainMemo struct {
 	pols   []*npInfo
 	ports  []namedPort
 	rules  []ir.Rule
-	sets   []setUse
+	sets   []*setState // valid while the memo is: sets are dropped only after a flush's compilations
 	sels   []*podSel
 	all    bool
 }
@@ -1013,7 +1009,7 @@ func (e *Engine) compileEndpoint(p *podInfo) *epState {
 	}
 	st.ep.Ingress = b.chain(false)
 	st.ep.Egress = b.chain(true)
-	slices.Sort(b.sets)
+	slices.SortFunc(b.sets, func(x, y *setState) int { return strings.Compare(x.name, y.name) })
 	st.sets = slices.Clip(slices.Compact(b.sets))
 	for i, s := range b.sels {
 		if !slices.Contains(b.sels[:i], s) {
@@ -1321,9 +1317,7 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 			if cm.egress != egress || !slices.Equal(cm.pols, pols) || (!egress && !slices.Equal(cm.ports, p.ports)) {
 				continue
 			}
-			for _, su := range cm.sets {
-				b.use(su.name, su.desc)
-			}
+			b.sets = append(b.sets, cm.sets...)
 			for _, s := range cm.sels {
 				b.dependsOn(s)
 			}

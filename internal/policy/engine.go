@@ -645,7 +645,7 @@ func (e *Engine) ObjectNodes(ref ObjectRef) []string {
 		if !found && ref.Kind == "Zone" {
 			// a zone's membership sets are referenced by ZonePolicies
 			for _, s := range ep.sets {
-				if s == zoneSetName(ref.Name) {
+				if s.name == zoneSetName(ref.Name) {
 					found = true
 				}
 			}
