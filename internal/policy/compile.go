@@ -43,6 +43,7 @@ type setState struct {
 	users    map[string]int // node -> endpoints referencing the set
 	prefixes []netip.Prefix
 	built    bool
+	dropped  bool // no longer in compileState.sets
 }
 
 type epState struct {
@@ -338,12 +339,21 @@ func (e *Engine) watchSel(s *podSel) {
 
 // eachSelected calls fn for every pod the selector matches.
 func (e *Engine) eachSelected(s *podSel, fn func(*podInfo)) {
-	check := func(p *podInfo) {
-		if e.selMatches(s, p) {
-			fn(p)
+	// the candidates are in a matching namespace: only the pod selector
+	// is left to check
+	check := fn
+	if !s.podSel.Empty() {
+		check = func(p *podInfo) {
+			e.stats.SelectorEvaluations++
+			if s.podSel.Matches(p.labels) {
+				fn(p)
+			}
 		}
 	}
-	as := anchors(s.podSel)
+	if !s.anchorsSet {
+		s.anchors, s.anchorsSet = anchors(s.podSel), true
+	}
+	as := s.anchors
 	if s.nsSel == nil {
 		e.podsFor(as, s.fixedNS, check)
 		return
@@ -399,6 +409,7 @@ func (e *Engine) useSet(name string, d setDesc) *setState {
 
 func (e *Engine) dropSet(s *setState) {
 	c := &e.c
+	s.dropped = true
 	delete(c.sets, s.name)
 	delete(c.staleSets, s.name)
 	delete(c.zoneSets, s.name)
@@ -933,7 +944,21 @@ type epBuilder struct {
 }
 
 func (b *epBuilder) use(name string, d setDesc) ir.PeerMatch {
-	s := b.e.useSet(name, d)
+	return b.useState(b.e.useSet(name, d))
+}
+
+// useCached is use with the set remembered in *cache (e.g. on the rule
+// that names it), to skip the lookup by name.
+func (b *epBuilder) useCached(cache **setState, name string, d setDesc) ir.PeerMatch {
+	s := *cache
+	if s == nil || s.dropped {
+		s = b.e.useSet(name, d)
+		*cache = s
+	}
+	return b.useState(s)
+}
+
+func (b *epBuilder) useState(s *setState) ir.PeerMatch {
 	b.sets = append(b.sets, s)
 	if b.rec != nil {
 		b.rec.sets = append(b.rec.sets, s)
@@ -1367,7 +1392,7 @@ func (b *epBuilder) ruleIR(rules []ir.Rule, r *npRule, egress bool, action ir.Ac
 				if r.allPeers {
 					return ir.PeerMatch{}
 				}
-				return b.use(r.setName, setDesc{kind: setNPRule, rule: r})
+				return b.useCached(&r.set, r.setName, setDesc{kind: setNPRule, rule: r})
 			}
 			if !r.allPeers && len(r.peers) == 0 {
 				return rules

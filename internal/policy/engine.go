@@ -58,7 +58,7 @@ type Engine struct {
 
 	selIntern map[string]*podSel
 	npSerial  uint64
-	selCache  map[string]labels.Selector // see cachedSelector
+	selCache  map[string]*selInfo // see cachedSelector
 	dnsSel    *podSel
 
 	c     compileState
@@ -83,7 +83,7 @@ func New() *Engine {
 		nodes:       map[string]*nodeInfo{},
 		ups:         map[string]*upInfo{},
 		selIntern:   map[string]*podSel{},
-		selCache:    map[string]labels.Selector{},
+		selCache:    map[string]*selInfo{},
 	}
 	e.dnsSel = e.internSel(&podSel{fixedNS: "kube-system", podSel: labels.SelectorFromSet(labels.Set{"k8s-app": "kube-dns"})})
 	e.c.init()
