@@ -232,6 +232,9 @@ type allocator struct {
 	walks  map[walkKey]*[4][]interval
 	fpIDs  map[string]uint32
 	nextFP uint32
+	// stamp numbers the identity updates; a set's identities carry the
+	// stamp of the update that last changed them (identState.setStamp).
+	stamp uint64
 	// chains memoizes the compiled chains of the last compile, by
 	// interface and direction, with the inputs they were compiled from.
 	chains map[chainKey]cachedChain
@@ -239,12 +242,57 @@ type allocator struct {
 	ident *identState
 }
 
-// cachedChain is a compiled chain and the text of everything it depends
-// on: the chain's fingerprint and, for every set the chain names, the
-// identities that are members of it.
+// cachedChain is a compiled chain and everything it depends on: a copy
+// of the chain's rules and, for every set the chain names, the stamp of
+// that set's identities in the identity state it was compiled with.
 type cachedChain struct {
-	inputs string
-	prog   *chainProg
+	chain ir.Chain
+	sets  []setStamp
+	st    *identState
+	fpID  uint32
+	prog  *chainProg
+}
+
+// setStamp is a set's name and the stamp of its identities.
+type setStamp struct {
+	name  string
+	stamp uint64
+}
+
+// current says whether c's inputs equal chain and st's identities.
+func (c *cachedChain) current(chain *ir.Chain, st *identState) bool {
+	if c.st != st || !sameChainIR(&c.chain, chain) {
+		return false
+	}
+	for _, s := range c.sets {
+		if st.setStamp[s.name] != s.stamp {
+			return false
+		}
+	}
+	return true
+}
+
+// sameChainIR says whether two chains have equal tiers and rules.
+func sameChainIR(a, b *ir.Chain) bool {
+	return slices.EqualFunc(a.Tiers, b.Tiers, func(x, y ir.Tier) bool {
+		return x.Kind == y.Kind && slices.EqualFunc(x.Rules, y.Rules, func(r, q ir.Rule) bool {
+			return r.ID == q.ID && r.Peer == q.Peer && r.Action == q.Action && r.Log == q.Log && slices.Equal(r.Ports, q.Ports)
+		})
+	})
+}
+
+// cloneChain returns a deep copy of c.
+func cloneChain(c *ir.Chain) ir.Chain {
+	out := ir.Chain{Tiers: make([]ir.Tier, len(c.Tiers))}
+	for i, t := range c.Tiers {
+		rules := make([]ir.Rule, len(t.Rules))
+		for j, r := range t.Rules {
+			r.Ports = slices.Clone(r.Ports)
+			rules[j] = r
+		}
+		out.Tiers[i] = ir.Tier{Kind: t.Kind, Rules: rules}
+	}
+	return out
 }
 
 // walkKey names the port walk of one chain (by fingerprint number) for
@@ -468,13 +516,25 @@ func compileValid(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator
 	if alloc.walks == nil {
 		alloc.walks = map[walkKey]*[4][]interval{}
 	}
+	if alloc.fpIDs == nil {
+		alloc.fpIDs = map[string]uint32{}
+	}
 	chains := make(map[chainKey]cachedChain, len(alloc.chains))
-	fpIDs := make(map[string]uint32, len(alloc.fpIDs))
+	reused := 0
 	defer func() {
-		alloc.chains, alloc.fpIDs = chains, fpIDs
+		prev := alloc.chains
+		alloc.chains = chains
+		if reused == len(prev) && reused == len(chains) {
+			return // the same chains as before: nothing to prune
+		}
 		live := map[uint32]bool{}
-		for _, id := range fpIDs {
-			live[id] = true
+		for _, c := range chains {
+			live[c.fpID] = true
+		}
+		for fp, id := range alloc.fpIDs {
+			if !live[id] {
+				delete(alloc.fpIDs, fp)
+			}
 		}
 		for k := range alloc.walks {
 			if !live[k.fp] {
@@ -482,7 +542,7 @@ func compileValid(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator
 			}
 		}
 	}()
-	var inputs, fpBuf []byte
+	var fpBuf []byte
 	var names []string
 	for i := range np.Endpoints {
 		ep := &np.Endpoints[i]
@@ -496,7 +556,19 @@ func compileValid(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator
 				continue
 			}
 			ck := chainKey{Ifindex: idx, Dir: d}
+			if old, ok := alloc.chains[ck]; ok && old.current(c, st) {
+				prog.chains[ck] = old.prog
+				chains[ck] = old
+				reused++
+				continue
+			}
 			fpBuf = appendFingerprint(fpBuf[:0], c)
+			fpID, ok := alloc.fpIDs[string(fpBuf)]
+			if !ok {
+				fpID = alloc.nextFP
+				alloc.nextFP++
+				alloc.fpIDs[string(fpBuf)] = fpID
+			}
 			names = names[:0]
 			for _, t := range c.Tiers {
 				for _, r := range t.Rules {
@@ -507,33 +579,16 @@ func compileValid(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator
 			}
 			sort.Strings(names)
 			names = slices.Compact(names)
-			inputs = append(inputs[:0], fpBuf...)
-			for _, n := range names {
-				inputs = append(inputs, 0)
-				inputs = append(inputs, n...)
-				for _, id := range st.setIDs[n] {
-					inputs = binary.LittleEndian.AppendUint32(inputs, id)
-				}
-			}
-			fpID, ok := fpIDs[string(fpBuf)]
-			if !ok {
-				if fpID, ok = alloc.fpIDs[string(fpBuf)]; !ok {
-					fpID = alloc.nextFP
-					alloc.nextFP++
-				}
-				fpIDs[string(fpBuf)] = fpID
-			}
-			if old, ok := alloc.chains[ck]; ok && old.inputs == string(inputs) {
-				prog.chains[ck] = old.prog
-				chains[ck] = old
-				continue
+			sets := make([]setStamp, len(names))
+			for j, n := range names {
+				sets[j] = setStamp{n, st.setStamp[n]}
 			}
 			named := make(map[string]bool, len(names))
 			for _, n := range names {
 				named[n] = true
 			}
 			cp := prog.chain(ck)
-			cc := cachedChain{inputs: string(inputs), prog: cp}
+			cc := cachedChain{chain: cloneChain(c), sets: sets, st: st, fpID: fpID, prog: cp}
 			done := map[uint32]bool{}
 			for _, id := range st.liveIDs() {
 				var keep []string

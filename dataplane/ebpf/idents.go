@@ -34,6 +34,11 @@ type identState struct {
 	refs    map[uint32]int
 	members map[uint32]map[string]bool
 	setIDs  map[string][]uint32
+	// setStamp is, per set with live identities, the allocator's stamp
+	// of the update that last changed its identities: a chain compiled
+	// with the same stamps for its sets has the same inputs.
+	setStamp map[string]uint64
+	stampNow uint64
 	// ids is members' keys, ascending; nil when it must be rebuilt.
 	ids []uint32
 	// ver counts the updates that changed idents; log holds, oldest
@@ -71,6 +76,7 @@ func newIdentState() *identState {
 		refs:     map[uint32]int{},
 		members:  map[uint32]map[string]bool{0: {}},
 		setIDs:   map[string][]uint32{},
+		setStamp: map[string]uint64{},
 	}
 }
 
@@ -89,6 +95,8 @@ func appendSetText(buf []byte, s *ir.AddressSet) []byte {
 // are diffed and only the prefixes they touch are recomputed.
 func (st *identState) update(np *ir.NodePolicy, alloc *allocator) {
 	st.mark++
+	alloc.stamp++
+	st.stampNow = alloc.stamp
 	touched := map[identKey]bool{}
 	lensChanged := false
 	add := func(k identKey, set string) {
@@ -276,6 +284,7 @@ func (st *identState) acquire(id uint32, names []string) {
 		ids := st.setIDs[s]
 		i, _ := slices.BinarySearch(ids, id)
 		st.setIDs[s] = slices.Insert(ids, i, id)
+		st.setStamp[s] = st.stampNow
 	}
 	st.members[id] = m
 	st.ids = nil
@@ -294,8 +303,10 @@ func (st *identState) release(id uint32) {
 		}
 		if len(ids) == 0 {
 			delete(st.setIDs, s)
+			delete(st.setStamp, s)
 		} else {
 			st.setIDs[s] = ids
+			st.setStamp[s] = st.stampNow
 		}
 	}
 	delete(st.members, id)
