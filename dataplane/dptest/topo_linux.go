@@ -213,14 +213,22 @@ func startServers(t testing.TB, p *Pod) {
 		t.Fatal(err)
 	}
 	for _, ln := range lns {
-		go serveTCP(ln)
+		go ServeTCP(ln)
 	}
 	for _, pc := range pcs {
 		go serveUDP(pc)
 	}
 }
 
-func serveTCP(ln net.Listener) {
+// ServeTCP is the line-echo server behind every pod's TCP probe port: it
+// accepts connections on ln until ln is closed and answers each line read
+// on a connection with "ok " and the line (what Exchange expects). Each
+// connection is served on its own goroutine and closed when the peer
+// closes or a write fails. Callers run it on a goroutine and close ln in
+// t.Cleanup:
+//
+//	go dptest.ServeTCP(ln)
+func ServeTCP(ln net.Listener) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
