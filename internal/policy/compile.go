@@ -68,9 +68,9 @@ type compileState struct {
 	sets         map[string]*setState
 	staleSets    map[string]bool
 	allStale     bool
-	selUsers     map[*podSel]map[string]bool     // selector -> sets built from it
+	selUsers     map[*podSel]map[string]bool // selector -> sets built from it
 	selMembers   map[*podSel]*memberSet      // selector -> member pods by index
-	selSorted    map[*podSel]*selList            // selector -> members in address order, built on demand
+	selSorted    map[*podSel]*selList        // selector -> members in address order, built on demand
 	selByNS      map[string]map[*podSel]bool
 	selGlobal    map[*podSel]bool
 	structDeps   map[*podSel]map[string]bool // selector -> endpoints whose rule structure depends on its members
@@ -984,7 +984,6 @@ func (b *epBuilder) dependsOnAll() {
 		b.rec.all = true
 	}
 }
-
 
 // chainMemo is the NetworkPolicy tier of one direction, compiled once per
 // flush for every endpoint with the same selecting policies (and, for
