@@ -1,45 +1,19 @@
 package controllers_test
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/config/admission"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
-
-// installAdmission creates the objects of config/admission.
-func installAdmission(k *cluster) {
-	k.t.Helper()
-	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "admission", "quarantine_requester.yaml"))
-	k.must(err)
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-	for {
-		var u unstructured.Unstructured
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			break
-		} else {
-			k.must(err)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
-		k.must(k.c.Create(k.ctx, &u))
-	}
-}
 
 // TestQuarantineAuditTrailNamesTheAuthenticatedUser installs the
 // admission policies of config/admission in a real API server and has
@@ -48,7 +22,7 @@ func installAdmission(k *cluster) {
 // in the annotation, and nobody can rewrite the annotation later.
 func TestQuarantineAuditTrailNamesTheAuthenticatedUser(t *testing.T) {
 	k := startCluster(t)
-	installAdmission(k)
+	k.must(admission.Install(k.ctx, k.c))
 	k.namespace("shop", nil)
 	k.must(k.c.Create(k.ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "quarantine-editor"},
 		Rules: []rbacv1.PolicyRule{{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"quarantines"}, Verbs: []string{"get", "create", "update", "patch"}}}}))

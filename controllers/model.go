@@ -432,6 +432,9 @@ type Realization struct {
 	// MatchedPods (Kind Quarantine only) as namespace/name, with nodes.
 	MatchedPods []policy.PodRef
 	Known       bool
+	// Unpublished is set while the object changed since the last
+	// publish: no node holds its current form yet, whatever it acked.
+	Unpublished bool
 }
 
 // Realization computes an object's enforcement from the hub's acks.
@@ -444,6 +447,7 @@ func (m *Model) Realization(ref policy.ObjectRef) Realization {
 		return r
 	}
 	r.Known = true
+	r.Unpublished = t.changed
 	r.AcceptErr = t.acceptErr
 	switch ref.Kind {
 	case KindZone:
@@ -455,6 +459,8 @@ func (m *Model) Realization(ref policy.ObjectRef) Realization {
 		r.Desired = append(r.Desired, n)
 		st, _ := m.hub.State(n)
 		switch {
+		case t.changed:
+			r.Lagging = append(r.Lagging, n)
 		case st.Acked >= req:
 			r.Enforced = append(r.Enforced, n)
 			at, ok := t.enforcedAt[n]

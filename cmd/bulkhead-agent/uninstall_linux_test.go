@@ -5,15 +5,12 @@ package main
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	cebpf "github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/bulkhead-dev/bulkhead/dataplane"
@@ -21,8 +18,6 @@ import (
 	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
 	"github.com/bulkhead-dev/bulkhead/dataplane/ebpf"
 	"github.com/bulkhead-dev/bulkhead/dataplane/nftables"
-	"github.com/bulkhead-dev/bulkhead/internal/ir"
-	"github.com/bulkhead-dev/bulkhead/internal/netns"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
@@ -33,29 +28,6 @@ func nftIn(t *testing.T, nsPath string, args ...string) string {
 		t.Fatalf("nft %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
-}
-
-func tcxPrograms(t *testing.T, nsPath, ifname string) int {
-	t.Helper()
-	n := 0
-	err := netns.Do(nsPath, func() error {
-		ifc, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		for _, a := range []cebpf.AttachType{cebpf.AttachTCXIngress, cebpf.AttachTCXEgress} {
-			res, err := link.QueryPrograms(link.QueryOptions{Target: ifc.Index, Attach: a})
-			if err != nil {
-				return err
-			}
-			n += len(res.Programs)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("querying TCX programs on %s: %v", ifname, err)
-	}
-	return n
 }
 
 // TestUninstallFlagRemovesOnlyTheBackendsState installs a denying policy
@@ -96,9 +68,7 @@ func TestUninstallFlagRemovesOnlyTheBackendsState(t *testing.T) {
 			if err != nil {
 				t.Fatalf("New: %v", err)
 			}
-			np := topo.Policy(dptest.Set("sel-a", a.Prefixes()...))
-			np.Endpoints[1].Ingress.Tiers = []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("ZonePolicy/deny-a", "sel-a", false, ir.Deny))}
-			if err := dp.Sync(ctx, np); err != nil {
+			if err := dp.Sync(ctx, topo.DenyAToB()); err != nil {
 				t.Fatalf("Sync: %v", err)
 			}
 			if err := dptest.ProbeTCP(a, b.IP4, 80); err == nil {
@@ -133,7 +103,7 @@ func TestUninstallFlagRemovesOnlyTheBackendsState(t *testing.T) {
 			}
 			if name == "ebpf" {
 				for _, p := range topo.Pods {
-					if n := tcxPrograms(t, topo.NodePath, p.HostIf); n != 0 {
+					if n := dptest.TCXPrograms(t, topo.NodePath, p.HostIf); n != 0 {
 						t.Errorf("%d programs still attached to %s after --uninstall", n, p.HostIf)
 					}
 				}

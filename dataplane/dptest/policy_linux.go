@@ -20,3 +20,13 @@ func (t *Topology) Policy(sets ...ir.AddressSet) *ir.NodePolicy {
 	np.Sets = sets
 	return np
 }
+
+// DenyAToB returns Policy with one admin-tier rule in the ingress of pod
+// b (Pods[1]) that denies pod a (Pods[0]): set "sel-a" holds a's
+// prefixes, the rule is "ZonePolicy/deny-a". Everything else is allowed.
+// The topology needs at least two pods.
+func (t *Topology) DenyAToB() *ir.NodePolicy {
+	np := t.Policy(Set("sel-a", t.Pods[0].Prefixes()...))
+	np.Endpoint(t.Pods[1].Name).Ingress.Tiers = []ir.Tier{Tier(ir.TierAdmin, Rule("ZonePolicy/deny-a", "sel-a", false, ir.Deny))}
+	return np
+}

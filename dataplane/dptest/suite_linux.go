@@ -56,9 +56,7 @@ func Cases() []Case {
 		{
 			Name: "admin deny from a selector set drops only that peer",
 			Policy: func(t *Topology) *ir.NodePolicy {
-				np := t.Policy(Set("sel-a", host(t.Pods[0])...))
-				np.Endpoints[1].Ingress.Tiers = []ir.Tier{Tier(ir.TierAdmin, Rule("ZonePolicy/deny-a", "sel-a", false, ir.Deny))}
-				return np
+				return t.DenyAToB()
 			},
 			Want: func(t *Topology) map[string]bool {
 				m := map[string]bool{}
@@ -362,9 +360,8 @@ func Revocation(t *testing.T, dp dataplane.Dataplane, topo *Topology, proto ir.P
 				t.Fatalf("exchange before revocation (%v): %v", dst, err)
 			}
 		}
-		deny := topo.Policy(Set("sel-a", a.Prefixes()...))
-		deny.Endpoints[1].CutConnections = cut
-		deny.Endpoints[1].Ingress.Tiers = []ir.Tier{Tier(ir.TierAdmin, Rule("ZonePolicy/deny-a", "sel-a", false, ir.Deny))}
+		deny := topo.DenyAToB()
+		deny.Endpoint(topo.Pods[1].Name).CutConnections = cut
 		start := time.Now()
 		if err := dp.Sync(context.Background(), deny); err != nil {
 			t.Fatalf("Sync: %v", err)

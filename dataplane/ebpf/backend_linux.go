@@ -70,6 +70,8 @@ type Backend struct {
 	endpoints map[uint32]string
 	clsact    bool
 	stats     Stats
+	// svcHave holds what svc_cidr and local_ep hold, nil when unknown.
+	svcHave [2]map[identKey]uint32
 	// benchIfindex, set by benchmarks only, replaces route lookups with
 	// made-up interface indexes and skips attachment.
 	benchIfindex map[string]uint32
@@ -205,10 +207,7 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 		ifindex, ifnames, missing = b.resolve(desired)
 	}
 	compileStart := time.Now()
-	prog, err := compile(desired, ifindex, b.alloc)
-	if err != nil {
-		return fmt.Errorf("sync: %w", err)
-	}
+	prog := compileValid(desired, ifindex, b.alloc)
 	b.stats.LastCompile = time.Since(compileStart)
 	writes, err := b.install(prog, log)
 	if err != nil {
@@ -222,7 +221,7 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 			return fmt.Errorf("sync: revoking connections: %w", err)
 		}
 	}
-	if err := b.syncServices(desired, ifindex); err != nil {
+	if err := b.syncServices(desired, ifindex, writes == 0); err != nil {
 		b.applied = nil
 		return fmt.Errorf("sync: %w", err)
 	}
@@ -254,8 +253,9 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	b.stats.LastDuration = time.Since(start)
 	b.stats.ConnectionsCut += cut
 	nCls, nPol := prog.counts()
-	b.stats.IdentEntries, b.stats.ClassEntries, b.stats.PolicyEntries = len(prog.idents), nCls, nPol
-	log.V(1).Info("synced", "node", desired.Node, "writes", writes, "cut", cut, "took", b.stats.LastDuration, "identEntries", len(prog.idents), "policyEntries", nPol)
+	nIdent := prog.identCount()
+	b.stats.IdentEntries, b.stats.ClassEntries, b.stats.PolicyEntries = nIdent, nCls, nPol
+	log.V(1).Info("synced", "node", desired.Node, "writes", writes, "cut", cut, "took", b.stats.LastDuration, "identEntries", nIdent, "policyEntries", nPol)
 	if len(missing) > 0 {
 		return fmt.Errorf("sync: %w: %s", ErrEndpointNotFound, strings.Join(missing, "; "))
 	}
@@ -330,6 +330,12 @@ func (b *Backend) install(prog *program, log logr.Logger) (int, error) {
 			return 0, err
 		}
 		b.cache[b.active] = cur
+	} else if !cur.identsKnown() {
+		var err error
+		if cur, err = readProgram(bufA); err != nil {
+			return 0, err
+		}
+		b.cache[b.active] = cur
 	} else if b.applied != nil && samePrograms(cur, prog) {
 		// The same policy again: check the kernel for drift.
 		kern, err := readProgram(bufA)
@@ -354,6 +360,9 @@ func (b *Backend) install(prog *program, log logr.Logger) (int, error) {
 	}
 	bufN := b.buffers(next)
 	old := b.cache[next]
+	if old != nil && !old.identsKnown() {
+		old = nil
+	}
 	if old == nil {
 		var err error
 		if old, err = readProgram(bufN); err != nil {
@@ -374,7 +383,24 @@ func (b *Backend) install(prog *program, log logr.Logger) (int, error) {
 	b.active = next
 	b.lastFlip = time.Now()
 	b.stats.Flips++
+	b.trimIdentLog()
 	return writes, nil
+}
+
+// trimIdentLog drops the identity changes that no cached buffer needs
+// for its next diff.
+func (b *Backend) trimIdentLog() {
+	st := b.alloc.ident
+	if st == nil {
+		return
+	}
+	v := st.ver
+	for _, p := range b.cache {
+		if p != nil && p.ist == st {
+			v = min(v, p.iver)
+		}
+	}
+	st.trim(v)
 }
 
 func (b *Backend) writeConfig(active uint32) error {
@@ -411,10 +437,8 @@ func samePrograms(a, b *program) bool {
 }
 
 func sameIdents(a, b *program) bool {
-	if a.ires != nil && a.ires == b.ires {
-		return true
-	}
-	return sameMap(a.idents, b.idents)
+	put, del, ok := identDiff(a, b)
+	return ok && len(put) == 0 && len(del) == 0
 }
 
 func sameChain(a, b *chainProg) bool {
@@ -538,8 +562,16 @@ func writeDiff(buf buffer, old, want *program) (int, error) {
 	ident, cls, pol := buf.ident, buf.cls, buf.pol
 	var ikDel, ikPut []bpf.PolicyIdentKey
 	var ivPut []uint32
-	if !(old.ires != nil && old.ires == want.ires) {
-		diffMap(old.idents, want.idents, kernIdentKey, same[uint32], &ikDel, &ikPut, &ivPut)
+	iput, idel, ok := identDiff(old, want)
+	if !ok {
+		return 0, errors.New("writing identity map: the inactive buffer's content is unknown")
+	}
+	for _, k := range idel {
+		ikDel = append(ikDel, kernIdentKey(k))
+	}
+	for k, v := range iput {
+		ikPut = append(ikPut, kernIdentKey(k))
+		ivPut = append(ivPut, v)
 	}
 	var ckDel, ckPut []bpf.PolicyClsKey
 	var cvPut []uint32

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -85,18 +86,93 @@ type chainProg struct {
 // program is what one NodePolicy compiles to: the maps' contents, the
 // class and policy entries grouped by chain.
 type program struct {
-	idents map[identKey]uint32
-	chains map[chainKey]*chainProg
-	// identBits are the distinct prefix lengths of idents per family,
-	// longest first, for lookups in Go.
+	// ist and iver name the identity state and version whose trie a
+	// compiled program holds (see identMap); nil for a program read back
+	// from the kernel, which holds its trie in idents and identBits.
+	ist  *identState
+	iver uint64
+	// idents are the identity trie's entries of a program read back;
+	// identBits the distinct prefix lengths per family, longest first.
+	idents    map[identKey]uint32
 	identBits map[uint8][]uint8
-	// ires is the identity result idents came from (nil when read back
-	// from the kernel): programs with the same ires have equal idents.
-	ires *identResult
+	chains    map[chainKey]*chainProg
 }
 
 func newProgram() *program {
 	return &program{idents: map[identKey]uint32{}, chains: map[chainKey]*chainProg{}}
+}
+
+// identMap returns the program's identity trie and its prefix lengths
+// per family (callers must not change them). For the latest compiled
+// program they are the identity state's own maps; for an older one they
+// are rebuilt from the state's change log (a copy). ok is false when the
+// log no longer reaches back to the program's version.
+func (p *program) identMap() (idents map[identKey]uint32, bits map[uint8][]uint8, ok bool) {
+	if p.ist == nil {
+		return p.idents, p.identBits, true
+	}
+	if p.iver == p.ist.ver {
+		return p.ist.idents, p.ist.bits, true
+	}
+	m, ok := p.ist.at(p.iver)
+	if !ok {
+		return nil, nil, false
+	}
+	lens := map[uint8]map[uint8]bool{4: {}, 6: {}}
+	for k := range m {
+		lens[k.Fam][k.Bits] = true
+	}
+	return m, sortedLens(lens), true
+}
+
+// identsKnown says whether identMap can give the program's trie.
+func (p *program) identsKnown() bool { return p.ist == nil || p.iver >= p.ist.floor }
+
+// identCount is the number of identity trie entries.
+func (p *program) identCount() int {
+	m, _, _ := p.identMap()
+	return len(m)
+}
+
+// identDiff returns the identity entries to write and the ones to delete
+// to turn a buffer holding old's trie into one holding want's. When want
+// is the latest program of old's identity state, only the entries the
+// state's log names are looked at. ok is false when old's trie is no
+// longer known (see identsKnown).
+func identDiff(old, want *program) (put map[identKey]uint32, del []identKey, ok bool) {
+	put = map[identKey]uint32{}
+	if st := want.ist; st != nil && old.ist == st && want.iver == st.ver {
+		ch, ok := st.since(old.iver)
+		if !ok {
+			return nil, nil, false
+		}
+		for k, o := range ch {
+			cur, has := st.idents[k]
+			switch {
+			case has && (!o.had || o.id != cur):
+				put[k] = cur
+			case !has && o.had:
+				del = append(del, k)
+			}
+		}
+		return put, del, true
+	}
+	om, _, ok1 := old.identMap()
+	wm, _, ok2 := want.identMap()
+	if !ok1 || !ok2 {
+		return nil, nil, false
+	}
+	for k := range om {
+		if _, ok := wm[k]; !ok {
+			del = append(del, k)
+		}
+	}
+	for k, v := range wm {
+		if w, ok := om[k]; !ok || w != v {
+			put[k] = v
+		}
+	}
+	return put, del, true
 }
 
 // chain returns the chainProg of k, creating an empty one.
@@ -156,20 +232,67 @@ type allocator struct {
 	walks  map[walkKey]*[4][]interval
 	fpIDs  map[string]uint32
 	nextFP uint32
+	// stamp numbers the identity updates; a set's identities carry the
+	// stamp of the update that last changed them (identState.setStamp).
+	stamp uint64
 	// chains memoizes the compiled chains of the last compile, by
 	// interface and direction, with the inputs they were compiled from.
 	chains map[chainKey]cachedChain
-	// identsIn memoizes the identity computation of the last compile.
-	identsIn  string
-	identsOut *identResult
+	// ident is the identity trie, updated by each compile.
+	ident *identState
 }
 
-// cachedChain is a compiled chain and the text of everything it depends
-// on: the chain's fingerprint and, for every set the chain names, the
-// identities that are members of it.
+// cachedChain is a compiled chain and everything it depends on: a copy
+// of the chain's rules and, for every set the chain names, the stamp of
+// that set's identities in the identity state it was compiled with.
 type cachedChain struct {
-	inputs string
-	prog   *chainProg
+	chain ir.Chain
+	sets  []setStamp
+	st    *identState
+	fpID  uint32
+	prog  *chainProg
+}
+
+// setStamp is a set's name and the stamp of its identities.
+type setStamp struct {
+	name  string
+	stamp uint64
+}
+
+// current says whether c's inputs equal chain and st's identities.
+func (c *cachedChain) current(chain *ir.Chain, st *identState) bool {
+	if c.st != st || !sameChainIR(&c.chain, chain) {
+		return false
+	}
+	for _, s := range c.sets {
+		if st.setStamp[s.name] != s.stamp {
+			return false
+		}
+	}
+	return true
+}
+
+// sameChainIR says whether two chains have equal tiers and rules.
+func sameChainIR(a, b *ir.Chain) bool {
+	return slices.EqualFunc(a.Tiers, b.Tiers, func(x, y ir.Tier) bool {
+		return x.Kind == y.Kind && slices.EqualFunc(x.Rules, y.Rules, func(r, q ir.Rule) bool {
+			return r.ID == q.ID && r.Peer == q.Peer && r.Action == q.Action && r.Log == q.Log && slices.Equal(r.Ports, q.Ports)
+		})
+	})
+}
+
+// cloneChain returns a deep copy of c.
+func cloneChain(c *ir.Chain) ir.Chain {
+	out := ir.Chain{Tiers: make([]ir.Tier, len(c.Tiers))}
+	for i, t := range c.Tiers {
+		rules := make([]ir.Rule, len(t.Rules))
+		for j, r := range t.Rules {
+			r.Ports = slices.Clone(r.Ports)
+			rules[j] = r
+		}
+		out.Tiers[i] = ir.Tier{Kind: t.Kind, Rules: rules}
+	}
+	return out
 }
 
 // walkKey names the port walk of one chain (by fingerprint number) for
@@ -177,13 +300,6 @@ type cachedChain struct {
 type walkKey struct {
 	fp   uint32
 	keep string
-}
-
-// identResult is what identities returns.
-type identResult struct {
-	idents  map[identKey]uint32
-	members map[uint32]map[string]bool
-	bits    map[uint8][]uint8
 }
 
 func newAllocator() *allocator {
@@ -318,7 +434,8 @@ func chainOf(ep *ir.Endpoint, d ir.Direction) *ir.Chain {
 }
 
 // identities computes the equivalence classes of addresses over all of
-// np's sets. For every distinct prefix P of any set, the addresses whose
+// np's sets from nothing. It is the reference identState.update must
+// agree with (tests check it). For every distinct prefix P of any set, the addresses whose
 // longest matching prefix is P belong to exactly the sets that have a
 // prefix containing P, so P maps to the identity of that membership.
 // Addresses in no prefix have identity 0 (member of nothing). It returns
@@ -371,75 +488,53 @@ func identities(np *ir.NodePolicy, alloc *allocator) (map[identKey]uint32, map[u
 	return out, members, bits
 }
 
-// setsText is a canonical text of np's sets: equal sets, equal text.
-func setsText(np *ir.NodePolicy) string {
-	n := 0
-	for _, s := range np.Sets {
-		n += len(s.Name) + 1 + 18*len(s.Prefixes)
-	}
-	buf := make([]byte, 0, n)
-	for _, s := range np.Sets {
-		buf = append(buf, s.Name...)
-		buf = append(buf, 0)
-		for _, p := range s.Prefixes {
-			k := mapped(p)
-			buf = append(buf, k.Fam, k.Bits)
-			buf = append(buf, k.Addr[:]...)
-		}
-		buf = append(buf, 1)
-	}
-	return string(buf)
-}
-
 // compile turns np into map contents. ifindex gives the node-side
 // interface of each endpoint; endpoints without one are left out.
 //
 // It reuses what the previous compile with the same allocator computed:
-// the identities when the sets are unchanged, and each chain whose rules
-// and whose named sets' identities are unchanged (the same chainProg, so
-// a diff skips it). Identity, class and rule numbers are stable in the
-// allocator, so a reused chain is exactly what compiling it again would
-// give.
+// the identity trie is updated where the sets changed (identState), and
+// each chain whose rules and whose named sets' identities are unchanged
+// is the same chainProg, so a diff skips it. Identity, class and rule
+// numbers are stable in the allocator, so a reused chain is exactly what
+// compiling it again would give.
 func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*program, error) {
 	if err := validate(np); err != nil {
 		return nil, err
 	}
-	st := setsText(np)
-	if alloc.identsOut == nil || alloc.identsIn != st {
-		idents, members, bits := identities(np, alloc)
-		alloc.identsIn, alloc.identsOut = st, &identResult{idents: idents, members: members, bits: bits}
+	return compileValid(np, ifindex, alloc), nil
+}
+
+// compileValid is compile of a policy that validate accepted.
+func compileValid(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) *program {
+	if alloc.ident == nil {
+		alloc.ident = newIdentState()
 	}
-	ires := alloc.identsOut
-	members := ires.members
-	ids := make([]uint32, 0, len(members))
-	for id := range members {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	// setIDs lists, per set, the identities that are members of it.
-	var setIDs map[string][]uint32
-	idsOf := func(set string) []uint32 {
-		if setIDs == nil {
-			setIDs = map[string][]uint32{}
-			for _, id := range ids {
-				for s := range members[id] {
-					setIDs[s] = append(setIDs[s], id)
-				}
-			}
-		}
-		return setIDs[set]
-	}
-	prog := &program{idents: ires.idents, chains: map[chainKey]*chainProg{}, identBits: ires.bits, ires: ires}
+	st := alloc.ident
+	st.update(np, alloc)
+	members := st.members
+	prog := &program{ist: st, iver: st.ver, chains: map[chainKey]*chainProg{}}
 	if alloc.walks == nil {
 		alloc.walks = map[walkKey]*[4][]interval{}
 	}
+	if alloc.fpIDs == nil {
+		alloc.fpIDs = map[string]uint32{}
+	}
 	chains := make(map[chainKey]cachedChain, len(alloc.chains))
-	fpIDs := make(map[string]uint32, len(alloc.fpIDs))
+	reused := 0
 	defer func() {
-		alloc.chains, alloc.fpIDs = chains, fpIDs
+		prev := alloc.chains
+		alloc.chains = chains
+		if reused == len(prev) && reused == len(chains) {
+			return // the same chains as before: nothing to prune
+		}
 		live := map[uint32]bool{}
-		for _, id := range fpIDs {
-			live[id] = true
+		for _, c := range chains {
+			live[c.fpID] = true
+		}
+		for fp, id := range alloc.fpIDs {
+			if !live[id] {
+				delete(alloc.fpIDs, fp)
+			}
 		}
 		for k := range alloc.walks {
 			if !live[k.fp] {
@@ -447,7 +542,8 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 			}
 		}
 	}()
-	var inputs, fpBuf []byte
+	var fpBuf []byte
+	var names []string
 	for i := range np.Endpoints {
 		ep := &np.Endpoints[i]
 		idx, ok := ifindex[ep.Name]
@@ -460,45 +556,41 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 				continue
 			}
 			ck := chainKey{Ifindex: idx, Dir: d}
+			if old, ok := alloc.chains[ck]; ok && old.current(c, st) {
+				prog.chains[ck] = old.prog
+				chains[ck] = old
+				reused++
+				continue
+			}
 			fpBuf = appendFingerprint(fpBuf[:0], c)
-			named := map[string]bool{}
+			fpID, ok := alloc.fpIDs[string(fpBuf)]
+			if !ok {
+				fpID = alloc.nextFP
+				alloc.nextFP++
+				alloc.fpIDs[string(fpBuf)] = fpID
+			}
+			names = names[:0]
 			for _, t := range c.Tiers {
 				for _, r := range t.Rules {
 					if r.Peer.Set != "" {
-						named[r.Peer.Set] = true
+						names = append(names, r.Peer.Set)
 					}
 				}
 			}
-			names := make([]string, 0, len(named))
-			for n := range named {
-				names = append(names, n)
-			}
 			sort.Strings(names)
-			inputs = append(inputs[:0], fpBuf...)
+			names = slices.Compact(names)
+			sets := make([]setStamp, len(names))
+			for j, n := range names {
+				sets[j] = setStamp{n, st.setStamp[n]}
+			}
+			named := make(map[string]bool, len(names))
 			for _, n := range names {
-				inputs = append(inputs, 0)
-				inputs = append(inputs, n...)
-				for _, id := range idsOf(n) {
-					inputs = binary.LittleEndian.AppendUint32(inputs, id)
-				}
-			}
-			fpID, ok := fpIDs[string(fpBuf)]
-			if !ok {
-				if fpID, ok = alloc.fpIDs[string(fpBuf)]; !ok {
-					fpID = alloc.nextFP
-					alloc.nextFP++
-				}
-				fpIDs[string(fpBuf)] = fpID
-			}
-			if old, ok := alloc.chains[ck]; ok && old.inputs == string(inputs) {
-				prog.chains[ck] = old.prog
-				chains[ck] = old
-				continue
+				named[n] = true
 			}
 			cp := prog.chain(ck)
-			cc := cachedChain{inputs: string(inputs), prog: cp}
+			cc := cachedChain{chain: cloneChain(c), sets: sets, st: st, fpID: fpID, prog: cp}
 			done := map[uint32]bool{}
-			for _, id := range ids {
+			for _, id := range st.liveIDs() {
 				var keep []string
 				for s := range members[id] {
 					if named[s] {
@@ -535,7 +627,7 @@ func compile(np *ir.NodePolicy, ifindex map[string]uint32, alloc *allocator) (*p
 			chains[ck] = cc
 		}
 	}
-	return prog, nil
+	return prog
 }
 
 // interval is a port range with one verdict.
@@ -617,9 +709,16 @@ func peerIntervals(ts []mtier, proto ir.Protocol) []interval {
 	return out
 }
 
-// walk is ir.NodePolicy.Evaluate over a chain reduced by forPeer.
+// walk is ir.NodePolicy.Evaluate over a chain reduced by forPeer, with
+// one difference in what it names: an allowed verdict that an Audit rule
+// marked names that Audit rule and its tier (the first one, in precedence
+// order), not the rule that finally allowed the flow, so that the AUDIT
+// flow record names the rule whose action was Audit, as the nftables
+// backend's record does. A denied verdict names the rule that denied.
 func walk(ts []mtier, proto ir.Protocol, port uint16) verdict {
 	audited := false
+	var auditRule uint32
+	var auditTier ir.TierKind
 	flags := func(deny bool, log bool) uint8 {
 		var f uint8
 		if deny {
@@ -633,6 +732,12 @@ func walk(ts []mtier, proto ir.Protocol, port uint16) verdict {
 		}
 		return f
 	}
+	allow := func(num uint32, tier ir.TierKind, log bool) verdict {
+		if audited {
+			return verdict{Rule: auditRule, Flags: flags(false, log), Tier: auditTier}
+		}
+		return verdict{Rule: num, Flags: flags(false, log), Tier: tier}
+	}
 	for _, t := range ts {
 	rules:
 		for _, r := range t.rules {
@@ -641,10 +746,13 @@ func walk(ts []mtier, proto ir.Protocol, port uint16) verdict {
 			}
 			switch r.action {
 			case ir.Accept:
-				return verdict{Rule: r.num, Flags: flags(false, r.log), Tier: t.kind}
+				return allow(r.num, t.kind, r.log)
 			case ir.Deny:
 				return verdict{Rule: r.num, Flags: flags(true, r.log), Tier: t.kind}
 			case ir.Audit:
+				if !audited {
+					auditRule, auditTier = r.num, t.kind
+				}
 				audited = true
 				break rules
 			case ir.Pass:
@@ -652,7 +760,7 @@ func walk(ts []mtier, proto ir.Protocol, port uint16) verdict {
 			}
 		}
 	}
-	return verdict{Flags: flags(false, false), Tier: ir.TierBaseline}
+	return allow(0, ir.TierBaseline, false)
 }
 
 func peerIn(m ir.PeerMatch, in map[string]bool) bool {
@@ -733,11 +841,13 @@ func bitsLen(size uint32) int {
 }
 
 // lookupIdentity is the identity trie's longest-prefix match in Go.
+// p must be a program read back or one whose trie is known (identsKnown).
 func (p *program) lookupIdentity(a netip.Addr) uint32 {
 	a = a.Unmap()
 	k := mapped(netip.PrefixFrom(a, a.BitLen()))
-	for _, b := range p.identBits[k.Fam] {
-		if id, ok := p.idents[maskKey(k, b)]; ok {
+	idents, bits, _ := p.identMap()
+	for _, b := range bits[k.Fam] {
+		if id, ok := idents[maskKey(k, b)]; ok {
 			return id
 		}
 	}

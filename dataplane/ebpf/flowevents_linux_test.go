@@ -3,7 +3,6 @@
 package ebpf
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -55,27 +54,7 @@ func outsideHost(t *testing.T, topo *dptest.Topology, port uint16) netip.Addr {
 		t.Fatalf("listening in %s: %v", ns, err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := c.Write([]byte("ok " + line)); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	go dptest.ServeTCP(ln)
 	return addr
 }
 
@@ -84,7 +63,10 @@ func outsideHost(t *testing.T, topo *dptest.Topology, port uint16) netip.Addr {
 // endpoint (behind an uplink) each produce exactly one new-flow event per
 // chain that judged them, with the flow's 5-tuple and verdict, over TCX
 // and over clsact, with the default allow and with a Learn-style policy
-// (an admin-tier Audit rule for peers outside the pod's zone).
+// (an admin-tier Audit rule for peers outside the pod's zone, then a
+// NetworkPolicy rule that accepts them). An AUDIT record names the Audit
+// rule and its tier, not the rule that finally accepted the flow, as the
+// nftables backend's AUDIT record does.
 func TestNewFlowEventsOfUDPAndOutsidePeers(t *testing.T) {
 	for _, mode := range []AttachMode{AttachTCX, AttachClsact} {
 		for _, learn := range []bool{false, true} {
@@ -109,9 +91,14 @@ func testNewFlowEvents(t *testing.T, mode AttachMode, learn bool) {
 	if learn {
 		for i := range np.Endpoints {
 			for _, c := range []*ir.Chain{&np.Endpoints[i].Egress, &np.Endpoints[i].Ingress} {
-				c.Tiers = []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("Zone/boundary", "zone", true, ir.Audit))}
+				c.Tiers = []ir.Tier{
+					dptest.Tier(ir.TierAdmin, dptest.Rule("Zone/boundary", "zone", true, ir.Audit)),
+					dptest.Tier(ir.TierNetworkPolicy, dptest.Rule("NetworkPolicy/app/allow-out", "", false, ir.Accept)),
+				}
 			}
 		}
+		// Inside the zone the NetworkPolicy rule decides.
+		tier = "networkpolicy"
 	}
 	if err := be.Sync(context.Background(), np); err != nil {
 		t.Fatalf("Sync: %v", err)
@@ -160,20 +147,21 @@ func testNewFlowEvents(t *testing.T, mode AttachMode, learn bool) {
 	}
 
 	type key struct {
-		Verdict, Direction, Endpoint, Tier string
-		Src, Dst                           netip.AddrPort
-		Proto                              uint8
+		Verdict, Direction, Endpoint, Tier, Rule string
+		Src, Dst                                 netip.AddrPort
+		Proto                                    uint8
 	}
 	udpSrc := netip.MustParseAddrPort(udp.LocalAddr().String())
 	tcpSrc := netip.MustParseAddrPort(tcp.LocalAddr().String())
-	outVerdict, outTier := verdict, tier
+	rule, outVerdict, outTier, outRule := "", verdict, tier, ""
 	if learn {
-		outVerdict = VerdictAudit
+		// The Audit rule marked the flow to the outside host.
+		rule, outVerdict, outTier, outRule = "NetworkPolicy/app/allow-out", VerdictAudit, "admin", "Zone/boundary"
 	}
 	want := map[key]int{
-		{verdict, "EGRESS", a.Name, tier, udpSrc, netip.AddrPortFrom(b.IP4, 53), 17}:     1,
-		{verdict, "INGRESS", b.Name, tier, udpSrc, netip.AddrPortFrom(b.IP4, 53), 17}:    1,
-		{outVerdict, "EGRESS", a.Name, outTier, tcpSrc, netip.AddrPortFrom(out, 443), 6}: 1,
+		{verdict, "EGRESS", a.Name, tier, rule, udpSrc, netip.AddrPortFrom(b.IP4, 53), 17}:        1,
+		{verdict, "INGRESS", b.Name, tier, rule, udpSrc, netip.AddrPortFrom(b.IP4, 53), 17}:       1,
+		{outVerdict, "EGRESS", a.Name, outTier, outRule, tcpSrc, netip.AddrPortFrom(out, 443), 6}: 1,
 	}
 	got := map[key]int{}
 	mu.Lock()
@@ -183,7 +171,7 @@ func testNewFlowEvents(t *testing.T, mode AttachMode, learn bool) {
 		if src != udpSrc && src != tcpSrc {
 			continue // neighbour warm-up and the like
 		}
-		got[key{r.Verdict, r.Direction, r.Endpoint, r.Tier, src, dst, r.Protocol}]++
+		got[key{r.Verdict, r.Direction, r.Endpoint, r.Tier, r.RuleID, src, dst, r.Protocol}]++
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("flow events (-want +got):\n%s", d)

@@ -294,7 +294,8 @@ func TestFlowEvents(t *testing.T) {
 	wants := []key{
 		{VerdictDropped, "INGRESS", b.Name, "ZonePolicy/deny-a", "admin", a.IP4.String(), b.IP4.String(), 6, 80},
 		{VerdictForwarded, "EGRESS", c.Name, "", "baseline", c.IP4.String(), b.IP4.String(), 6, 443},
-		{VerdictAudit, "INGRESS", b.Name, "", "baseline", c.IP4.String(), b.IP4.String(), 6, 443},
+		// An AUDIT record names the Audit rule, as the nftables backend's does.
+		{VerdictAudit, "INGRESS", b.Name, "ZonePolicy/audit-c", "admin", c.IP4.String(), b.IP4.String(), 6, 443},
 		{VerdictForwarded, "EGRESS", b.Name, "", "baseline", b.IP6.String(), a.IP6.String(), 17, 53},
 		{VerdictForwarded, "INGRESS", a.Name, "", "baseline", b.IP6.String(), a.IP6.String(), 17, 53},
 	}
@@ -357,9 +358,9 @@ func TestSnapshotReportsOpenConnections(t *testing.T) {
 		t.Fatalf("Snapshot: %v", err)
 	}
 	type key struct {
-		Verdict, Direction, Endpoint, Tier string
-		Src, Dst                           netip.AddrPort
-		Proto                              uint8
+		Verdict, Direction, Endpoint, Tier, RuleID string
+		Src, Dst                                   netip.AddrPort
+		Proto                                      uint8
 	}
 	got := map[key]int{}
 	for _, r := range recs {
@@ -369,15 +370,15 @@ func TestSnapshotReportsOpenConnections(t *testing.T) {
 		if r.Packets == 0 || r.Bytes == 0 {
 			t.Errorf("record %+v: no packet or byte counts", r)
 		}
-		got[key{r.Verdict, r.Direction, r.Endpoint, r.Tier, netip.AddrPortFrom(r.Src, r.SrcPort), netip.AddrPortFrom(r.Dst, r.DstPort), r.Protocol}]++
+		got[key{r.Verdict, r.Direction, r.Endpoint, r.Tier, r.RuleID, netip.AddrPortFrom(r.Src, r.SrcPort), netip.AddrPortFrom(r.Dst, r.DstPort), r.Protocol}]++
 	}
 	tcpSrc := netip.MustParseAddrPort(open.LocalAddr().String())
 	udpSrc := netip.MustParseAddrPort(udp.LocalAddr().String())
 	want := map[key]int{
-		{VerdictForwarded, "EGRESS", c.Name, "baseline", tcpSrc, netip.AddrPortFrom(b.IP4, 443), 6}:  1,
-		{VerdictAudit, "INGRESS", b.Name, "baseline", tcpSrc, netip.AddrPortFrom(b.IP4, 443), 6}:     1,
-		{VerdictForwarded, "EGRESS", b.Name, "baseline", udpSrc, netip.AddrPortFrom(a.IP6, 53), 17}:  1,
-		{VerdictForwarded, "INGRESS", a.Name, "baseline", udpSrc, netip.AddrPortFrom(a.IP6, 53), 17}: 1,
+		{VerdictForwarded, "EGRESS", c.Name, "baseline", "", tcpSrc, netip.AddrPortFrom(b.IP4, 443), 6}:             1,
+		{VerdictAudit, "INGRESS", b.Name, "admin", "ZonePolicy/audit-c", tcpSrc, netip.AddrPortFrom(b.IP4, 443), 6}: 1,
+		{VerdictForwarded, "EGRESS", b.Name, "baseline", "", udpSrc, netip.AddrPortFrom(a.IP6, 53), 17}:             1,
+		{VerdictForwarded, "INGRESS", a.Name, "baseline", "", udpSrc, netip.AddrPortFrom(a.IP6, 53), 17}:            1,
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("snapshot (-want +got):\n%s", d)

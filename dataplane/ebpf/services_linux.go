@@ -15,13 +15,19 @@ import (
 )
 
 // syncServices makes svc_cidr hold Options.ServiceCIDRs and local_ep map
-// every address of a resolved endpoint to its interface.
-func (b *Backend) syncServices(np *ir.NodePolicy, ifindex map[string]uint32) error {
+// every address of a resolved endpoint to its interface. It diffs against
+// what it wrote last; with reread (a Sync that found the policy
+// unchanged, the periodic resync) it reads both maps back first, so drift
+// is repaired.
+func (b *Backend) syncServices(np *ir.NodePolicy, ifindex map[string]uint32, reread bool) error {
+	if reread {
+		b.svcHave = [2]map[identKey]uint32{}
+	}
 	cidrs := map[identKey]uint32{}
 	for _, p := range b.opts.ServiceCIDRs {
 		cidrs[mapped(p)] = 1
 	}
-	if err := reconcile(b.objs.SvcCidr, cidrs); err != nil {
+	if err := reconcile(b.objs.SvcCidr, cidrs, &b.svcHave[0]); err != nil {
 		return fmt.Errorf("writing service ranges: %w", err)
 	}
 	local := map[identKey]uint32{}
@@ -38,23 +44,29 @@ func (b *Backend) syncServices(np *ir.NodePolicy, ifindex map[string]uint32) err
 			}
 		}
 	}
-	if err := reconcile(b.objs.LocalEp, local); err != nil {
+	if err := reconcile(b.objs.LocalEp, local, &b.svcHave[1]); err != nil {
 		return fmt.Errorf("writing local endpoint addresses: %w", err)
 	}
 	return nil
 }
 
 // reconcile makes m (keyed by identity-trie keys) hold exactly want.
-func reconcile(m *cebpf.Map, want map[identKey]uint32) error {
-	have := map[identKey]uint32{}
-	var k bpf.PolicyIdentKey
-	var v uint32
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		have[identKey{Fam: k.Family, Addr: k.Addr, Bits: uint8(k.Prefixlen - 8)}] = v
-	}
-	if err := it.Err(); err != nil {
-		return err
+// *cache is what m holds, read back from the kernel when nil; it is want
+// after success and nil after a failure.
+func reconcile(m *cebpf.Map, want map[identKey]uint32, cache *map[identKey]uint32) error {
+	have := *cache
+	*cache = nil
+	if have == nil {
+		have = map[identKey]uint32{}
+		var k bpf.PolicyIdentKey
+		var v uint32
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			have[identKey{Fam: k.Family, Addr: k.Addr, Bits: uint8(k.Prefixlen - 8)}] = v
+		}
+		if err := it.Err(); err != nil {
+			return err
+		}
 	}
 	for ik := range have {
 		if _, ok := want[ik]; !ok {
@@ -73,6 +85,7 @@ func reconcile(m *cebpf.Map, want map[identKey]uint32) error {
 			return err
 		}
 	}
+	*cache = want
 	return nil
 }
 

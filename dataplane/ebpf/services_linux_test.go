@@ -3,7 +3,6 @@
 package ebpf
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -74,27 +73,7 @@ func TestServiceEgressIsJudgedAfterDNAT(t *testing.T) {
 		t.Fatalf("listening in %s: %v", remoteNS, err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := c.Write([]byte("ok " + line)); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	go dptest.ServeTCP(ln)
 	// The service proxy: DNAT before routing, as kube-proxy does.
 	table := "bh_svc_test_" + sfx
 	run(t, fmt.Sprintf(`table ip %[1]s {

@@ -1,21 +1,15 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -127,33 +121,5 @@ func installAdmissionPolicies(ctx context.Context, cfg *rest.Config) error {
 	if err != nil {
 		return fmt.Errorf("admission policies: client: %w", err)
 	}
-	files, err := fs.Glob(admission.Policies, "*.yaml")
-	if err != nil {
-		return fmt.Errorf("admission policies: %w", err)
-	}
-	for _, name := range files {
-		if name == "kustomization.yaml" {
-			continue
-		}
-		b, err := admission.Policies.ReadFile(name)
-		if err != nil {
-			return fmt.Errorf("admission policies: %w", err)
-		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-		for {
-			u := &unstructured.Unstructured{}
-			if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				return fmt.Errorf("admission policies: decoding %s: %w", name, err)
-			}
-			if len(u.Object) == 0 {
-				continue
-			}
-			if err := c.Create(ctx, u); err != nil && !apierrors.IsAlreadyExists(err) {
-				return fmt.Errorf("admission policies: creating %s %s from %s: %w", u.GetKind(), u.GetName(), name, err)
-			}
-		}
-	}
-	return nil
+	return admission.Install(ctx, c)
 }

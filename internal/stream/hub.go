@@ -23,6 +23,11 @@ type Hub struct {
 
 	mu    sync.Mutex
 	nodes map[string]*nodeState
+	// forgotten keeps the last generation of nodes dropped by Forget, so
+	// a node that comes back continues above it: within an epoch a
+	// generation number is never reused, and an agent still holding
+	// the old one is never sent an "older" snapshot it must refuse.
+	forgotten map[string]uint64
 	ready chan struct{}
 	// memo shares set patches between the nodes' deltas (see setMemo).
 	memo setMemo
@@ -111,7 +116,9 @@ func (h *Hub) WaitReady(ctx context.Context) error {
 func (h *Hub) node(name string) *nodeState {
 	n := h.nodes[name]
 	if n == nil {
-		n = &nodeState{policy: &ir.NodePolicy{Node: name}, gen: 1, published: []pubTime{{1, h.now()}}, subs: map[chan struct{}]struct{}{}}
+		g := h.forgotten[name] + 1
+		delete(h.forgotten, name)
+		n = &nodeState{policy: &ir.NodePolicy{Node: name}, gen: g, published: []pubTime{{g, h.now()}}, subs: map[chan struct{}]struct{}{}}
 		h.nodes[name] = n
 	}
 	return n
@@ -313,6 +320,10 @@ func (h *Hub) Forget(node string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if n := h.nodes[node]; n != nil && len(n.subs) == 0 {
+		if h.forgotten == nil {
+			h.forgotten = map[string]uint64{}
+		}
+		h.forgotten[node] = n.gen
 		delete(h.nodes, node)
 	}
 }
