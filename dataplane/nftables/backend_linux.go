@@ -171,7 +171,9 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	if log.GetSink() == nil {
 		log = b.log
 	}
+	compileStart := time.Now()
 	want := compileWith(b.cache, desired, compileOptions{logGroup: b.opts.NFLogGroup, logOn: !b.opts.DisableNFLog})
+	b.stats.LastCompile = time.Since(compileStart)
 	for k, v := range b.cache.ids {
 		b.ruleIDs[k] = v
 	}
@@ -566,8 +568,7 @@ func (d *delta) empty() bool { return d.ops == 0 }
 
 func diff(old, want *state) *delta {
 	d := &delta{elemAdds: map[string][]mapElem{}, elemDels: map[string][]mapElem{}}
-	for _, n := range sortedKeys(want.maps) {
-		w := want.maps[n]
+	for n, w := range want.maps {
 		o, ok := old.maps[n]
 		if !ok {
 			d.newMaps = append(d.newMaps, n)
@@ -605,12 +606,14 @@ func diff(old, want *state) *delta {
 		sortElems(d.elemAdds[n])
 		sortElems(d.elemDels[n])
 	}
-	for _, n := range sortedKeys(old.maps) {
+	for n := range old.maps {
 		if _, ok := want.maps[n]; !ok {
 			d.delMaps = append(d.delMaps, n)
 			d.ops++
 		}
 	}
+	sort.Strings(d.newMaps)
+	sort.Strings(d.delMaps)
 	for n, w := range want.chains {
 		o, ok := old.chains[n]
 		switch {

@@ -263,6 +263,8 @@ type compileCache struct {
 	// patchedTiers and compiledEndpoints count set-membership patches
 	// and full endpoint compiles, for tests.
 	patchedTiers, compiledEndpoints int
+	// lastChains and lastMaps size the next state.
+	lastChains, lastMaps int
 }
 
 type cachedSet struct {
@@ -468,10 +470,12 @@ func compile(np *ir.NodePolicy, o compileOptions) *state {
 // compileWith is compile with a cache of compiled endpoints.
 func compileWith(cache *compileCache, np *ir.NodePolicy, o compileOptions) *state {
 	st := &state{
-		chains:       map[string]*chainSpec{},
-		maps:         map[string]*mapSpec{},
-		endpointKey:  map[string]string{},
-		endpointSets: map[string][]string{},
+		// sized like the last state, so that the maps do not grow
+		// step by step
+		chains:       make(map[string]*chainSpec, cache.lastChains),
+		maps:         make(map[string]*mapSpec, cache.lastMaps),
+		endpointKey:  make(map[string]string, len(np.Endpoints)),
+		endpointSets: make(map[string][]string, len(np.Endpoints)),
 		changedSets:  map[string]bool{},
 	}
 	seenSets := map[string]bool{}
@@ -528,6 +532,7 @@ func compileWith(cache *compileCache, np *ir.NodePolicy, o compileOptions) *stat
 		st.endpointSets[ep.Name] = ce.sets
 	}
 	cache.sweep()
+	cache.lastChains, cache.lastMaps = len(st.chains), len(st.maps)
 	st.patches = cache.patches
 	cache.patches = map[string]*elemPatch{}
 	return st

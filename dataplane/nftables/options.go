@@ -85,6 +85,9 @@ type Stats struct {
 	// LastCommit is the part of LastDuration spent in the kernel
 	// commit: from sending the batch to its last ack.
 	LastCommit time.Duration
+	// LastCompile is the time the last Sync took to turn the policy
+	// into the desired table state, before LastDuration.
+	LastCompile time.Duration
 	// ConnectionsCut counts conntrack entries deleted by revocation.
 	ConnectionsCut int
 }

@@ -197,59 +197,8 @@ func TestSetPatchesAgreeWithEvaluateAndACompile(t *testing.T) {
 // turns the old state into exactly a fresh compile, without compiling
 // any endpoint again (except when a map empties or fills).
 func TestSetDeltasPatchOnlyTheChangedCells(t *testing.T) {
-	p := netip.MustParsePrefix
-	a := netip.MustParseAddr
-	policy := func(sets []ir.AddressSet) *ir.NodePolicy {
-		np := &ir.NodePolicy{Node: "n", Sets: sets}
-		for i, name := range []string{"ns/p0", "ns/p1", "ns/p2"} {
-			ep := ir.Endpoint{Name: name, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 244, 9, byte(i + 1)}), a(fmt.Sprintf("fd00:10:244:9::%d", i+1))}}
-			ep.Ingress.Tiers = []ir.Tier{
-				dptest.Tier(ir.TierAdmin,
-					dptest.Rule("ZonePolicy/deny-b", "b", false, ir.Deny, ir.PortRange{Protocol: ir.TCP, From: uint16(80 + i), To: 443}),
-					dptest.Rule("ZonePolicy/audit-cidr", "cidr", false, ir.Audit),
-					dptest.Rule("ZonePolicy/pass-a", "a", false, ir.Pass)),
-				dptest.Tier(ir.TierNetworkPolicy,
-					dptest.Rule("NetworkPolicy/ns/np/ingress/0", "a", false, ir.Accept, ir.PortRange{Protocol: ir.TCP, From: 8080, To: 8080}),
-					dptest.Rule("NetworkPolicy/ns/np/ingress/1", "b", false, ir.Accept, ir.PortRange{Protocol: ir.UDP, From: 53, To: 53})),
-				dptest.Tier(ir.TierBaseline, dptest.Rule("Zone/z/baseline", "", false, ir.Deny)),
-			}
-			ep.Egress.Tiers = []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("ZonePolicy/egress-empty", "empty", false, ir.Deny))}
-			np.Endpoints = append(np.Endpoints, ep)
-		}
-		return np
-	}
-	set := func(np *ir.NodePolicy, name string, ps ...netip.Prefix) {
-		for i := range np.Sets {
-			if np.Sets[i].Name == name {
-				np.Sets[i] = dptest.Set(name, ps...)
-			}
-		}
-	}
-	steps := []struct {
-		name      string
-		edit      func(np *ir.NodePolicy)
-		recompile int // endpoints compiled again
-	}{
-		{"a host joins a set named by rules of every verdict", func(np *ir.NodePolicy) {
-			set(np, "a", p("10.244.0.10/32"), p("10.244.0.12/31"), p("10.244.0.99/32"), p("fd00:10:244::10/128"))
-		}, 0},
-		{"a host joins next to a range and the range grows", func(np *ir.NodePolicy) {
-			set(np, "a", p("10.244.0.10/32"), p("10.244.0.11/32"), p("10.244.0.12/31"), p("10.244.0.99/32"), p("fd00:10:244::10/128"))
-		}, 0},
-		{"a host inside an overlapping CIDR leaves one set", func(np *ir.NodePolicy) {
-			set(np, "b", p("10.244.1.0/24"), p("fd00:10:244::/120"))
-		}, 0},
-		{"a CIDR exception is carved out", func(np *ir.NodePolicy) {
-			set(np, "cidr", append(dptest.Except(p("10.0.0.0/8"), p("10.244.0.12/32"), p("10.244.1.128/25")), dptest.Except(p("fd00::/8"), p("fd00:10:244::10/128"))...)...)
-		}, 0},
-		{"an empty set gets its first member: the map appears", func(np *ir.NodePolicy) {
-			set(np, "empty", p("10.244.3.3/32"))
-		}, 3},
-		{"the set empties again: the map goes", func(np *ir.NodePolicy) {
-			set(np, "empty")
-		}, 3},
-	}
-	np := policy(patchSets())
+	steps := membershipSteps()
+	np := membershipPolicy(patchSets())
 	cache := newCompileCache()
 	o := compileOptions{logGroup: 7, logOn: true}
 	old := compileWith(cache, np, o)
@@ -306,5 +255,71 @@ func TestSetDeltasPatchOnlyTheChangedCells(t *testing.T) {
 			t.Logf("delta of %d operations", d.ops)
 			old = want
 		})
+	}
+}
+
+// membershipPolicy has three endpoints whose tiers name overlapping sets
+// with rules of every verdict, and an egress tier on a set that starts
+// empty.
+func membershipPolicy(sets []ir.AddressSet) *ir.NodePolicy {
+	a := netip.MustParseAddr
+	np := &ir.NodePolicy{Node: "n", Sets: sets}
+	for i, name := range []string{"ns/p0", "ns/p1", "ns/p2"} {
+		ep := ir.Endpoint{Name: name, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 244, 9, byte(i + 1)}), a(fmt.Sprintf("fd00:10:244:9::%d", i+1))}}
+		ep.Ingress.Tiers = []ir.Tier{
+			dptest.Tier(ir.TierAdmin,
+				dptest.Rule("ZonePolicy/deny-b", "b", false, ir.Deny, ir.PortRange{Protocol: ir.TCP, From: uint16(80 + i), To: 443}),
+				dptest.Rule("ZonePolicy/audit-cidr", "cidr", false, ir.Audit),
+				dptest.Rule("ZonePolicy/pass-a", "a", false, ir.Pass)),
+			dptest.Tier(ir.TierNetworkPolicy,
+				dptest.Rule("NetworkPolicy/ns/np/ingress/0", "a", false, ir.Accept, ir.PortRange{Protocol: ir.TCP, From: 8080, To: 8080}),
+				dptest.Rule("NetworkPolicy/ns/np/ingress/1", "b", false, ir.Accept, ir.PortRange{Protocol: ir.UDP, From: 53, To: 53})),
+			dptest.Tier(ir.TierBaseline, dptest.Rule("Zone/z/baseline", "", false, ir.Deny)),
+		}
+		ep.Egress.Tiers = []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("ZonePolicy/egress-empty", "empty", false, ir.Deny))}
+		np.Endpoints = append(np.Endpoints, ep)
+	}
+	return np
+}
+
+type membershipStep struct {
+	name      string
+	edit      func(np *ir.NodePolicy)
+	recompile int // endpoints compiled again
+}
+
+func setPrefixes(np *ir.NodePolicy, name string, ps ...netip.Prefix) {
+	for i := range np.Sets {
+		if np.Sets[i].Name == name {
+			np.Sets[i] = dptest.Set(name, ps...)
+		}
+	}
+}
+
+// membershipSteps change set contents of membershipPolicy one after the
+// other: joins and leaves of hosts and CIDRs, and a set that fills and
+// empties (its map appears and goes, so its endpoints compile again).
+func membershipSteps() []membershipStep {
+	p := netip.MustParsePrefix
+	set := setPrefixes
+	return []membershipStep{
+		{"a host joins a set named by rules of every verdict", func(np *ir.NodePolicy) {
+			set(np, "a", p("10.244.0.10/32"), p("10.244.0.12/31"), p("10.244.0.99/32"), p("fd00:10:244::10/128"))
+		}, 0},
+		{"a host joins next to a range and the range grows", func(np *ir.NodePolicy) {
+			set(np, "a", p("10.244.0.10/32"), p("10.244.0.11/32"), p("10.244.0.12/31"), p("10.244.0.99/32"), p("fd00:10:244::10/128"))
+		}, 0},
+		{"a host inside an overlapping CIDR leaves one set", func(np *ir.NodePolicy) {
+			set(np, "b", p("10.244.1.0/24"), p("fd00:10:244::/120"))
+		}, 0},
+		{"a CIDR exception is carved out", func(np *ir.NodePolicy) {
+			set(np, "cidr", append(dptest.Except(p("10.0.0.0/8"), p("10.244.0.12/32"), p("10.244.1.128/25")), dptest.Except(p("fd00::/8"), p("fd00:10:244::10/128"))...)...)
+		}, 0},
+		{"an empty set gets its first member: the map appears", func(np *ir.NodePolicy) {
+			set(np, "empty", p("10.244.3.3/32"))
+		}, 3},
+		{"the set empties again: the map goes", func(np *ir.NodePolicy) {
+			set(np, "empty")
+		}, 3},
 	}
 }
