@@ -177,7 +177,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (*Controller, error) 
 		return nil, err
 	}
 	blocked := &BlockedFlows{Notify: model.notifyRef}
-	sr := &StatusReconciler{Client: mgr.GetClient(), Model: model, Recorder: mgr.GetEventRecorder("bulkhead-controller"), Metrics: m, Blocked: blocked}
+	sr := &StatusReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Model: model, Recorder: mgr.GetEventRecorder("bulkhead-controller"), Metrics: m, Blocked: blocked}
 	if err := sr.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
@@ -203,7 +203,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (*Controller, error) 
 	auth := &stream.TokenReviewAuthenticator{Reviews: cs.AuthenticationV1().TokenReviews(), Access: cs.AuthorizationV1().SubjectAccessReviews(), AgentUsers: users, CacheTTL: 30 * time.Second}
 	srv := &stream.Server{Hub: hub, Auth: auth, Log: log.WithName("stream"), StatusFunc: c.status,
 		OnSession:      func(_ string, d int) { m.ConnectedAgents.Add(float64(d)) },
-		OnEndpointHint: model.Hint}
+		OnEndpointHint: model.Hint, FlowsDropped: func(string) { m.FlowsDropped.Inc() }}
 	if o.LeaderElect && !o.ServeAgentsWhenFollower {
 		elected := mgr.Elected()
 		srv.IsLeader = func() bool {

@@ -13,6 +13,8 @@ type Metrics struct {
 	QueueDepth      prometheus.Gauge
 	ConnectedAgents prometheus.Gauge
 	StatusWrites    *prometheus.CounterVec
+	StatusConflicts prometheus.Counter
+	FlowsDropped    prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them in reg (if not nil).
@@ -26,9 +28,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Open agent watch streams."}),
 		StatusWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "bulkhead", Subsystem: "controller", Name: "status_writes_total",
 			Help: "Status updates written, by kind."}, []string{"kind"}),
+		StatusConflicts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "bulkhead", Subsystem: "controller", Name: "status_conflicts_total",
+			Help: "Status updates that conflicted and were retried from a fresh read of the API server."}),
+		FlowsDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "bulkhead", Subsystem: "controller", Name: "flow_reports_dropped_total",
+			Help: "Agent flow reports dropped because the flow pipeline fell a session's queue behind."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.ComputeSeconds, m.QueueDepth, m.ConnectedAgents, m.StatusWrites)
+		reg.MustRegister(m.ComputeSeconds, m.QueueDepth, m.ConnectedAgents, m.StatusWrites, m.StatusConflicts, m.FlowsDropped)
 	}
 	return m
 }

@@ -40,7 +40,13 @@ const pollWhilePending = 2 * time.Second
 // NetworkPolicy events from the model. Controllers need the leader, so
 // only the leader writes.
 type StatusReconciler struct {
-	Client   client.Client
+	Client client.Client
+	// Reader, when set, reads straight from the API server. A status
+	// update that conflicts is retried at once from a fresh read, so a
+	// cache that lags behind the controller's own writes cannot hold
+	// status back (each conflict returned as an error would back the
+	// object off exponentially).
+	Reader   client.Reader
 	Model    *Model
 	Recorder recorder.EventRecorder
 	Metrics  *Metrics
@@ -122,7 +128,7 @@ type summary struct {
 func summarize(real Realization) summary {
 	s := summary{real: real}
 	n, d := len(real.Enforced), len(real.Desired)
-	s.enforced = n == d
+	s.enforced = n == d && !real.Unpublished
 	switch {
 	case len(real.Failed) > 0:
 		var parts []string
@@ -223,13 +229,43 @@ func (r *StatusReconciler) writeStatus(ctx context.Context, kind string, obj cli
 	return nil
 }
 
-func (r *StatusReconciler) reconcileZone(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	var z v1alpha1.Zone
-	if err := r.Client.Get(ctx, req.NamespacedName, &z); err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
+// maxStatusAttempts bounds the fresh-read retries of a conflicting
+// status update within one reconcile.
+const maxStatusAttempts = 3
+
+// withFreshRetry reads the object (from the cache first) and runs write on
+// it; when write's status update conflicts, it reads the object from the
+// API server and runs write again, up to maxStatusAttempts times. gone,
+// when set, runs when the object no longer exists.
+func withFreshRetry[T client.Object](ctx context.Context, r *StatusReconciler, req reconcile.Request, newObj func() T, gone func(), write func(context.Context, T) (reconcile.Result, error)) (reconcile.Result, error) {
+	var reader client.Reader = r.Client
+	for attempt := 1; ; attempt++ {
+		obj := newObj()
+		if err := reader.Get(ctx, req.NamespacedName, obj); err != nil {
+			if apierrors.IsNotFound(err) && gone != nil {
+				gone()
+			}
+			return reconcile.Result{}, client.IgnoreNotFound(err)
+		}
+		res, err := write(ctx, obj)
+		if err == nil || !apierrors.IsConflict(err) || r.Reader == nil || attempt == maxStatusAttempts {
+			return res, err
+		}
+		if r.Metrics != nil {
+			r.Metrics.StatusConflicts.Inc()
+		}
+		reader = r.Reader
 	}
+}
+
+func (r *StatusReconciler) reconcileZone(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	return withFreshRetry(ctx, r, req, func() *v1alpha1.Zone { return &v1alpha1.Zone{} }, nil, r.writeZone)
+}
+
+func (r *StatusReconciler) writeZone(ctx context.Context, z *v1alpha1.Zone) (reconcile.Result, error) {
 	real := r.Model.Realization(policy.ObjectRef{Kind: KindZone, Name: z.Name})
-	if !real.Known {
+	if !real.Known || real.Unpublished {
+		// Status waits for the publish, which notifies it.
 		return reconcile.Result{RequeueAfter: pollWhilePending}, nil
 	}
 	s := summarize(real)
@@ -248,24 +284,25 @@ func (r *StatusReconciler) reconcileZone(ctx context.Context, req reconcile.Requ
 	if !equality.Semantic.DeepEqual(st, &z.Status) {
 		old := meta.FindStatusCondition(z.Status.Conditions, v1alpha1.ConditionConflict)
 		z.Status = *st
-		if err := r.writeStatus(ctx, KindZone, &z); err != nil {
+		if err := r.writeStatus(ctx, KindZone, z); err != nil {
 			return reconcile.Result{}, err
 		}
-		r.emit(&z, prev, s)
+		r.emit(z, prev, s)
 		if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionConflict); c.Status == metav1.ConditionTrue && (old == nil || old.Message != c.Message) && r.Recorder != nil {
-			r.Recorder.Eventf(&z, nil, corev1.EventTypeWarning, "Conflict", "Membership", "%s", c.Message)
+			r.Recorder.Eventf(z, nil, corev1.EventTypeWarning, "Conflict", "Membership", "%s", c.Message)
 		}
 	}
 	return requeue(s), nil
 }
 
 func (r *StatusReconciler) reconcileZonePolicy(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	var p v1alpha1.ZonePolicy
-	if err := r.Client.Get(ctx, req.NamespacedName, &p); err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
-	}
+	return withFreshRetry(ctx, r, req, func() *v1alpha1.ZonePolicy { return &v1alpha1.ZonePolicy{} }, nil, r.writeZonePolicy)
+}
+
+func (r *StatusReconciler) writeZonePolicy(ctx context.Context, p *v1alpha1.ZonePolicy) (reconcile.Result, error) {
 	real := r.Model.Realization(policy.ObjectRef{Kind: KindZonePolicy, Name: p.Name})
-	if !real.Known {
+	if !real.Known || real.Unpublished {
+		// Status waits for the publish, which notifies it.
 		return reconcile.Result{RequeueAfter: pollWhilePending}, nil
 	}
 	s := summarize(real)
@@ -275,10 +312,10 @@ func (r *StatusReconciler) reconcileZonePolicy(ctx context.Context, req reconcil
 	prev := setConditions(&st.Conditions, p.Generation, s)
 	if !equality.Semantic.DeepEqual(st, &p.Status) {
 		p.Status = *st
-		if err := r.writeStatus(ctx, KindZonePolicy, &p); err != nil {
+		if err := r.writeStatus(ctx, KindZonePolicy, p); err != nil {
 			return reconcile.Result{}, err
 		}
-		r.emit(&p, prev, s)
+		r.emit(p, prev, s)
 	}
 	return requeue(s), nil
 }
@@ -308,16 +345,20 @@ func podNodesEnforced(real Realization) bool {
 }
 
 func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	var q v1alpha1.Quarantine
 	ref := policy.ObjectRef{Kind: KindQuarantine, Namespace: req.Namespace, Name: req.Name}
-	if err := r.Client.Get(ctx, req.NamespacedName, &q); err != nil {
-		if apierrors.IsNotFound(err) && r.Blocked != nil {
+	gone := func() {
+		if r.Blocked != nil {
 			r.Blocked.Forget(ref)
 		}
-		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
+	return withFreshRetry(ctx, r, req, func() *v1alpha1.Quarantine { return &v1alpha1.Quarantine{} }, gone, r.writeQuarantine)
+}
+
+func (r *StatusReconciler) writeQuarantine(ctx context.Context, q *v1alpha1.Quarantine) (reconcile.Result, error) {
+	ref := policy.ObjectRef{Kind: KindQuarantine, Namespace: q.Namespace, Name: q.Name}
 	real := r.Model.Realization(ref)
-	if !real.Known {
+	if !real.Known || real.Unpublished {
+		// Status waits for the publish, which notifies it.
 		return reconcile.Result{RequeueAfter: pollWhilePending}, nil
 	}
 	now := r.now()
@@ -328,7 +369,7 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 		t := q.CreationTimestamp
 		st.RequestedAt = &t
 	}
-	expiry := QuarantineExpiry(&q)
+	expiry := QuarantineExpiry(q)
 	ended := st.Phase == v1alpha1.QuarantineExpired || st.Phase == v1alpha1.QuarantineReleased
 	switch {
 	case q.Spec.Released:
@@ -401,7 +442,7 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 	if !equality.Semantic.DeepEqual(st, &q.Status) {
 		oldPhase := q.Status.Phase
 		q.Status = *st
-		if err := r.writeStatus(ctx, KindQuarantine, &q); err != nil {
+		if err := r.writeStatus(ctx, KindQuarantine, q); err != nil {
 			if r.Blocked != nil {
 				r.Blocked.Return(ref, newBlocked, newTotal)
 			}
@@ -419,10 +460,10 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 			case v1alpha1.QuarantineReleased:
 				note = "quarantine released"
 			}
-			r.Recorder.Eventf(&q, nil, typ, string(st.Phase), "Quarantine", "%s", note)
+			r.Recorder.Eventf(q, nil, typ, string(st.Phase), "Quarantine", "%s", note)
 		}
 		if !nowEnded {
-			r.emit(&q, prev, s)
+			r.emit(q, prev, s)
 		}
 	}
 	log.FromContext(ctx).V(1).Info("quarantine status", "phase", st.Phase, "requeue", res.RequeueAfter)
@@ -440,7 +481,8 @@ func (r *StatusReconciler) reconcileNetworkPolicy(ctx context.Context, req recon
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	real := r.Model.Realization(policy.ObjectRef{Kind: KindNetworkPolicy, Namespace: np.Namespace, Name: np.Name})
-	if !real.Known {
+	if !real.Known || real.Unpublished {
+		// Status waits for the publish, which notifies it.
 		return reconcile.Result{RequeueAfter: pollWhilePending}, nil
 	}
 	s := summarize(real)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -87,6 +88,7 @@ func WaitEnforced(ctx context.Context, c client.Client, results []ApplyResult, t
 			pending[i] = "no Enforced condition yet"
 		}
 	}
+	readErr := map[int]string{} // the condition seen before a failed read
 	lastReport := time.Time{}
 	for len(pending) > 0 {
 		for i := range pending {
@@ -97,9 +99,15 @@ func WaitEnforced(ctx context.Context, c client.Client, results []ApplyResult, t
 				if ctx.Err() != nil {
 					break
 				}
-				pending[i] = "reading: " + err.Error()
+				// Keep the last condition seen: a read that fails near
+				// the deadline must not hide why the object waited.
+				if _, ok := readErr[i]; !ok {
+					readErr[i] = pending[i]
+				}
+				pending[i] = readErr[i] + " (last read failed: " + err.Error() + ")"
 				continue
 			}
+			delete(readErr, i)
 			ok, why := enforced(got, r.Generation)
 			if ok {
 				delete(pending, i)
@@ -112,7 +120,7 @@ func WaitEnforced(ctx context.Context, c client.Client, results []ApplyResult, t
 			break
 		}
 		if time.Since(lastReport) > 5*time.Second {
-			progress(fmt.Sprintf("waiting for %d objects to be enforced", len(pending)))
+			progress(fmt.Sprintf("waiting for %d objects to be enforced: %s", len(pending), pendingSummary(results, pending)))
 			lastReport = time.Now()
 		}
 		select {
@@ -122,10 +130,24 @@ func WaitEnforced(ctx context.Context, c client.Client, results []ApplyResult, t
 				lines = append(lines, fmt.Sprintf("  %s %s (%s): %s", results[i].Kind, results[i].Name, results[i].Where, why))
 			}
 			return fmt.Errorf("not enforced after %s:\n%s", timeout, strings.Join(lines, "\n"))
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(200 * time.Millisecond): // within the client's default 5 QPS
 		}
 	}
 	return nil
+}
+
+// pendingSummary names the waiting objects and why, sorted by input order.
+func pendingSummary(results []ApplyResult, pending map[int]string) string {
+	idx := make([]int, 0, len(pending))
+	for i := range pending {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	parts := make([]string, 0, len(idx))
+	for _, i := range idx {
+		parts = append(parts, fmt.Sprintf("%s %s (%s)", results[i].Kind, results[i].Name, pending[i]))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func enforced(u *unstructured.Unstructured, gen int64) (bool, string) {

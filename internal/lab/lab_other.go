@@ -34,3 +34,6 @@ func ServeProbes(context.Context, string) error { return ErrNotSupported }
 func LabNetns(string) ([]string, error) { return nil, ErrNotSupported }
 
 func childrenOf(int) []Proc { return nil }
+
+// Diagnostics describes a lab for a failure report; labs run on Linux only.
+func Diagnostics(string, int) string { return "labs run on Linux only" }

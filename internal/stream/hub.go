@@ -23,7 +23,14 @@ type Hub struct {
 
 	mu    sync.Mutex
 	nodes map[string]*nodeState
+	// forgotten keeps the last generation of nodes dropped by Forget, so
+	// a node that comes back continues above it: within an epoch a
+	// generation number is never reused, and an agent still holding
+	// the old one is never sent an "older" snapshot it must refuse.
+	forgotten map[string]uint64
 	ready chan struct{}
+	// memo shares set patches between the nodes' deltas (see setMemo).
+	memo setMemo
 	// OnAck, when set, is called (without the lock) after every ack.
 	onAck func(node string)
 }
@@ -109,7 +116,9 @@ func (h *Hub) WaitReady(ctx context.Context) error {
 func (h *Hub) node(name string) *nodeState {
 	n := h.nodes[name]
 	if n == nil {
-		n = &nodeState{policy: &ir.NodePolicy{Node: name}, gen: 1, published: []pubTime{{1, h.now()}}, subs: map[chan struct{}]struct{}{}}
+		g := h.forgotten[name] + 1
+		delete(h.forgotten, name)
+		n = &nodeState{policy: &ir.NodePolicy{Node: name}, gen: g, published: []pubTime{{g, h.now()}}, subs: map[chan struct{}]struct{}{}}
 		h.nodes[name] = n
 	}
 	return n
@@ -131,17 +140,41 @@ func (h *Hub) PublishDelta(node string, np *ir.NodePolicy) (uint64, *pb.Delta) {
 	if np == nil {
 		np = &ir.NodePolicy{Node: node}
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n, existed := h.nodes[node]
-	if !existed {
-		n = h.node(node)
-		n.policy = np
-		return n.gen, nil
+	for {
+		h.mu.Lock()
+		n, existed := h.nodes[node]
+		if !existed {
+			n = h.node(node)
+			n.policy = np
+			h.mu.Unlock()
+			return n.gen, nil
+		}
+		prev := n.policy
+		h.mu.Unlock()
+		// Diff without the lock, so acks and sessions of every node go
+		// on meanwhile; then commit unless another publish of this node
+		// came first, in which case diff again against that one.
+		d := diff(prev, np, &h.memo)
+		h.mu.Lock()
+		if h.nodes[node] != n || n.policy != prev {
+			h.mu.Unlock()
+			continue
+		}
+		moved := h.commitLocked(n, np, d)
+		gen := n.gen
+		h.mu.Unlock()
+		if !moved {
+			return gen, nil
+		}
+		return gen, d
 	}
-	d := Diff(n.policy, np)
+}
+
+// commitLocked makes np, reached by d, the node's policy under a new
+// generation; it reports false, changing nothing, when d is empty.
+func (h *Hub) commitLocked(n *nodeState, np *ir.NodePolicy, d *pb.Delta) bool {
 	if Empty(d) {
-		return n.gen, nil
+		return false
 	}
 	d.BaseGeneration = n.gen
 	n.gen++
@@ -157,7 +190,7 @@ func (h *Hub) PublishDelta(node string, np *ir.NodePolicy) (uint64, *pb.Delta) {
 		default:
 		}
 	}
-	return n.gen, d
+	return true
 }
 
 // Generation returns the node's current generation (0 if never published).
@@ -287,6 +320,10 @@ func (h *Hub) Forget(node string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if n := h.nodes[node]; n != nil && len(n.subs) == 0 {
+		if h.forgotten == nil {
+			h.forgotten = map[string]uint64{}
+		}
+		h.forgotten[node] = n.gen
 		delete(h.nodes, node)
 	}
 }

@@ -78,3 +78,26 @@ func TestHubBoundsLagHistory(t *testing.T) {
 		t.Fatalf("lag %v, want %v (the oldest unacked generation is kept)", s.LagSeconds, want)
 	}
 }
+
+func TestHubNeverReusesAGenerationOfAForgottenNode(t *testing.T) {
+	h := NewHub()
+	h.Publish("node-a", samplePolicy())
+	q := samplePolicy()
+	q.Endpoints = q.Endpoints[:1]
+	if g := h.Publish("node-a", q); g != 2 {
+		t.Fatalf("second publish: generation %d, want 2", g)
+	}
+	h.Forget("node-a")
+	if _, ok := h.State("node-a"); ok {
+		t.Fatal("a forgotten node without watches is still known")
+	}
+	if g := h.Publish("node-a", samplePolicy()); g <= 2 {
+		t.Fatalf("the node came back at generation %d; an agent holding generation 2 of this epoch would refuse it", g)
+	}
+	if h.Ack("node-a", h.Epoch(), 2, "") {
+		s, _ := h.State("node-a")
+		if s.Acked >= s.Generation {
+			t.Fatalf("an ack of the forgotten generation 2 counts as enforcing generation %d", s.Generation)
+		}
+	}
+}

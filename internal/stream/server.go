@@ -28,9 +28,17 @@ type Server struct {
 	// OnSession, when set, is told when an agent session opens (+1) and
 	// closes (-1).
 	OnSession func(node string, delta int)
-	// OnFlows, when set, receives each FlowReport an agent sends. It runs
-	// on the session's receive loop and must not block for long.
+	// OnFlows, when set, receives each FlowReport an agent sends, in
+	// order, on a goroutine of the session's own: a slow flow pipeline
+	// never delays the session's acks. Up to FlowQueue reports wait for
+	// it; beyond that a report is dropped and counted in FlowsDropped.
 	OnFlows func(node string, r *pb.FlowReport)
+	// FlowQueue is the per-session backlog of reports for OnFlows
+	// (default 64).
+	FlowQueue int
+	// FlowsDropped, when set, counts reports dropped because OnFlows
+	// fell FlowQueue reports behind.
+	FlowsDropped func(node string)
 	// OnEndpointHint, when set, receives each EndpointHint with the
 	// session's authenticated node and the parsed addresses. It runs on
 	// the receive loop and must not block for long. A hint with a
@@ -105,6 +113,7 @@ func (s *Server) Watch(st pb.PolicyStream_WatchServer) error {
 	}
 	log.Info("agent connected", "agentEpoch", hello.GetEpoch(), "agentGeneration", hello.GetGeneration())
 
+	flows := s.startFlows(ctx, node, log)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -114,9 +123,7 @@ func (s *Server) Watch(st pb.PolicyStream_WatchServer) error {
 				return
 			}
 			if fr := m.GetFlows(); fr != nil {
-				if s.OnFlows != nil {
-					s.OnFlows(node, fr)
-				}
+				flows(fr)
 				continue
 			}
 			if h := m.GetEndpoint(); h != nil {
@@ -174,6 +181,44 @@ func (s *Server) Watch(st pb.PolicyStream_WatchServer) error {
 			return err
 		}
 		sentGen, sent = gen, pol
+	}
+}
+
+// startFlows starts the session's flow goroutine, which hands reports to
+// OnFlows until ctx ends, and returns the non-blocking enqueue the
+// receive loop calls.
+func (s *Server) startFlows(ctx context.Context, node string, log logr.Logger) func(*pb.FlowReport) {
+	if s.OnFlows == nil {
+		return func(*pb.FlowReport) {}
+	}
+	n := s.FlowQueue
+	if n <= 0 {
+		n = 64
+	}
+	q := make(chan *pb.FlowReport, n)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case fr := <-q:
+				s.OnFlows(node, fr)
+			}
+		}
+	}()
+	dropped := 0
+	return func(fr *pb.FlowReport) {
+		select {
+		case q <- fr:
+		default:
+			dropped++
+			if dropped == 1 || dropped%100 == 0 {
+				log.Info("dropping flow reports: the flow pipeline is behind", "queued", n, "dropped", dropped)
+			}
+			if s.FlowsDropped != nil {
+				s.FlowsDropped(node)
+			}
+		}
 	}
 }
 

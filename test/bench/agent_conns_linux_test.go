@@ -5,26 +5,20 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/lab"
-	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
 // connsScenario: app/client on node 1, app/server on node 2.
@@ -55,22 +49,8 @@ const holdPort = 7001
 // to app/server, held for 20s. It reports, per agent, CPU time per
 // second of wall clock idle, while opening and while holding, and RSS.
 func TestAgentConnections(t *testing.T) {
-	if os.Getenv("BULKHEAD_BENCH") == "" {
-		t.Skip("a benchmark: set BULKHEAD_BENCH=1 (make bench does)")
-	}
-	testenv.RequireRoot(t)
-	ctrllog.SetLogger(logr.Discard())
-	if m := lab.ControlPlaneAssetsMissing(); m != "" {
-		testenv.SkipOrFail(t, "control plane: "+m+"; run hack/controlplane.sh")
-	}
-	conns := 10000
-	if s := os.Getenv("BULKHEAD_BENCH_CONNS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("BULKHEAD_BENCH_CONNS=%q: want a positive integer", s)
-		}
-		conns = n
-	}
+	requireLabBench(t)
+	conns := envCount(t, "BULKHEAD_BENCH_CONNS", 10000)
 	// The server end of every connection lives in this process.
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
@@ -82,52 +62,10 @@ func TestAgentConnections(t *testing.T) {
 			t.Fatalf("RLIMIT_NOFILE %d/%d is below the %d descriptors needed (%v)", lim.Cur, lim.Max, need, err)
 		}
 	}
-	backend := os.Getenv("BULKHEAD_BENCH_BACKEND")
-	if backend == "" {
-		backend = "nftables"
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	bin := t.TempDir()
-	root := testenv.RepoRoot()
-	build := exec.CommandContext(ctx, filepath.Join(root, "hack", "build.sh"), bin)
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building binaries: %v\n%s", err, out)
-	}
-	bulkhead := filepath.Join(bin, "bulkhead")
-	dir := t.TempDir()
-	scenario := filepath.Join(dir, "conns.yaml")
-	if err := os.WriteFile(scenario, []byte(connsScenario), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	labName := "b" + hex.EncodeToString(b)
-	state := filepath.Join(dir, "lab")
-	t.Cleanup(func() {
-		if out, err := exec.Command(bulkhead, "lab", "down", "--state-dir", state, "--name", labName).CombinedOutput(); err != nil {
-			t.Errorf("lab down: %v\n%s", err, out)
-		}
-	})
-	var out bytes.Buffer
-	up := exec.CommandContext(ctx, bulkhead, "lab", "up", "--state-dir", state, "--name", labName, "--nodes", "2",
-		"--backend", backend, "--scenario", scenario, "--controller-arg=--suggest")
-	up.Stdout, up.Stderr = &out, &out
-	if err := up.Run(); err != nil {
-		t.Fatalf("lab up: %v\n%s", err, out.String())
-	}
-	st, err := lab.LoadState(state)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.NoEnforcement != "" {
-		t.Fatalf("the lab runs without enforcement: %s", st.NoEnforcement)
-	}
-	c, err := lab.Client(state)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := upLab(ctx, t, connsScenario, 2, "--controller-arg=--suggest")
+	st, c, bulkhead, state := l.State, l.Client, l.Bulkhead, l.Dir
 	zone := &v1alpha1.Zone{ObjectMeta: metav1.ObjectMeta{Name: "learning"}, Spec: v1alpha1.ZoneSpec{Mode: v1alpha1.ZoneModeLearn,
 		Pods: &v1alpha1.ZonePods{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "app"}}}}}
 	if err := c.Create(ctx, zone); err != nil {

@@ -3,29 +3,17 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"math"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/bulkhead-dev/bulkhead/api/v1alpha1"
-	"github.com/bulkhead-dev/bulkhead/internal/lab"
-	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
 // latencyScenario: app/victim on node 1, app/client (holds the
@@ -66,71 +54,12 @@ const benchEchoPort = 7000
 // BULKHEAD_BENCH_TRIALS (default 50) and BULKHEAD_BENCH_BACKEND (default
 // nftables) change the run.
 func TestQuarantineLatency(t *testing.T) {
-	if os.Getenv("BULKHEAD_BENCH") == "" {
-		t.Skip("a benchmark: set BULKHEAD_BENCH=1 (make bench does)")
-	}
-	testenv.RequireRoot(t)
-	ctrllog.SetLogger(logr.Discard())
-	if m := lab.ControlPlaneAssetsMissing(); m != "" {
-		testenv.SkipOrFail(t, "control plane: "+m+"; run hack/controlplane.sh")
-	}
-	trials := 50
-	if s := os.Getenv("BULKHEAD_BENCH_TRIALS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("BULKHEAD_BENCH_TRIALS=%q: want a positive integer", s)
-		}
-		trials = n
-	}
-	backend := os.Getenv("BULKHEAD_BENCH_BACKEND")
-	if backend == "" {
-		backend = "nftables"
-	}
+	requireLabBench(t)
+	trials := envCount(t, "BULKHEAD_BENCH_TRIALS", 50)
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-
-	bin := t.TempDir()
-	root := testenv.RepoRoot()
-	build := exec.CommandContext(ctx, filepath.Join(root, "hack", "build.sh"), bin)
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building binaries: %v\n%s", err, out)
-	}
-	bulkhead := filepath.Join(bin, "bulkhead")
-	dir := t.TempDir()
-	scenario := filepath.Join(dir, "latency.yaml")
-	if err := os.WriteFile(scenario, []byte(latencyScenario), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	labName := "b" + hex.EncodeToString(b)
-	state := filepath.Join(dir, "lab")
-	t.Cleanup(func() {
-		if out, err := exec.Command(bulkhead, "lab", "down", "--state-dir", state, "--name", labName).CombinedOutput(); err != nil {
-			t.Errorf("lab down: %v\n%s", err, out)
-		}
-	})
-	run := func(args ...string) {
-		var out bytes.Buffer
-		cmd := exec.CommandContext(ctx, bulkhead, args...)
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("bulkhead %s: %v\n%s", strings.Join(args, " "), err, out.String())
-		}
-	}
-	run("lab", "up", "--state-dir", state, "--name", labName, "--nodes", "2", "--backend", backend, "--scenario", scenario)
-	st, err := lab.LoadState(state)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.NoEnforcement != "" {
-		t.Fatalf("the lab runs without enforcement: %s", st.NoEnforcement)
-	}
-	c, err := lab.Client(state)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := upLab(ctx, t, latencyScenario, 2)
+	st, c, backend := l.State, l.Client, l.Backend
 	victim, _ := st.Plan.Pod("app/victim")
 	clientPod, _ := st.Plan.Pod("app/client")
 	prober, _ := st.Plan.Pod("app/prober")

@@ -3,28 +3,18 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/lab"
-	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
 // TestQuarantineNewPodWindow is the new-pod quarantine window benchmark
@@ -41,68 +31,12 @@ import (
 // up). BULKHEAD_BENCH_TRIALS (default 20) and BULKHEAD_BENCH_BACKEND
 // (default nftables) change the run.
 func TestQuarantineNewPodWindow(t *testing.T) {
-	if os.Getenv("BULKHEAD_BENCH") == "" {
-		t.Skip("a benchmark: set BULKHEAD_BENCH=1 (make bench does)")
-	}
-	testenv.RequireRoot(t)
-	ctrllog.SetLogger(logr.Discard())
-	if m := lab.ControlPlaneAssetsMissing(); m != "" {
-		testenv.SkipOrFail(t, "control plane: "+m+"; run hack/controlplane.sh")
-	}
-	trials := 20
-	if s := os.Getenv("BULKHEAD_BENCH_TRIALS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("BULKHEAD_BENCH_TRIALS=%q: want a positive integer", s)
-		}
-		trials = n
-	}
-	backend := os.Getenv("BULKHEAD_BENCH_BACKEND")
-	if backend == "" {
-		backend = "nftables"
-	}
+	requireLabBench(t)
+	trials := envCount(t, "BULKHEAD_BENCH_TRIALS", 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-
-	bin := t.TempDir()
-	root := testenv.RepoRoot()
-	build := exec.CommandContext(ctx, filepath.Join(root, "hack", "build.sh"), bin)
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building binaries: %v\n%s", err, out)
-	}
-	bulkhead := filepath.Join(bin, "bulkhead")
-	dir := t.TempDir()
-	scenario := filepath.Join(dir, "latency.yaml")
-	if err := os.WriteFile(scenario, []byte(latencyScenario), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	labName := "b" + hex.EncodeToString(b)
-	state := filepath.Join(dir, "lab")
-	t.Cleanup(func() {
-		if out, err := exec.Command(bulkhead, "lab", "down", "--state-dir", state, "--name", labName).CombinedOutput(); err != nil {
-			t.Errorf("lab down: %v\n%s", err, out)
-		}
-	})
-	var out bytes.Buffer
-	up := exec.CommandContext(ctx, bulkhead, "lab", "up", "--state-dir", state, "--name", labName, "--nodes", "2", "--backend", backend, "--scenario", scenario)
-	up.Stdout, up.Stderr = &out, &out
-	if err := up.Run(); err != nil {
-		t.Fatalf("lab up: %v\n%s", err, out.String())
-	}
-	st, err := lab.LoadState(state)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.NoEnforcement != "" {
-		t.Fatalf("the lab runs without enforcement: %s", st.NoEnforcement)
-	}
-	c, err := lab.Client(state)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := upLab(ctx, t, latencyScenario, 2)
+	st, c, backend, state := l.State, l.Client, l.Backend, l.Dir
 	clientPod, _ := st.Plan.Pod("app/client") // on node 2
 	target := netip.AddrPortFrom(clientPod.IP, 80)
 	q := &v1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "bench-newpod"},

@@ -104,14 +104,7 @@ func runScenario(t *testing.T, name, backend string) {
 	labName := uniqueName(t)
 	state := filepath.Join(t.TempDir(), "lab")
 	bulkhead := filepath.Join(binDir, "bulkhead")
-	t.Cleanup(func() {
-		if out, err := exec.Command(bulkhead, "lab", "down", "--state-dir", state, "--name", labName).CombinedOutput(); err != nil {
-			t.Errorf("lab down: %v\n%s", err, out)
-		}
-		if left, _ := lab.LabNetns(labName); len(left) > 0 {
-			t.Errorf("lab down left namespaces: %v", left)
-		}
-	})
+	labDownOnCleanup(t, bulkhead, state, labName)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
@@ -208,6 +201,23 @@ func allScenarios(t *testing.T) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// labDownOnCleanup registers the lab's teardown: on failure it first logs
+// the lab's diagnostics (processes, generation metrics, log tails), then
+// runs `lab down` and checks that no namespace of the lab is left.
+func labDownOnCleanup(t *testing.T, bulkhead, state, labName string) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("lab diagnostics:\n%s", lab.Diagnostics(state, 40))
+		}
+		if out, err := exec.Command(bulkhead, "lab", "down", "--state-dir", state, "--name", labName).CombinedOutput(); err != nil {
+			t.Errorf("lab down: %v\n%s", err, out)
+		}
+		if left, _ := lab.LabNetns(labName); len(left) > 0 {
+			t.Errorf("lab down left namespaces: %v", left)
+		}
+	})
 }
 
 func uniqueName(t *testing.T) string {

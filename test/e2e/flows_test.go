@@ -79,11 +79,7 @@ func runFlowsLab(t *testing.T, backend string) {
 	bulkhead := filepath.Join(binDir, "bulkhead")
 	state := filepath.Join(dir, "lab")
 	kubeconfig := filepath.Join(state, "kubeconfig")
-	t.Cleanup(func() {
-		if out, err := exec.Command(bulkhead, "lab", "down", "--state-dir", state, "--name", labName).CombinedOutput(); err != nil {
-			t.Errorf("lab down: %v\n%s", err, out)
-		}
-	})
+	labDownOnCleanup(t, bulkhead, state, labName)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cli(ctx, t, bulkhead, "lab", "up", "--state-dir", state, "--name", labName, "--nodes", "2", "--backend", backend, "--scenario", scenario)

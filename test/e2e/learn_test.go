@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -110,19 +109,10 @@ func runLearnQuality(t *testing.T, backend string, viaServices bool) {
 	state := filepath.Join(dir, "lab")
 	kubeconfig := filepath.Join(state, "kubeconfig")
 	flowLog := filepath.Join(dir, "flows.jsonl") // both agents' records
+	labDownOnCleanup(t, bulkhead, state, labName)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("agents' flow records by kind:\n%s", flowLogSummary(flowLog))
-			for _, l := range []string{"controller", "probes", "agent-" + lab.NodeName(labName, 1), "agent-" + lab.NodeName(labName, 2)} {
-				b, _ := os.ReadFile(filepath.Join(state, "logs", l+".log"))
-				t.Logf("%s log (tail):\n%s", l, tail(string(b), 30))
-			}
-		}
-		if out, err := exec.Command(bulkhead, "lab", "down", "--state-dir", state, "--name", labName).CombinedOutput(); err != nil {
-			t.Errorf("lab down: %v\n%s", err, out)
-		}
-		if left, _ := lab.LabNetns(labName); len(left) > 0 {
-			t.Errorf("lab down left namespaces: %v", left)
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

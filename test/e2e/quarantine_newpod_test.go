@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,14 +43,7 @@ func runQuarantineNewPod(t *testing.T, backend string) {
 	bin := filepath.Join(binDir, "bulkhead")
 	state := filepath.Join(dir, "lab")
 	kubeconfig := filepath.Join(state, "kubeconfig")
-	t.Cleanup(func() {
-		if out, err := exec.Command(bin, "lab", "down", "--state-dir", state, "--name", labName).CombinedOutput(); err != nil {
-			t.Errorf("lab down: %v\n%s", err, out)
-		}
-		if left, _ := lab.LabNetns(labName); len(left) > 0 {
-			t.Errorf("lab down left namespaces: %v", left)
-		}
-	})
+	labDownOnCleanup(t, bin, state, labName)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	cli(ctx, t, bin, "lab", "up", "--state-dir", state, "--name", labName, "--nodes", "2", "--backend", backend, "--scenario", scenario)

@@ -171,14 +171,7 @@ func runQuarantineLab(t *testing.T, backend string) {
 	labName := uniqueName(t)
 	l := &qlab{t: t, bulkhead: filepath.Join(binDir, "bulkhead"), state: filepath.Join(dir, "lab")}
 	l.kubeconfig = filepath.Join(l.state, "kubeconfig")
-	t.Cleanup(func() {
-		if out, err := exec.Command(l.bulkhead, "lab", "down", "--state-dir", l.state, "--name", labName).CombinedOutput(); err != nil {
-			t.Errorf("lab down: %v\n%s", err, out)
-		}
-		if left, _ := lab.LabNetns(labName); len(left) > 0 {
-			t.Errorf("lab down left namespaces: %v", left)
-		}
-	})
+	labDownOnCleanup(t, l.bulkhead, l.state, labName)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	l.ctx = ctx
