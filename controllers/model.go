@@ -38,6 +38,9 @@ type Model struct {
 	mu      sync.Mutex
 	eng     *policy.Engine
 	objs    map[policy.ObjectRef]*objTrack
+	// changedObjs are the tracked objects whose t.changed is set, so a
+	// publish retracks them without scanning every object.
+	changedObjs map[policy.ObjectRef]struct{}
 	k8sNode map[string]bool // Node objects
 	pending map[string]bool // nodes to publish besides the engine's dirty ones
 	events  int             // changes since the last publish
@@ -76,7 +79,7 @@ func NewModel(hub *stream.Hub, debounce time.Duration, m *Metrics, log logr.Logg
 	}
 	md := &Model{
 		log: log.WithName("model"), hub: hub, debounce: debounce, metrics: m, now: time.Now,
-		eng: policy.New(), objs: map[policy.ObjectRef]*objTrack{}, k8sNode: map[string]bool{}, pending: map[string]bool{},
+		eng: policy.New(), objs: map[policy.ObjectRef]*objTrack{}, changedObjs: map[policy.ObjectRef]struct{}{}, k8sNode: map[string]bool{}, pending: map[string]bool{},
 		nodeRefs: map[string]map[policy.ObjectRef]struct{}{}, refNodes: map[policy.ObjectRef]map[string]struct{}{}, nodeGen: map[string]uint64{},
 		hints: map[string]podHint{}, bare: map[string]*corev1.Pod{},
 		kick: make(chan struct{}, 1),
@@ -128,6 +131,7 @@ func (m *Model) track(ref policy.ObjectRef, err error) {
 	}
 	t.acceptErr = errString(err)
 	t.changed = true
+	m.changedObjs[ref] = struct{}{}
 }
 
 // Upsert feeds one watched object into the engine.
@@ -196,23 +200,29 @@ func (m *Model) Delete(obj any) {
 	m.changed()
 }
 
-// Run publishes after changes, coalescing those that arrive within the
-// debounce interval, until ctx ends.
+// Run publishes after changes until ctx ends, at most once per debounce
+// interval: a change after a quiet interval is published at once, and
+// changes that arrive within the interval after a publish wait for its
+// end and are published together.
 func (m *Model) Run(ctx context.Context) error {
+	var last time.Time // end of the previous publish
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-m.kick:
 		}
-		if m.debounce > 0 {
+		if wait := m.debounce - time.Since(last); m.debounce > 0 && wait > 0 {
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
+				t.Stop()
 				return nil
-			case <-time.After(m.debounce):
+			case <-t.C:
 			}
 		}
 		m.Publish()
+		last = time.Now()
 	}
 }
 
@@ -345,8 +355,13 @@ func refOfRuleID(id string) (policy.ObjectRef, bool) {
 // form.
 func (m *Model) retrackLocked(touched map[policy.ObjectRef]bool) []policy.ObjectRef {
 	var out []policy.ObjectRef
-	for ref, t := range m.objs {
-		if !t.changed && !touched[ref] {
+	for ref := range m.changedObjs {
+		touched[ref] = true
+	}
+	clear(m.changedObjs)
+	for ref := range touched {
+		t := m.objs[ref]
+		if t == nil {
 			continue
 		}
 		want := m.refNodes[ref]
@@ -377,9 +392,14 @@ func (m *Model) retrackLocked(touched map[policy.ObjectRef]bool) []policy.Object
 func (m *Model) onAck(node string) {
 	var out []policy.ObjectRef
 	m.mu.Lock()
-	for ref, t := range m.objs {
-		if _, ok := t.required[node]; ok {
-			out = append(out, ref)
+	// Every object with a required generation on the node is among the
+	// objects its published policy holds (retrackLocked keeps required's
+	// nodes equal to refNodes), so look only there.
+	for ref := range m.nodeRefs[node] {
+		if t := m.objs[ref]; t != nil {
+			if _, ok := t.required[node]; ok {
+				out = append(out, ref)
+			}
 		}
 	}
 	m.mu.Unlock()

@@ -43,14 +43,16 @@ type setState struct {
 	users    map[string]int // node -> endpoints referencing the set
 	prefixes []netip.Prefix
 	built    bool
+	dropped  bool // no longer in compileState.sets
 }
 
 type epState struct {
 	node       string
 	ep         ir.Endpoint
-	sets       []string
+	sets       []*setState // sorted by name
 	structSels []*podSel
 	structAll  bool
+	qPeers     []string // quarantined pods whose allow-lists admit the endpoint
 }
 
 type nodeState struct {
@@ -66,9 +68,9 @@ type compileState struct {
 	sets         map[string]*setState
 	staleSets    map[string]bool
 	allStale     bool
-	selUsers     map[*podSel]map[string]bool     // selector -> sets built from it
-	selMembers   map[*podSel]map[string]*podInfo // selector -> member pods by key
-	selSorted    map[*podSel]*selList            // selector -> members in address order, built on demand
+	selUsers     map[*podSel]map[string]bool // selector -> sets built from it
+	selMembers   map[*podSel]*memberSet      // selector -> member pods by index
+	selSorted    map[*podSel]*selList        // selector -> members in address order, built on demand
 	selByNS      map[string]map[*podSel]bool
 	selGlobal    map[*podSel]bool
 	structDeps   map[*podSel]map[string]bool // selector -> endpoints whose rule structure depends on its members
@@ -83,6 +85,8 @@ type compileState struct {
 	nodes        map[string]*nodeState
 	dirtyNodes   map[string]bool
 	quarPods     []*podInfo
+	qRefs        map[string]map[string]bool // quarantined pod key -> endpoints whose chains accept it
+	qSets        map[string]map[string]bool // quarantine key -> its allow-list entry sets
 	namedMemo    map[string][]namedGroup
 	chainMemo    map[uint64][]*chainMemo // valid during one flush
 	sortedAddrs  []netip.Addr            // pod addresses, sorted; valid during one flush
@@ -95,7 +99,7 @@ func (c *compileState) init() {
 	c.sets = map[string]*setState{}
 	c.staleSets = map[string]bool{}
 	c.selUsers = map[*podSel]map[string]bool{}
-	c.selMembers = map[*podSel]map[string]*podInfo{}
+	c.selMembers = map[*podSel]*memberSet{}
 	c.selSorted = map[*podSel]*selList{}
 	c.selByNS = map[string]map[*podSel]bool{}
 	c.selGlobal = map[*podSel]bool{}
@@ -110,6 +114,8 @@ func (c *compileState) init() {
 	c.npSets = map[string]map[string]bool{}
 	c.nodes = map[string]*nodeState{}
 	c.dirtyNodes = map[string]bool{}
+	c.qRefs = map[string]map[string]bool{}
+	c.qSets = map[string]map[string]bool{}
 }
 
 func addTo[K comparable, V comparable](m map[K]map[V]bool, k K, v V) {
@@ -146,16 +152,20 @@ func (e *Engine) podChanged(old, cur *podInfo, nsChanged bool) {
 	}
 	check := func(s *podSel) {
 		members := c.selMembers[s]
-		prev, was := members[key]
+		was := members.has(p.idx)
+		var prev *podInfo
+		if was {
+			prev = old
+		}
 		is := cur != nil && e.selMatches(s, cur)
 		if was == is && (!is || (!addrChanged && !portsChanged)) {
 			return
 		}
 		if is {
-			members[key] = cur
+			members.add(p.idx)
 			e.patchMemberList(s, prev, cur)
 		} else {
-			delete(members, key)
+			members.remove(p.idx)
 			e.patchMemberList(s, prev, nil)
 		}
 		if bulk {
@@ -202,13 +212,55 @@ func (e *Engine) markPodChanged(old, cur *podInfo, key string, addrChanged, port
 	wasQ := old != nil && len(old.quar) > 0
 	isQ := cur != nil && len(cur.quar) > 0
 	if wasQ || isQ {
-		c.all = true
-	} else if len(c.quarPods) > 0 {
-		// quarantined endpoints' chains resolve named ports per peer
-		for _, q := range c.quarPods {
-			c.dirty[q.key] = true
+		e.markQuarantinedChanged(key, cur)
+	}
+	// quarantined endpoints' chains name every quarantined peer and
+	// resolve named ports per peer
+	for _, q := range c.quarPods {
+		c.dirty[q.key] = true
+	}
+}
+
+// markQuarantinedChanged marks what a change of a quarantined pod (it
+// joins or leaves a quarantine, an allow-list that isolates it changes,
+// or its addresses, ports or labels change) makes stale: the pod itself,
+// the endpoints whose chains accept it, and the endpoints its current
+// allow-lists admit. cur is the pod now (nil when it is gone).
+func (e *Engine) markQuarantinedChanged(key string, cur *podInfo) {
+	c := &e.c
+	c.dirty[key] = true
+	for ep := range c.qRefs[key] {
+		c.dirty[ep] = true
+	}
+	if cur == nil || len(cur.quar) == 0 {
+		return
+	}
+	for _, p := range e.pods {
+		if p == cur || c.dirty[p.key] {
+			continue
+		}
+		for _, q := range cur.quar {
+			if e.qListAdmits(q, p) {
+				c.dirty[p.key] = true
+				break
+			}
 		}
 	}
+}
+
+// qListAdmits reports whether any entry of the quarantine's allow-lists
+// (either direction, and allowDNS) may admit flows with pod p.
+func (e *Engine) qListAdmits(q *quarInfo, p *podInfo) bool {
+	for _, l := range [][]qPeer{q.ingress, q.egress} {
+		for i := range l {
+			for _, ip := range p.ips {
+				if e.qPeerMatches(&l[i], end{p, ip}) {
+					return true
+				}
+			}
+		}
+	}
+	return q.dns && e.isDNS(p)
 }
 
 func (e *Engine) npChanged(old, cur *npInfo) {
@@ -275,8 +327,8 @@ func (e *Engine) watchSel(s *podSel) {
 	if _, ok := c.selMembers[s]; ok {
 		return
 	}
-	m := map[string]*podInfo{}
-	e.eachSelected(s, func(p *podInfo) { m[p.key] = p })
+	m := &memberSet{words: make([]uint64, 0, (e.nextIdx+63)/64)}
+	e.eachSelected(s, func(p *podInfo) { m.add(p.idx) })
 	if s.nsSel == nil {
 		addTo(c.selByNS, s.fixedNS, s)
 	} else {
@@ -287,12 +339,21 @@ func (e *Engine) watchSel(s *podSel) {
 
 // eachSelected calls fn for every pod the selector matches.
 func (e *Engine) eachSelected(s *podSel, fn func(*podInfo)) {
-	check := func(p *podInfo) {
-		if e.selMatches(s, p) {
-			fn(p)
+	// the candidates are in a matching namespace: only the pod selector
+	// is left to check
+	check := fn
+	if !s.podSel.Empty() {
+		check = func(p *podInfo) {
+			e.stats.SelectorEvaluations++
+			if s.podSel.Matches(p.labels) {
+				fn(p)
+			}
 		}
 	}
-	as := anchors(s.podSel)
+	if !s.anchorsSet {
+		s.anchors, s.anchorsSet = anchors(s.podSel), true
+	}
+	as := s.anchors
 	if s.nsSel == nil {
 		e.podsFor(as, s.fixedNS, check)
 		return
@@ -311,10 +372,10 @@ func (e *Engine) unwatchSel(s *podSel) {
 }
 
 // useSet makes sure a set exists with the descriptor; it returns the name.
-func (e *Engine) useSet(name string, d setDesc) string {
+func (e *Engine) useSet(name string, d setDesc) *setState {
 	c := &e.c
 	if s, ok := c.sets[name]; ok {
-		return s.name
+		return s
 	}
 	s := &setState{name: name, desc: d, users: map[string]int{}}
 	c.sets[name] = s
@@ -337,15 +398,18 @@ func (e *Engine) useSet(name string, d setDesc) string {
 		addTo(c.podSets, d.podKey, name)
 	case setNodes:
 		c.nodeAddrSets[name] = true
+	case setQEntry:
+		addTo(c.qSets, d.qKey, name)
 	}
 	if d.npKey != "" {
 		addTo(c.npSets, d.npKey, name)
 	}
-	return name
+	return s
 }
 
 func (e *Engine) dropSet(s *setState) {
 	c := &e.c
+	s.dropped = true
 	delete(c.sets, s.name)
 	delete(c.staleSets, s.name)
 	delete(c.zoneSets, s.name)
@@ -355,6 +419,12 @@ func (e *Engine) dropSet(s *setState) {
 		delete(m, s.name)
 		if len(m) == 0 {
 			delete(c.podSets, s.desc.podKey)
+		}
+	}
+	if m := c.qSets[s.desc.qKey]; m != nil && s.desc.kind == setQEntry {
+		delete(m, s.name)
+		if len(m) == 0 {
+			delete(c.qSets, s.desc.qKey)
 		}
 	}
 	if m := c.npSets[s.desc.npKey]; m != nil {
@@ -594,14 +664,14 @@ func (e *Engine) npNamedGroups(r *npRule) []namedGroup {
 			for _, pe := range r.peers {
 				if pe.sel != nil {
 					e.watchSel(pe.sel)
-					for _, p := range e.c.selMembers[pe.sel] {
+					e.eachMember(e.c.selMembers[pe.sel], func(p *podInfo) {
 						for _, ip := range p.ips {
 							if !seen[ip] {
 								seen[ip] = true
 								fn(p, ip)
 							}
 						}
-					}
+					})
 					continue
 				}
 				for _, rg := range pe.block.ranges {
@@ -666,6 +736,11 @@ func (e *Engine) zpNamedGroups(zp *zpInfo, names []string) []namedGroup {
 
 func (e *Engine) flush() {
 	c := &e.c
+	if c.all && len(c.dirty) == 0 && len(c.eps) == 0 {
+		// first compilation: size the maps once
+		c.dirty = make(map[string]bool, len(e.pods))
+		c.eps = make(map[string]*epState, len(e.pods))
+	}
 	if c.all {
 		for k := range e.pods {
 			c.dirty[k] = true
@@ -697,10 +772,10 @@ func (e *Engine) flush() {
 	defer func() { c.namedMemo = nil; c.chainMemo = nil; c.sortedAddrs = nil }()
 
 	var unused []*setState
-	unref := func(node string, names []string) {
-		for _, n := range names {
-			s := c.sets[n]
-			if s == nil {
+	unref := func(node string, sets []*setState) {
+		for _, s := range sets {
+			n := s.name
+			if c.sets[n] != s {
 				continue
 			}
 			s.users[node]--
@@ -724,6 +799,14 @@ func (e *Engine) flush() {
 				}
 			}
 			delete(c.structAll, key)
+			for _, q := range old.qPeers {
+				if m := c.qRefs[q]; m != nil {
+					delete(m, key)
+					if len(m) == 0 {
+						delete(c.qRefs, q)
+					}
+				}
+			}
 			delete(c.eps, key)
 			if m := c.nodeEps[old.node]; m != nil {
 				delete(m, key)
@@ -748,15 +831,18 @@ func (e *Engine) flush() {
 			refs = map[string]bool{}
 			c.nodeSets[p.node] = refs
 		}
-		for _, n := range st.sets {
-			c.sets[n].users[p.node]++
-			refs[n] = true
+		for _, s := range st.sets {
+			s.users[p.node]++
+			refs[s.name] = true
 		}
 		for _, sel := range st.structSels {
 			addTo(c.structDeps, sel, key)
 		}
 		if st.structAll {
 			c.structAll[key] = true
+		}
+		for _, q := range st.qPeers {
+			addTo(c.qRefs, q, key)
 		}
 		e.nodeDirty(p.node)
 	}
@@ -852,22 +938,39 @@ func (e *Engine) NodePolicy(node string) *ir.NodePolicy {
 // ---- endpoint compilation ----
 
 type epBuilder struct {
-	e     *Engine
-	p     *podInfo
-	sets  []string // may repeat
-	st    *epState
-	sels  []*podSel // may repeat
-	tiers []ir.Tier
-	rec   *chainMemo // records what the rules being built depend on
+	e      *Engine
+	p      *podInfo
+	sets   []*setState // may repeat
+	st     *epState
+	sels   []*podSel // may repeat
+	tiers  []ir.Tier
+	rec    *chainMemo // records what the rules being built depend on
+	qPeers []string   // quarantined pods whose allow-lists admit this endpoint (may repeat)
+	selAll []*npInfo  // NetworkPolicies selecting the pod, by name, once selSet
+	selSet bool
 }
 
 func (b *epBuilder) use(name string, d setDesc) ir.PeerMatch {
-	b.e.useSet(name, d)
-	b.sets = append(b.sets, name)
-	if b.rec != nil {
-		b.rec.sets = append(b.rec.sets, setUse{name, d})
+	return b.useState(b.e.useSet(name, d))
+}
+
+// useCached is use with the set remembered in *cache (e.g. on the rule
+// that names it), to skip the lookup by name.
+func (b *epBuilder) useCached(cache **setState, name string, d setDesc) ir.PeerMatch {
+	s := *cache
+	if s == nil || s.dropped {
+		s = b.e.useSet(name, d)
+		*cache = s
 	}
-	return ir.PeerMatch{Set: name}
+	return b.useState(s)
+}
+
+func (b *epBuilder) useState(s *setState) ir.PeerMatch {
+	b.sets = append(b.sets, s)
+	if b.rec != nil {
+		b.rec.sets = append(b.rec.sets, s)
+	}
+	return ir.PeerMatch{Set: s.name}
 }
 
 // dependsOn records that the endpoint's rule structure depends on the
@@ -889,11 +992,6 @@ func (b *epBuilder) dependsOnAll() {
 	}
 }
 
-type setUse struct {
-	name string
-	desc setDesc
-}
-
 // chainMemo is the NetworkPolicy tier of one direction, compiled once per
 // flush for every endpoint with the same selecting policies (and, for
 // ingress, the same container ports, against which named ports resolve).
@@ -902,7 +1000,7 @@ type chainMemo struct {
 	pols   []*npInfo
 	ports  []namedPort
 	rules  []ir.Rule
-	sets   []setUse
+	sets   []*setState // valid while the memo is: sets are dropped only after a flush's compilations
 	sels   []*podSel
 	all    bool
 }
@@ -942,12 +1040,16 @@ func (e *Engine) compileEndpoint(p *podInfo) *epState {
 	}
 	st.ep.Ingress = b.chain(false)
 	st.ep.Egress = b.chain(true)
-	slices.Sort(b.sets)
+	slices.SortFunc(b.sets, func(x, y *setState) int { return strings.Compare(x.name, y.name) })
 	st.sets = slices.Clip(slices.Compact(b.sets))
 	for i, s := range b.sels {
 		if !slices.Contains(b.sels[:i], s) {
 			st.structSels = append(st.structSels, s)
 		}
+	}
+	if len(b.qPeers) > 0 {
+		slices.Sort(b.qPeers)
+		st.qPeers = slices.Clip(slices.Compact(b.qPeers))
 	}
 	return st
 }
@@ -1026,6 +1128,18 @@ func (b *epBuilder) quarantineRules(egress bool) []ir.Rule {
 			}
 			ps = peerPS
 			break
+		}
+		if !quarantined {
+			// The quarantined end denies what its allow-list does not
+			// admit (its own chains end in Deny everything); this end
+			// only needs the final Accept for what the list admits, so
+			// that no lower tier of this endpoint refuses it. A chain
+			// thus changes only when a quarantine admits its endpoint.
+			if !ps.empty() {
+				b.qPeers = append(b.qPeers, q.key)
+				rules = append(rules, ir.Rule{ID: q.quar[0].id, Peer: b.use("Pod/"+q.key, setDesc{kind: setPod, podKey: q.key}), Ports: ps.irPorts(), Action: ir.Accept})
+			}
+			continue
 		}
 		set := b.use("Pod/"+q.key, setDesc{kind: setPod, podKey: q.key})
 		if !ps.empty() {
@@ -1222,7 +1336,22 @@ func (b *epBuilder) adminRules(egress bool) []ir.Rule {
 
 func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 	e, p := b.e, b.p
-	pols := e.selecting(p, egress, nil)
+	if !b.selSet {
+		// the policies selecting the pod, either direction, matched once
+		for _, n := range e.candidateNPs(p) {
+			e.stats.SelectorEvaluations++
+			if n.podSel.Matches(p.labels) {
+				b.selAll = append(b.selAll, n)
+			}
+		}
+		b.selSet = true
+	}
+	var pols []*npInfo
+	for _, n := range b.selAll {
+		if (egress && n.egress) || (!egress && n.ingress) {
+			pols = append(pols, n)
+		}
+	}
 	if len(pols) == 0 {
 		return nil, false
 	}
@@ -1234,9 +1363,7 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 			if cm.egress != egress || !slices.Equal(cm.pols, pols) || (!egress && !slices.Equal(cm.ports, p.ports)) {
 				continue
 			}
-			for _, su := range cm.sets {
-				b.use(su.name, su.desc)
-			}
+			b.sets = append(b.sets, cm.sets...)
 			for _, s := range cm.sels {
 				b.dependsOn(s)
 			}
@@ -1272,13 +1399,21 @@ func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 // ingress, and per destination pod for egress.
 func (b *epBuilder) ruleIR(rules []ir.Rule, r *npRule, egress bool, action ir.Action) []ir.Rule {
 	e, p := b.e, b.p
+	if r.split != nil {
+		// one rule per peer: the same action and ports for each, so
+		// first-match order among them does not matter
+		for _, one := range r.split {
+			rules = b.ruleIR(rules, one, egress, action)
+		}
+		return rules
+	}
 	{
 		{
 			peerOf := func() ir.PeerMatch {
 				if r.allPeers {
 					return ir.PeerMatch{}
 				}
-				return b.use(r.setName, setDesc{kind: setNPRule, rule: r})
+				return b.useCached(&r.set, r.setName, setDesc{kind: setNPRule, rule: r})
 			}
 			if !r.allPeers && len(r.peers) == 0 {
 				return rules

@@ -35,6 +35,7 @@ type Engine struct {
 	podsByNS   map[string]map[string]*podInfo
 	podByIP    map[netip.Addr]*podInfo
 	nextIdx    int32
+	podsByIdx  []*podInfo // by podInfo.idx; nil for removed pods
 
 	nps         map[string]*npInfo
 	npsByNS     map[string][]*npInfo // sorted by name
@@ -57,7 +58,7 @@ type Engine struct {
 
 	selIntern map[string]*podSel
 	npSerial  uint64
-	selCache  map[string]labels.Selector // see cachedSelector
+	selCache  map[string]*selInfo // see cachedSelector
 	dnsSel    *podSel
 
 	c     compileState
@@ -82,7 +83,7 @@ func New() *Engine {
 		nodes:       map[string]*nodeInfo{},
 		ups:         map[string]*upInfo{},
 		selIntern:   map[string]*podSel{},
-		selCache:    map[string]labels.Selector{},
+		selCache:    map[string]*selInfo{},
 	}
 	e.dnsSel = e.internSel(&podSel{fixedNS: "kube-system", podSel: labels.SelectorFromSet(labels.Set{"k8s-app": "kube-dns"})})
 	e.c.init()
@@ -153,7 +154,9 @@ func (e *Engine) SetPod(p *corev1.Pod) {
 	} else {
 		pi.idx = e.nextIdx
 		e.nextIdx++
+		e.podsByIdx = append(e.podsByIdx, nil)
 	}
+	e.podsByIdx[pi.idx] = pi
 	e.pods[key] = pi
 	if e.podsByNS[ns] == nil {
 		e.podsByNS[ns] = map[string]*podInfo{}
@@ -178,6 +181,7 @@ func (e *Engine) DeletePod(namespace, name string) {
 func (e *Engine) removePod(p *podInfo) {
 	e.indexPod(p, false)
 	delete(e.pods, p.key)
+	e.podsByIdx[p.idx] = nil
 	delete(e.podsByNS[p.ns], p.name)
 	if len(e.podsByNS[p.ns]) == 0 {
 		delete(e.podsByNS, p.ns)
@@ -448,7 +452,7 @@ func (e *Engine) SetQuarantine(q *v1alpha1.Quarantine) error {
 		return ferr
 	}
 	e.quars[qi.key] = qi
-	e.quarantinesChanged()
+	e.quarantinesChanged(qi.key)
 	return nil
 }
 
@@ -459,19 +463,50 @@ func (e *Engine) DeleteQuarantine(namespace, name string) {
 		return
 	}
 	delete(e.quars, key)
-	e.quarantinesChanged()
+	e.quarantinesChanged(key)
 }
 
-func (e *Engine) quarantinesChanged() {
+// quarantinesChanged follows a change of the quarantine with the key.
+// Only the pods whose quarantines change, the endpoints their allow-lists
+// admit or admitted, and the quarantined endpoints recompile; see
+// markQuarantinedChanged.
+func (e *Engine) quarantinesChanged(key string) {
 	e.quarList = e.quarList[:0]
 	for _, q := range e.quars {
 		e.quarList = append(e.quarList, q)
 	}
 	sort.Slice(e.quarList, func(i, j int) bool { return e.quarList[i].key < e.quarList[j].key })
+	c := &e.c
+	bulk := c.all && c.allStale
+	var changed []*podInfo
 	for _, p := range e.pods {
+		was := p.quar
 		e.assignQuarantine(p)
+		if !bulk && !slices.Equal(was, p.quar) {
+			changed = append(changed, p)
+		}
 	}
-	e.globalChanged()
+	if bulk {
+		return
+	}
+	for _, p := range changed {
+		e.markQuarantinedChanged(p.key, p)
+	}
+	for _, q := range c.quarPods {
+		c.dirty[q.key] = true
+	}
+	// the entry sets of the quarantine follow its new allow-lists
+	for name := range c.qSets[key] {
+		s := c.sets[name]
+		if s == nil {
+			continue
+		}
+		for _, sel := range e.descSels(s.desc) {
+			e.watchSel(sel)
+			addTo(c.selUsers, sel, name)
+		}
+		c.staleSets[name] = true
+	}
 }
 
 // ---- queries ----
@@ -610,7 +645,7 @@ func (e *Engine) ObjectNodes(ref ObjectRef) []string {
 		if !found && ref.Kind == "Zone" {
 			// a zone's membership sets are referenced by ZonePolicies
 			for _, s := range ep.sets {
-				if s == zoneSetName(ref.Name) {
+				if s.name == zoneSetName(ref.Name) {
 					found = true
 				}
 			}

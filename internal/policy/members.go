@@ -1,9 +1,63 @@
 package policy
 
 import (
+	"math/bits"
 	"net/netip"
 	"slices"
 )
+
+// memberSet is a set of pods by their index (podInfo.idx): a bitset, so
+// that the membership of thousands of selectors over ten thousand pods is
+// cheap to build, test and walk.
+type memberSet struct {
+	words []uint64
+	n     int
+}
+
+func (m *memberSet) has(i int32) bool {
+	w := int(i >> 6)
+	return m != nil && w < len(m.words) && m.words[w]&(1<<(uint(i)&63)) != 0
+}
+
+func (m *memberSet) add(i int32) {
+	w := int(i >> 6)
+	if w >= len(m.words) {
+		m.words = slices.Grow(m.words, w+1-len(m.words))[:w+1]
+	}
+	if m.words[w]&(1<<(uint(i)&63)) == 0 {
+		m.words[w] |= 1 << (uint(i) & 63)
+		m.n++
+	}
+}
+
+func (m *memberSet) remove(i int32) {
+	w := int(i >> 6)
+	if w < len(m.words) && m.words[w]&(1<<(uint(i)&63)) != 0 {
+		m.words[w] &^= 1 << (uint(i) & 63)
+		m.n--
+	}
+}
+
+func (m *memberSet) len() int {
+	if m == nil {
+		return 0
+	}
+	return m.n
+}
+
+// eachMember calls fn for every member pod, in index order.
+func (e *Engine) eachMember(m *memberSet, fn func(*podInfo)) {
+	if m == nil {
+		return
+	}
+	for w, x := range m.words {
+		for x != 0 {
+			i := w<<6 | bits.TrailingZeros64(x)
+			x &= x - 1
+			fn(e.podsByIdx[i])
+		}
+	}
+}
 
 // addrPod is one address of a selector member.
 type addrPod struct {
@@ -55,12 +109,12 @@ func (e *Engine) memberList(s *podSel) *selList {
 		return l
 	}
 	members := c.selMembers[s]
-	ents := make([]addrPod, 0, len(members))
-	for _, p := range members {
+	ents := make([]addrPod, 0, members.len())
+	e.eachMember(members, func(p *podInfo) {
 		for _, a := range p.ips {
 			ents = append(ents, addrPod{a, p})
 		}
-	}
+	})
 	slices.SortFunc(ents, cmpAddrPod)
 	l := newSelList(ents)
 	c.selSorted[s] = l

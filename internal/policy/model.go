@@ -271,6 +271,12 @@ type podSel struct {
 	fixedNS string // used when nsSel is nil
 	nsSel   labels.Selector
 	podSel  labels.Selector
+	// podStr and nsStr, when set, are the selectors' String(), known
+	// from the conversion cache
+	podStr, nsStr *string
+	// anchors of podSel, computed once (see anchors)
+	anchors    []string
+	anchorsSet bool
 }
 
 func (e *Engine) selMatches(s *podSel, p *podInfo) bool {
@@ -323,6 +329,12 @@ type npRule struct {
 	peerKey  string
 	setName  string
 	namedKey string // sorted protocol/name pairs of the named ports
+	// split holds, for a rule with several distinct peers, one rule per
+	// peer (same ID and ports). The IR carries those instead, so that
+	// each peer's address set is shared with every rule naming that
+	// peer instead of a union set per combination of peers.
+	split []*npRule
+	set   *setState // the set named setName, once used (see useCached)
 }
 
 func (r *npRule) selOnly() bool {
@@ -345,6 +357,22 @@ func (r *npRule) finish() {
 				ps = append(ps, x.String())
 			}
 			keys = append(keys, "cidr="+strings.Join(ps, ","))
+		}
+	}
+	r.split = nil
+	if len(r.peers) > 1 {
+		seen := map[string]bool{}
+		for i := range r.peers {
+			if seen[keys[i]] {
+				continue
+			}
+			seen[keys[i]] = true
+			one := &npRule{id: r.id, peers: r.peers[i : i+1 : i+1], ports: r.ports}
+			one.finish()
+			r.split = append(r.split, one)
+		}
+		if len(r.split) == 1 {
+			r.split = nil
 		}
 	}
 	sort.Strings(keys)
@@ -459,8 +487,26 @@ func selector(ls *metav1.LabelSelector, o objCtx, field string) (labels.Selector
 // their content: many policies repeat the same selectors, and converting
 // validates every key and value.
 func (e *Engine) cachedSelector(ls *metav1.LabelSelector, o objCtx, field string) (labels.Selector, *FieldError) {
+	si, ferr := e.cachedSel(ls, o, field)
+	if ferr != nil {
+		return nil, ferr
+	}
+	return si.sel, nil
+}
+
+// selInfo is a converted selector with its string form and anchors,
+// computed once per distinct selector.
+type selInfo struct {
+	sel     labels.Selector
+	str     string
+	anchors []string
+}
+
+var everythingSel = &selInfo{sel: labels.Everything(), str: ""}
+
+func (e *Engine) cachedSel(ls *metav1.LabelSelector, o objCtx, field string) (*selInfo, *FieldError) {
 	if ls == nil {
-		return labels.Everything(), nil
+		return everythingSel, nil
 	}
 	// length-prefixed fields: no two selectors, valid or not, share a key
 	var b strings.Builder
@@ -492,13 +538,14 @@ func (e *Engine) cachedSelector(ls *metav1.LabelSelector, o objCtx, field string
 	if s, ok := e.selCache[key]; ok {
 		return s, nil
 	}
-	s, ferr := selector(ls, o, field)
+	sel, ferr := selector(ls, o, field)
 	if ferr != nil {
 		return nil, ferr
 	}
 	if len(e.selCache) >= 1<<16 {
 		clear(e.selCache)
 	}
+	s := &selInfo{sel: sel, str: sel.String(), anchors: anchors(sel)}
 	e.selCache[key] = s
 	return s, nil
 }
@@ -635,10 +682,16 @@ func (e *Engine) internSel(s *podSel) *podSel {
 		}
 		return x
 	}
+	str := func(sel labels.Selector, known *string) string {
+		if known != nil {
+			return star(*known)
+		}
+		return star(sel.String())
+	}
 	if s.nsSel == nil {
-		s.key = s.fixedNS + ":" + star(s.podSel.String())
+		s.key = s.fixedNS + ":" + str(s.podSel, s.podStr)
 	} else {
-		s.key = "{" + star(s.nsSel.String()) + "}:" + star(s.podSel.String())
+		s.key = "{" + str(s.nsSel, s.nsStr) + "}:" + str(s.podSel, s.podStr)
 	}
 	if x, ok := e.selIntern[s.key]; ok {
 		return x
@@ -657,12 +710,12 @@ func (e *Engine) convertNP(np *networkingv1.NetworkPolicy) (*npInfo, *FieldError
 		ns = "default"
 		o.ns = ns
 	}
-	sel, ferr := e.cachedSelector(&np.Spec.PodSelector, o, "spec.podSelector")
+	si, ferr := e.cachedSel(&np.Spec.PodSelector, o, "spec.podSelector")
 	if ferr != nil {
 		return nil, ferr
 	}
 	e.npSerial++
-	n := &npInfo{key: ns + "/" + np.Name, ns: ns, name: np.Name, podSel: sel, podSelKey: sel.String(), anchors: anchors(sel), serial: e.npSerial}
+	n := &npInfo{key: ns + "/" + np.Name, ns: ns, name: np.Name, podSel: si.sel, podSelKey: si.str, anchors: si.anchors, serial: e.npSerial}
 	n.isoID = "NetworkPolicy/" + n.key + "/isolation"
 	if len(np.Spec.PolicyTypes) == 0 {
 		n.ingress = true
@@ -707,15 +760,18 @@ func (e *Engine) convertNP(np *networkingv1.NetworkPolicy) (*npInfo, *FieldError
 				return r, o.errf(pf, "peer needs podSelector, namespaceSelector or ipBlock")
 			}
 			ps := &podSel{fixedNS: ns}
-			ps.podSel, ferr = e.cachedSelector(p.PodSelector, o, pf+".podSelector")
+			psi, ferr := e.cachedSel(p.PodSelector, o, pf+".podSelector")
 			if ferr != nil {
 				return r, ferr
 			}
+			ps.podSel, ps.podStr = psi.sel, &psi.str
+			ps.anchors, ps.anchorsSet = psi.anchors, true
 			if p.NamespaceSelector != nil {
-				ps.nsSel, ferr = e.cachedSelector(p.NamespaceSelector, o, pf+".namespaceSelector")
+				nsi, ferr := e.cachedSel(p.NamespaceSelector, o, pf+".namespaceSelector")
 				if ferr != nil {
 					return r, ferr
 				}
+				ps.nsSel, ps.nsStr = nsi.sel, &nsi.str
 				ps.fixedNS = ""
 			}
 			r.peers = append(r.peers, npPeer{sel: ps})

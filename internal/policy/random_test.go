@@ -596,6 +596,19 @@ func checkChanges(t *testing.T, g *gen, w *world, full, inc *policy.Engine, prev
 	for i, z := range w.zps {
 		steps = append(steps, step{"delete zone policy " + z.Name, func(e *policy.Engine) { e.DeleteZonePolicy(z.Name) }, w.with(func(c *world) { c.zps = slices.Delete(slices.Clone(c.zps), i, i+1) })}, restore)
 	}
+	for i, q := range w.quars {
+		steps = append(steps, step{"delete quarantine " + q.Name, func(e *policy.Engine) { e.DeleteQuarantine(q.Namespace, q.Name) }, w.with(func(c *world) { c.quars = slices.Delete(slices.Clone(c.quars), i, i+1) })}, restore)
+		toggled := q.DeepCopy()
+		toggled.Spec.Released = !q.Spec.Released
+		steps = append(steps, step{"release or re-arm quarantine " + q.Name, func(e *policy.Engine) { _ = e.SetQuarantine(toggled) }, w.with(func(c *world) { c.quars = slices.Clone(c.quars); c.quars[i] = toggled })}, restore)
+		if len(w.pods) > 0 {
+			// a pod joins: the quarantine names another pod of its namespace
+			moved := q.DeepCopy()
+			moved.Spec.PodSelector = nil
+			moved.Spec.PodName = w.pods[g.n(len(w.pods))].Name
+			steps = append(steps, step{"quarantine " + q.Name + " moves to pod " + moved.Spec.PodName, func(e *policy.Engine) { _ = e.SetQuarantine(moved) }, w.with(func(c *world) { c.quars = slices.Clone(c.quars); c.quars[i] = moved })}, restore)
+		}
+	}
 	for i, n := range w.up.nodes {
 		steps = append(steps, step{"delete node " + n.Name, func(e *policy.Engine) { e.DeleteNode(n.Name) }, w.with(func(c *world) { c.up.nodes = slices.Delete(slices.Clone(c.up.nodes), i, i+1) })}, restore)
 	}

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
+	"sync"
 
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
 	pb "github.com/bulkhead-dev/bulkhead/internal/stream/streampb"
@@ -14,6 +16,11 @@ import (
 // added or changed (whole, by name) and the names of those removed. A nil
 // prev is an empty policy. Unchanged endpoints and sets are not sent.
 func Diff(prev, next *ir.NodePolicy) *pb.Delta {
+	return diff(prev, next, nil)
+}
+
+// diff is Diff with an optional memo of set changes shared by nodes.
+func diff(prev, next *ir.NodePolicy, memo *setMemo) *pb.Delta {
 	if prev == nil {
 		prev = &ir.NodePolicy{}
 	}
@@ -37,29 +44,146 @@ func Diff(prev, next *ir.NodePolicy) *pb.Delta {
 		}
 	}
 
-	oldSets := make(map[string]*ir.AddressSet, len(prev.Sets))
-	for i := range prev.Sets {
-		oldSets[prev.Sets[i].Name] = &prev.Sets[i]
+	// Sets are sorted by name too (an IR invariant); a policy that breaks
+	// it is diffed by name through a map instead, so the result stays
+	// right.
+	if !setsSorted(prev.Sets) || !setsSorted(next.Sets) {
+		diffSetsByName(d, prev.Sets, next.Sets, memo)
+		return d
 	}
-	for i := range next.Sets {
-		s := &next.Sets[i]
+	i, j = 0, 0
+	for i < len(prev.Sets) || j < len(next.Sets) {
+		switch {
+		case j == len(next.Sets) || (i < len(prev.Sets) && prev.Sets[i].Name < next.Sets[j].Name):
+			d.RemovedSets = append(d.RemovedSets, prev.Sets[i].Name)
+			i++
+		case i == len(prev.Sets) || prev.Sets[i].Name > next.Sets[j].Name:
+			d.UpsertedSets = append(d.UpsertedSets, memo.whole(&next.Sets[j]))
+			j++
+		default:
+			diffSet(d, &prev.Sets[i], &next.Sets[j], memo)
+			i++
+			j++
+		}
+	}
+	return d
+}
+
+func setsSorted(sets []ir.AddressSet) bool {
+	for i := 1; i < len(sets); i++ {
+		if sets[i-1].Name >= sets[i].Name {
+			return false
+		}
+	}
+	return true
+}
+
+func diffSetsByName(d *pb.Delta, prev, next []ir.AddressSet, memo *setMemo) {
+	oldSets := make(map[string]*ir.AddressSet, len(prev))
+	for i := range prev {
+		oldSets[prev[i].Name] = &prev[i]
+	}
+	for i := range next {
+		s := &next[i]
 		if o, ok := oldSets[s.Name]; ok {
 			delete(oldSets, s.Name)
-			if samePrefixes(o.Prefixes, s.Prefixes) {
-				continue
-			}
-			if p := patchSet(s.Name, o.Prefixes, s.Prefixes); p != nil {
-				d.PatchedSets = append(d.PatchedSets, p)
-				continue
-			}
+			diffSet(d, o, s, memo)
+			continue
 		}
-		d.UpsertedSets = append(d.UpsertedSets, SetToProto(s))
+		d.UpsertedSets = append(d.UpsertedSets, memo.whole(s))
 	}
 	for name := range oldSets {
 		d.RemovedSets = append(d.RemovedSets, name)
 	}
 	sort.Strings(d.RemovedSets)
-	return d
+	slices.SortFunc(d.UpsertedSets, func(a, b *pb.AddressSet) int { return strings.Compare(a.GetName(), b.GetName()) })
+}
+
+// diffSet adds to d the change from o to s, two forms of one set: none,
+// a patch, or the whole set when that is smaller.
+func diffSet(d *pb.Delta, o, s *ir.AddressSet, memo *setMemo) {
+	if samePrefixes(o.Prefixes, s.Prefixes) {
+		return
+	}
+	if p := memo.patch(s.Name, o.Prefixes, s.Prefixes); p != nil {
+		d.PatchedSets = append(d.PatchedSets, p)
+		return
+	}
+	d.UpsertedSets = append(d.UpsertedSets, memo.whole(s))
+}
+
+// setMemo remembers set changes by the identity of the prefix slices
+// involved. The engine shares one slice per set between every node that
+// references it, so when a set changes, the patch (or the whole set) is
+// computed and encoded once and the same message is shared by every
+// node's delta, not recomputed 100 times. Keys hold the slices, so an
+// address is never reused for another slice while it is remembered; IR
+// slices are immutable once published. A nil memo computes every time.
+type setMemo struct {
+	mu      sync.Mutex
+	patches map[setChange]*pb.SetPatch // nil value: the whole set is smaller
+	wholes  map[setForm]*pb.AddressSet
+}
+
+// maxMemo bounds each of the memo's maps; they are cleared when full.
+const maxMemo = 4096
+
+type setForm struct {
+	name  string
+	first *netip.Prefix
+	n     int
+}
+
+type setChange struct{ from, to setForm }
+
+func formOf(name string, p []netip.Prefix) setForm {
+	f := setForm{name: name, n: len(p)}
+	if len(p) > 0 {
+		f.first = &p[0]
+	}
+	return f
+}
+
+func (m *setMemo) patch(name string, old, next []netip.Prefix) *pb.SetPatch {
+	if m == nil {
+		return patchSet(name, old, next)
+	}
+	k := setChange{formOf(name, old), formOf(name, next)}
+	m.mu.Lock()
+	p, ok := m.patches[k]
+	m.mu.Unlock()
+	if ok {
+		return p
+	}
+	p = patchSet(name, old, next)
+	m.mu.Lock()
+	if m.patches == nil || len(m.patches) >= maxMemo {
+		m.patches = map[setChange]*pb.SetPatch{}
+	}
+	m.patches[k] = p
+	m.mu.Unlock()
+	return p
+}
+
+func (m *setMemo) whole(s *ir.AddressSet) *pb.AddressSet {
+	if m == nil {
+		return SetToProto(s)
+	}
+	k := formOf(s.Name, s.Prefixes)
+	m.mu.Lock()
+	w, ok := m.wholes[k]
+	m.mu.Unlock()
+	if ok {
+		return w
+	}
+	w = SetToProto(s)
+	m.mu.Lock()
+	if m.wholes == nil || len(m.wholes) >= maxMemo {
+		m.wholes = map[setForm]*pb.AddressSet{}
+	}
+	m.wholes[k] = w
+	m.mu.Unlock()
+	return w
 }
 
 // samePrefixes reports whether two prefix lists are equal; lists that
@@ -222,7 +346,19 @@ func applyPatch(s ir.AddressSet, m *pb.SetPatch) (ir.AddressSet, error) {
 // EqualEndpoint reports whether two endpoints are identical.
 func EqualEndpoint(a, b *ir.Endpoint) bool {
 	return a.Name == b.Name && a.Quarantined == b.Quarantined && a.CutConnections == b.CutConnections &&
-		slices.Equal(a.IPs, b.IPs) && equalChain(&a.Ingress, &b.Ingress) && equalChain(&a.Egress, &b.Egress)
+		sameAddrs(a.IPs, b.IPs) && equalChain(&a.Ingress, &b.Ingress) && equalChain(&a.Egress, &b.Egress)
+}
+
+// sameAddrs is slices.Equal, without a scan for lists that share their
+// backing array (the engine shares an unchanged endpoint's IPs).
+func sameAddrs(a, b []netip.Addr) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	return slices.Equal(a, b)
 }
 
 func equalChain(a, b *ir.Chain) bool {

@@ -29,6 +29,8 @@ type Hub struct {
 	// the old one is never sent an "older" snapshot it must refuse.
 	forgotten map[string]uint64
 	ready chan struct{}
+	// memo shares set patches between the nodes' deltas (see setMemo).
+	memo setMemo
 	// OnAck, when set, is called (without the lock) after every ack.
 	onAck func(node string)
 }
@@ -138,17 +140,41 @@ func (h *Hub) PublishDelta(node string, np *ir.NodePolicy) (uint64, *pb.Delta) {
 	if np == nil {
 		np = &ir.NodePolicy{Node: node}
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n, existed := h.nodes[node]
-	if !existed {
-		n = h.node(node)
-		n.policy = np
-		return n.gen, nil
+	for {
+		h.mu.Lock()
+		n, existed := h.nodes[node]
+		if !existed {
+			n = h.node(node)
+			n.policy = np
+			h.mu.Unlock()
+			return n.gen, nil
+		}
+		prev := n.policy
+		h.mu.Unlock()
+		// Diff without the lock, so acks and sessions of every node go
+		// on meanwhile; then commit unless another publish of this node
+		// came first, in which case diff again against that one.
+		d := diff(prev, np, &h.memo)
+		h.mu.Lock()
+		if h.nodes[node] != n || n.policy != prev {
+			h.mu.Unlock()
+			continue
+		}
+		moved := h.commitLocked(n, np, d)
+		gen := n.gen
+		h.mu.Unlock()
+		if !moved {
+			return gen, nil
+		}
+		return gen, d
 	}
-	d := Diff(n.policy, np)
+}
+
+// commitLocked makes np, reached by d, the node's policy under a new
+// generation; it reports false, changing nothing, when d is empty.
+func (h *Hub) commitLocked(n *nodeState, np *ir.NodePolicy, d *pb.Delta) bool {
 	if Empty(d) {
-		return n.gen, nil
+		return false
 	}
 	d.BaseGeneration = n.gen
 	n.gen++
@@ -164,7 +190,7 @@ func (h *Hub) PublishDelta(node string, np *ir.NodePolicy) (uint64, *pb.Delta) {
 		default:
 		}
 	}
-	return n.gen, d
+	return true
 }
 
 // Generation returns the node's current generation (0 if never published).
