@@ -568,6 +568,18 @@ func (d *delta) empty() bool { return d.ops == 0 }
 
 func diff(old, want *state) *delta {
 	d := &delta{elemAdds: map[string][]mapElem{}, elemDels: map[string][]mapElem{}}
+	if old.shape != nil && old.shape == want.shape {
+		// The same chains and maps: only in-place patches differ.
+		for n, p := range want.patches {
+			if _, ok := want.maps[n]; !ok {
+				continue
+			}
+			d.elemDels[n] = append(d.elemDels[n], p.dels...)
+			d.elemAdds[n] = append(d.elemAdds[n], p.adds...)
+			d.ops += len(p.dels) + len(p.adds)
+		}
+		return d
+	}
 	for n, w := range want.maps {
 		o, ok := old.maps[n]
 		if !ok {

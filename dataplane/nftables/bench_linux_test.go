@@ -52,6 +52,12 @@ func BenchmarkDelta(b *testing.B) {
 	ctx := context.Background()
 	for _, n := range []int{1000, 10000} {
 		np := dptest.RulesPolicy(n)
+		// "solo" is named by one rule of one endpoint: a change of its
+		// contents is one element in one map.
+		np.Sets = append(np.Sets, dptest.Set("solo", netip.MustParsePrefix("10.247.0.1/32")))
+		sortSets(np)
+		ep0 := &np.Endpoints[0]
+		ep0.Ingress.Tiers[1].Rules = append(ep0.Ingress.Tiers[1].Rules, dptest.Rule("NetworkPolicy/ns/solo/ingress/0", "solo", false, ir.Accept, ir.PortRange{Protocol: ir.TCP, From: 9999, To: 9999}))
 		cases := []struct {
 			name string
 			edit func(np *ir.NodePolicy, on bool)
@@ -62,6 +68,14 @@ func BenchmarkDelta(b *testing.B) {
 					s.Prefixes = append(s.Prefixes, netip.MustParsePrefix("10.246.0.1/32"))
 				} else {
 					s.Prefixes = s.Prefixes[:len(s.Prefixes)-1]
+				}
+			}},
+			{"one-map-element", func(np *ir.NodePolicy, on bool) {
+				s := np.Set("solo")
+				if on {
+					s.Prefixes = append(s.Prefixes, netip.MustParsePrefix("10.247.0.9/32"))
+				} else {
+					s.Prefixes = s.Prefixes[:1]
 				}
 			}},
 			{"quarantine-endpoint", func(np *ir.NodePolicy, on bool) {

@@ -111,6 +111,10 @@ type state struct {
 	// previous state shares (set-membership deltas); diff uses them
 	// instead of comparing those maps.
 	patches map[string]*elemPatch
+	// shape is shared by states that share their chains and maps (the
+	// same endpoints compiled, set contents patched in place): between
+	// two such states only patches differ.
+	shape *int
 }
 
 // compileOptions tune what compile emits.
@@ -265,6 +269,11 @@ type compileCache struct {
 	patchedTiers, compiledEndpoints int
 	// lastChains and lastMaps size the next state.
 	lastChains, lastMaps int
+	// last is the previous compile's state and lastEps its endpoints in
+	// order: when a compile yields the very same compiled endpoints
+	// (patched in place or untouched), it reuses last's chains and maps.
+	last    *state
+	lastEps []*cachedEndpoint
 }
 
 type cachedSet struct {
@@ -500,6 +509,8 @@ func compileWith(cache *compileCache, np *ir.NodePolicy, o compileOptions) *stat
 	st.chains[chainEgress] = baseChain(chainEgress, prioEgress, mapEgress4, mapEgress6, true)
 	st.chains[chainIngress] = baseChain(chainIngress, prioIngress, mapIngress4, mapIngress6, false)
 
+	ces := make([]*cachedEndpoint, len(np.Endpoints))
+	same := cache.last != nil && len(cache.lastEps) == len(np.Endpoints)
 	for i := range np.Endpoints {
 		ep := &np.Endpoints[i]
 		var has4, has6 bool
@@ -510,27 +521,42 @@ func compileWith(cache *compileCache, np *ir.NodePolicy, o compileOptions) *stat
 				has6 = true
 			}
 		}
-		ce := cache.endpoint(ep, has4, has6, o)
-		for _, a := range ep.IPs {
-			a = a.Unmap()
-			e, in := mapEgress4, mapIngress4
-			cE, cI := ce.names[0], ce.names[1]
-			if a.Is6() {
-				e, in = mapEgress6, mapIngress6
-				cE, cI = ce.names[2], ce.names[3]
-			}
-			st.maps[e].add(mapElem{key: a.AsSlice(), v: verdict{kind: expr.VerdictJump, chain: cE}})
-			st.maps[in].add(mapElem{key: a.AsSlice(), v: verdict{kind: expr.VerdictJump, chain: cI}})
-		}
-		for _, ch := range ce.chains {
-			st.chains[ch.name] = ch
-		}
-		for _, m := range ce.maps {
-			st.maps[m.name] = m
-		}
-		st.endpointKey[ep.Name] = ce.key
-		st.endpointSets[ep.Name] = ce.sets
+		ces[i] = cache.endpoint(ep, has4, has6, o)
+		same = same && ces[i] == cache.lastEps[i]
 	}
+	if same {
+		// The fingerprint of each endpoint covers its name and IPs, so
+		// the dispatch maps, chains and maps are those of the last
+		// state; only the in-place patches differ.
+		last := cache.last
+		st.chains, st.maps, st.endpointKey, st.endpointSets, st.shape = last.chains, last.maps, last.endpointKey, last.endpointSets, last.shape
+	} else {
+		st.shape = new(int)
+		for i := range np.Endpoints {
+			ep := &np.Endpoints[i]
+			ce := ces[i]
+			for _, a := range ep.IPs {
+				a = a.Unmap()
+				e, in := mapEgress4, mapIngress4
+				cE, cI := ce.names[0], ce.names[1]
+				if a.Is6() {
+					e, in = mapEgress6, mapIngress6
+					cE, cI = ce.names[2], ce.names[3]
+				}
+				st.maps[e].add(mapElem{key: a.AsSlice(), v: verdict{kind: expr.VerdictJump, chain: cE}})
+				st.maps[in].add(mapElem{key: a.AsSlice(), v: verdict{kind: expr.VerdictJump, chain: cI}})
+			}
+			for _, ch := range ce.chains {
+				st.chains[ch.name] = ch
+			}
+			for _, m := range ce.maps {
+				st.maps[m.name] = m
+			}
+			st.endpointKey[ep.Name] = ce.key
+			st.endpointSets[ep.Name] = ce.sets
+		}
+	}
+	cache.last, cache.lastEps = st, ces
 	cache.sweep()
 	cache.lastChains, cache.lastMaps = len(st.chains), len(st.maps)
 	st.patches = cache.patches
