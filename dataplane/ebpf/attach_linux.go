@@ -199,9 +199,16 @@ func (b *Backend) attachTCX(want attachment) error {
 	}
 	have := map[string]bool{}
 	var errs []error
+	// A program's ID is fixed; reading it costs a /proc fdinfo scan,
+	// so it is read once per hook, not once per link.
+	ids := map[string]cebpf.ProgramID{}
 	for _, pl := range ls {
 		prog := b.program(pl.hook)
-		id, _ := progID(prog)
+		id, ok := ids[pl.hook]
+		if !ok {
+			id, _ = progID(prog)
+			ids[pl.hook] = id
+		}
 		switch {
 		case pl.ifindex == 0 || !want.has(pl.ifindex, pl.hook) || pinName(pl.ifindex, pl.hook) != filepath.Base(pl.path):
 			// Defunct (interface gone), no longer wanted, or a pin whose

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -70,6 +71,9 @@ type Backend struct {
 	endpoints map[uint32]string
 	clsact    bool
 	stats     Stats
+	// attached is attachKey of the last successful link reconcile, ""
+	// when unknown.
+	attached string
 	// svcHave holds what svc_cidr and local_ep hold, nil when unknown.
 	svcHave [2]map[identKey]uint32
 	// benchIfindex, set by benchmarks only, replaces route lookups with
@@ -231,9 +235,19 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 			b.applied = nil
 			return fmt.Errorf("sync: %w", err)
 		}
-		if err := b.attachAll(ifindex, uplinks); err != nil {
-			b.applied = nil
-			return fmt.Errorf("sync: %w", err)
+		// Links are reconciled when an endpoint's interface or the
+		// uplinks changed, and on every Sync that finds the policy
+		// unchanged (the periodic resync, which repairs links someone
+		// else detached); a policy delta on the same interfaces keeps
+		// the links the last reconcile left.
+		at := attachKey(ifindex, uplinks)
+		if writes == 0 || at != b.attached {
+			b.attached = ""
+			if err := b.attachAll(ifindex, uplinks); err != nil {
+				b.applied = nil
+				return fmt.Errorf("sync: %w", err)
+			}
+			b.attached = at
 		}
 	}
 	if err := b.removeOldLayouts(); err != nil {
@@ -795,4 +809,16 @@ func (b *Backend) removeOldLayouts() error {
 		errs = append(errs, os.RemoveAll(filepath.Join(b.opts.PinDir, e.Name())))
 	}
 	return errors.Join(errs...)
+}
+
+// attachKey is a canonical text of the interfaces that carry programs.
+func attachKey(ifindex map[string]uint32, uplinks []uint32) string {
+	idx := make([]uint32, 0, len(ifindex))
+	for _, i := range ifindex {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	up := slices.Clone(uplinks)
+	slices.Sort(up)
+	return fmt.Sprint(idx, up)
 }

@@ -181,3 +181,48 @@ func cpuTime(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkSyncDeltaAttached measures one address added to a set on a
+// real topology: the Sync also resolves every endpoint's interface by
+// route lookup and reconciles the attached TCX links, which the other
+// benchmarks leave out. Pods get the 20 rules each of RulesPolicy.
+func BenchmarkSyncDeltaAttached(b *testing.B) {
+	ctx := context.Background()
+	for _, pods := range []int{10, 40} {
+		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
+			topo := dptest.NewTopology(b, pods)
+			be := newBackend(b, topo.NodePath, Options{})
+			np := dptest.RulesPolicy(20 * pods)
+			for i, p := range topo.Pods {
+				np.Endpoints[i].Name, np.Endpoints[i].IPs = p.Name, p.IPs()
+			}
+			var compileT, cpuT time.Duration
+			for i := -2; i < b.N; i++ {
+				if i == 0 {
+					b.ResetTimer()
+					compileT, cpuT = 0, 0
+				}
+				j := i + 2
+				s := &np.Sets[j%len(np.Sets)]
+				s.Prefixes = append(s.Prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 246, byte(j >> 8), byte(j)}), 32))
+				b.StopTimer()
+				time.Sleep(flipGuard)
+				cpu0 := cpuTime(b)
+				b.StartTimer()
+				if err := be.Sync(ctx, np); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				cpuT += cpuTime(b) - cpu0
+				b.StartTimer()
+				compileT += be.Stats().LastCompile
+			}
+			b.StopTimer()
+			if st := be.Stats(); st.Attached != pods {
+				b.Fatalf("%d interfaces attached, want %d", st.Attached, pods)
+			}
+			b.ReportMetric(float64(compileT.Microseconds())/1000/float64(b.N), "compile-ms/op")
+			b.ReportMetric(float64(cpuT.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+		})
+	}
+}

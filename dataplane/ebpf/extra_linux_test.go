@@ -5,6 +5,7 @@ package ebpf
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	cebpf "github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/bulkhead-dev/bulkhead/dataplane"
 	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
@@ -163,4 +165,49 @@ func tcFilters(t *testing.T, ns, dev, dir string) string {
 		t.Fatalf("tc filter show: %v: %s", err, out)
 	}
 	return string(out)
+}
+
+// TestDetachedLinksAreRepairedByTheResync: a policy delta on unchanged
+// interfaces does not reconcile links, but the next Sync of an unchanged
+// policy (the periodic resync) re-attaches a link someone removed.
+func TestDetachedLinksAreRepairedByTheResync(t *testing.T) {
+	topo := dptest.NewTopology(t, 2)
+	a, b := topo.Pods[0], topo.Pods[1]
+	be := newBackend(t, topo.NodePath, Options{Attach: AttachTCX})
+	np := denyFrom(topo)
+	ctx := context.Background()
+	if err := be.Sync(ctx, np); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if err := dptest.ProbeTCP(a, b.IP4, 80); err == nil {
+		t.Fatal("a -> b allowed while denied")
+	}
+	// Someone removes b's ingress link.
+	pin := filepath.Join(be.linksDir(), pinName(be.ifindex[b.Name], "to_pod"))
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		t.Fatalf("loading %s: %v", pin, err)
+	}
+	if err := l.Unpin(); err != nil {
+		t.Fatalf("unpinning: %v", err)
+	}
+	l.Close()
+	if err := dptest.ProbeTCP(a, b.IP4, 80); err != nil {
+		t.Fatalf("a -> b still denied without the link (the test tests nothing): %v", err)
+	}
+	// A delta: one more address in the set.
+	np.Sets[0].Prefixes = append(np.Sets[0].Prefixes, netip.MustParsePrefix("10.244.0.250/32"))
+	if err := be.Sync(ctx, np); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	// The resync.
+	if err := be.Sync(ctx, np); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if err := dptest.ProbeTCP(a, b.IP4, 80); err == nil {
+		t.Error("a -> b allowed after the resync: the link was not repaired")
+	}
+	if _, err := os.Stat(pin); err != nil {
+		t.Errorf("pin %s not re-created: %v", pin, err)
+	}
 }

@@ -171,7 +171,9 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	if log.GetSink() == nil {
 		log = b.log
 	}
+	compileStart := time.Now()
 	want := compileWith(b.cache, desired, compileOptions{logGroup: b.opts.NFLogGroup, logOn: !b.opts.DisableNFLog})
+	b.stats.LastCompile = time.Since(compileStart)
 	for k, v := range b.cache.ids {
 		b.ruleIDs[k] = v
 	}
@@ -181,6 +183,7 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 
 	start := time.Now()
 	mode := ""
+	b.stats.LastCommit = 0
 	var ops int
 	var err error
 	switch {
@@ -298,6 +301,10 @@ func revoked(oldPolicy *ir.NodePolicy, old *state, desired *ir.NodePolicy, want 
 			continue
 		}
 		for _, s := range want.endpointSets[n] {
+			if want.changedSets[s] {
+				out[n] = true
+				break
+			}
 			a, b := oldPolicy.Set(s), desired.Set(s)
 			if a == nil || b == nil || !equalPrefixes(a.Prefixes, b.Prefixes) {
 				out[n] = true
@@ -357,7 +364,10 @@ func (b *Backend) unchangedSinceKnown() bool {
 func (b *Backend) commit(x *txn) error {
 	before, gerr := b.gen.get()
 	b.knownGen = 0
-	if err := x.flush(); err != nil {
+	start := time.Now()
+	err := x.flush()
+	b.stats.LastCommit = time.Since(start)
+	if err != nil {
 		return err
 	}
 	after, aerr := b.gen.get()
@@ -400,7 +410,10 @@ func (x *txn) setOf(m *mapSpec) *nftables.Set {
 	if m.v6 {
 		at = nftables.TypeIP6Addr
 	}
-	s := &nftables.Set{Table: x.t, Name: m.name, KeyType: at, IsMap: true, DataType: nftables.TypeVerdict}
+	s := &nftables.Set{Table: x.t, Name: m.name, KeyType: at, IsMap: !m.set}
+	if !m.set {
+		s.DataType = nftables.TypeVerdict
+	}
 	switch m.kind {
 	case mapAddrProtoPort:
 		s.KeyType = nftables.MustConcatSetType(at, nftables.TypeInetProto, nftables.TypeInetService)
@@ -462,7 +475,7 @@ func (x *txn) elements(s *nftables.Set, es []mapElem, add bool) {
 	size := 0
 	for _, e := range es {
 		ne := nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd}
-		if add {
+		if add && s.IsMap {
 			ne.VerdictData = &expr.Verdict{Kind: e.v.kind, Chain: e.v.chain}
 		}
 		// attribute headers, key, key end, verdict and its chain name
@@ -555,8 +568,7 @@ func (d *delta) empty() bool { return d.ops == 0 }
 
 func diff(old, want *state) *delta {
 	d := &delta{elemAdds: map[string][]mapElem{}, elemDels: map[string][]mapElem{}}
-	for _, n := range sortedKeys(want.maps) {
-		w := want.maps[n]
+	for n, w := range want.maps {
 		o, ok := old.maps[n]
 		if !ok {
 			d.newMaps = append(d.newMaps, n)
@@ -564,7 +576,14 @@ func diff(old, want *state) *delta {
 			continue
 		}
 		if o == w {
-			continue // the same compiled map (from the cache)
+			// The same compiled map (from the cache), possibly
+			// patched in place since the old state.
+			if p := want.patches[n]; p != nil {
+				d.elemDels[n] = append(d.elemDels[n], p.dels...)
+				d.elemAdds[n] = append(d.elemAdds[n], p.adds...)
+				d.ops += len(p.dels) + len(p.adds)
+			}
+			continue
 		}
 		for k, e := range w.elems {
 			oe, had := o.elems[k]
@@ -587,12 +606,14 @@ func diff(old, want *state) *delta {
 		sortElems(d.elemAdds[n])
 		sortElems(d.elemDels[n])
 	}
-	for _, n := range sortedKeys(old.maps) {
+	for n := range old.maps {
 		if _, ok := want.maps[n]; !ok {
 			d.delMaps = append(d.delMaps, n)
 			d.ops++
 		}
 	}
+	sort.Strings(d.newMaps)
+	sort.Strings(d.delMaps)
 	for n, w := range want.chains {
 		o, ok := old.chains[n]
 		switch {

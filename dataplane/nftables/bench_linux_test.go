@@ -86,14 +86,23 @@ func BenchmarkDelta(b *testing.B) {
 					b.Fatal(err)
 				}
 				before := be.Stats()
+				compiled, patched := be.cache.compiledEndpoints, be.cache.patchedTiers
+				var commit, compile time.Duration
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					c.edit(np, i%2 == 0)
 					if err := be.Sync(ctx, np); err != nil {
 						b.Fatal(err)
 					}
+					st := be.Stats()
+					commit += st.LastCommit
+					compile += st.LastCompile
 				}
 				b.StopTimer()
+				b.ReportMetric(float64(commit.Microseconds())/float64(b.N)/1000, "commit-ms/op")
+				b.ReportMetric(float64(compile.Microseconds())/float64(b.N)/1000, "compile-ms/op")
+				b.ReportMetric(float64(be.cache.compiledEndpoints-compiled)/float64(b.N), "compiled-endpoints/op")
+				b.ReportMetric(float64(be.cache.patchedTiers-patched)/float64(b.N), "patched-tiers/op")
 				if i := b.N % 2; i == 1 {
 					c.edit(np, false)
 				}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -82,10 +83,14 @@ const (
 
 // mapSpec is a verdict map. elems is keyed by elemID.
 type mapSpec struct {
-	name  string
-	v6    bool
-	kind  mapKind
-	elems map[string]mapElem
+	name string
+	v6   bool
+	kind mapKind
+	// set: a set without data, whose matching rule goes to gotoChain
+	// (a tier's goto set); its elements carry no verdict.
+	set       bool
+	gotoChain string
+	elems     map[string]mapElem
 }
 
 func elemID(e mapElem) string { return string(e.key) + "|" + string(e.keyEnd) }
@@ -99,6 +104,13 @@ type state struct {
 	// and endpointKey a digest of its chains, for revocation.
 	endpointKey  map[string]string
 	endpointSets map[string][]string
+	// changedSets names the sets whose contents differ from the previous
+	// compile with the same cache.
+	changedSets map[string]bool
+	// patches holds the element changes made in place to maps that the
+	// previous state shares (set-membership deltas); diff uses them
+	// instead of comparing those maps.
+	patches map[string]*elemPatch
 }
 
 // compileOptions tune what compile emits.
@@ -246,6 +258,13 @@ type compileCache struct {
 	sets map[string]*cachedSet
 	// ids collects the rule numbers of freshly compiled endpoints.
 	ids map[uint32]string
+	// patches collects the in-place map changes of one compile.
+	patches map[string]*elemPatch
+	// patchedTiers and compiledEndpoints count set-membership patches
+	// and full endpoint compiles, for tests.
+	patchedTiers, compiledEndpoints int
+	// lastChains and lastMaps size the next state.
+	lastChains, lastMaps int
 }
 
 type cachedSet struct {
@@ -255,7 +274,12 @@ type cachedSet struct {
 }
 
 type cachedEndpoint struct {
+	// fp is the fingerprint of the endpoint alone; setVer holds the
+	// cached contents of each referenced set that the compiled maps
+	// reflect.
 	fp      uint64
+	setVer  map[string]*cachedSet
+	tiers   []*tierState
 	names   [4]string // egress4, ingress4, egress6, ingress6 chain names
 	chains  []*chainSpec
 	maps    []*mapSpec
@@ -265,7 +289,7 @@ type cachedEndpoint struct {
 }
 
 func newCompileCache() *compileCache {
-	return &compileCache{eps: map[string]*cachedEndpoint{}, seen: map[string]bool{}, sets: map[string]*cachedSet{}, ids: map[uint32]string{}}
+	return &compileCache{eps: map[string]*cachedEndpoint{}, seen: map[string]bool{}, sets: map[string]*cachedSet{}, ids: map[uint32]string{}, patches: map[string]*elemPatch{}}
 }
 
 // referencedSets returns the sorted names of the sets ep's rules name.
@@ -288,31 +312,26 @@ func referencedSets(ep *ir.Endpoint) []string {
 	return out
 }
 
-// endpoint returns the compiled chains and maps of ep, from the cache
-// when neither ep nor the sets it references changed.
+// endpoint returns the compiled chains and maps of ep: from the cache
+// when neither ep nor the sets it references changed, patched in place
+// when only the contents of referenced sets changed, compiled otherwise.
 func (c *compileCache) endpoint(ep *ir.Endpoint, has4, has6 bool, o compileOptions) *cachedEndpoint {
 	base := fingerprint(ep, o)
-	refs := referencedSets(ep)
-	h := fnv.New64a()
-	var buf [8]byte
-	binary.LittleEndian.PutUint64(buf[:], base)
-	_, _ = h.Write(buf[:])
-	for _, s := range refs {
-		_, _ = h.Write([]byte(s))
-		if cs := c.sets[s]; cs != nil {
-			binary.LittleEndian.PutUint64(buf[:], cs.hash)
-			_, _ = h.Write(buf[:])
+	c.seen[ep.Name] = true
+	if ce, ok := c.eps[ep.Name]; ok && ce.fp == base {
+		if c.patchEndpoint(ce) {
+			return ce
 		}
 	}
-	fp := h.Sum64()
-	c.seen[ep.Name] = true
-	if ce, ok := c.eps[ep.Name]; ok && ce.fp == fp {
-		return ce
-	}
-	ce := &cachedEndpoint{fp: fp, ruleIDs: map[uint32]string{}, sets: refs, key: fmt.Sprintf("%016x", base), names: [4]string{
+	refs := referencedSets(ep)
+	c.compiledEndpoints++
+	ce := &cachedEndpoint{fp: base, setVer: make(map[string]*cachedSet, len(refs)), ruleIDs: map[uint32]string{}, sets: refs, key: fmt.Sprintf("%016x", base), names: [4]string{
 		endpointChainName(ep.Name, ir.Egress, false), endpointChainName(ep.Name, ir.Ingress, false),
 		endpointChainName(ep.Name, ir.Egress, true), endpointChainName(ep.Name, ir.Ingress, true),
 	}}
+	for _, s := range refs {
+		ce.setVer[s] = c.sets[s]
+	}
 	for _, d := range []ir.Direction{ir.Ingress, ir.Egress} {
 		ch := &ep.Ingress
 		if d == ir.Egress {
@@ -322,9 +341,10 @@ func (c *compileCache) endpoint(ep *ir.Endpoint, has4, has6 bool, o compileOptio
 			if (v6 && !has6) || (!v6 && !has4) {
 				continue
 			}
-			chains, maps := endpointChains(ep.Name, d, v6, ch, o, ce.ruleIDs, c.sets)
+			chains, maps, tiers := endpointChains(ep.Name, d, v6, ch, o, ce.ruleIDs, c.sets)
 			ce.chains = append(ce.chains, chains...)
 			ce.maps = append(ce.maps, maps...)
+			ce.tiers = append(ce.tiers, tiers...)
 		}
 	}
 	for k, v := range ce.ruleIDs {
@@ -332,6 +352,45 @@ func (c *compileCache) endpoint(ep *ir.Endpoint, has4, has6 bool, o compileOptio
 	}
 	c.eps[ep.Name] = ce
 	return ce
+}
+
+// patchEndpoint brings ce up to date with the current set contents by
+// patching the tier maps of the sets that changed. It reports false when
+// ce must be compiled again instead (a map empties or fills).
+func (c *compileCache) patchEndpoint(ce *cachedEndpoint) bool {
+	var old map[string]*cachedSet
+	for _, s := range ce.sets {
+		if cur := c.sets[s]; cur != ce.setVer[s] {
+			if cur == nil {
+				return false
+			}
+			if old == nil {
+				old = map[string]*cachedSet{}
+			}
+			old[s] = ce.setVer[s]
+		}
+	}
+	if old == nil {
+		return true
+	}
+	var ps []*tierPatch
+	for _, ts := range ce.tiers {
+		p, ok := ts.patch(c.sets, old)
+		if !ok {
+			return false
+		}
+		if p != nil {
+			ps = append(ps, p)
+		}
+	}
+	for _, p := range ps {
+		p.apply(c.patches)
+	}
+	c.patchedTiers += len(ps)
+	for s := range old {
+		ce.setVer[s] = c.sets[s]
+	}
+	return true
 }
 
 // sweep forgets endpoints not seen since the last sweep.
@@ -411,17 +470,23 @@ func compile(np *ir.NodePolicy, o compileOptions) *state {
 // compileWith is compile with a cache of compiled endpoints.
 func compileWith(cache *compileCache, np *ir.NodePolicy, o compileOptions) *state {
 	st := &state{
-		chains:       map[string]*chainSpec{},
-		maps:         map[string]*mapSpec{},
-		endpointKey:  map[string]string{},
-		endpointSets: map[string][]string{},
+		// sized like the last state, so that the maps do not grow
+		// step by step
+		chains:       make(map[string]*chainSpec, cache.lastChains),
+		maps:         make(map[string]*mapSpec, cache.lastMaps),
+		endpointKey:  make(map[string]string, len(np.Endpoints)),
+		endpointSets: make(map[string][]string, len(np.Endpoints)),
+		changedSets:  map[string]bool{},
 	}
 	seenSets := map[string]bool{}
 	for _, s := range np.Sets {
 		seenSets[s.Name] = true
 		cs, ok := cache.sets[s.Name]
 		if !ok || !equalPrefixes(cs.prefixes, s.Prefixes) {
-			cache.sets[s.Name] = &cachedSet{prefixes: s.Prefixes, r4: toRanges(s.Prefixes, false), r6: toRanges(s.Prefixes, true), hash: prefixHash(s.Prefixes)}
+			// A copy: the caller may change its policy in place later.
+			ps := slices.Clone(s.Prefixes)
+			cache.sets[s.Name] = &cachedSet{prefixes: ps, r4: toRanges(ps, false), r6: toRanges(ps, true), hash: prefixHash(ps)}
+			st.changedSets[s.Name] = true
 		}
 	}
 	for n := range cache.sets {
@@ -467,6 +532,9 @@ func compileWith(cache *compileCache, np *ir.NodePolicy, o compileOptions) *stat
 		st.endpointSets[ep.Name] = ce.sets
 	}
 	cache.sweep()
+	cache.lastChains, cache.lastMaps = len(st.chains), len(st.maps)
+	st.patches = cache.patches
+	cache.patches = map[string]*elemPatch{}
 	return st
 }
 
@@ -594,11 +662,12 @@ func baseChain(name string, prio int32, m4, m6 string, src bool) *chainSpec {
 // endpointChains returns the dispatch chain of one endpoint direction and
 // family, its tier chains, the action chains its verdicts go to, and the
 // tier maps.
-func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOptions, ids map[uint32]string, sets map[string]*cachedSet) ([]*chainSpec, []*mapSpec) {
+func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOptions, ids map[uint32]string, sets map[string]*cachedSet) ([]*chainSpec, []*mapSpec, []*tierState) {
 	name := endpointChainName(ep, d, v6)
 	top := &chainSpec{name: name, rules: []ruleSpec{midstreamDrop()}}
 	out := []*chainSpec{top}
 	var maps []*mapSpec
+	var tiers []*tierState
 	kinds := map[ir.TierKind]int{}
 	actions := map[string]*chainSpec{}
 	for _, t := range c.Tiers {
@@ -610,7 +679,12 @@ func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOp
 		}
 		kinds[t.Kind]++
 		tc := &chainSpec{name: tn}
-		tm := compileTier(tn, t.Rules, d, v6, o, ids, sets, actions)
+		var tm []*mapSpec
+		if ts := newTierState(tn, t.Rules, d, v6, o, ids, actions); ts != nil {
+			ts.build(sets)
+			tm = ts.maps()
+			tiers = append(tiers, ts)
+		}
 		for _, m := range tm {
 			tc.rules = append(tc.rules, lookupRule(m, d == ir.Ingress))
 			maps = append(maps, m)
@@ -629,7 +703,7 @@ func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOp
 	for _, n := range sortedKeys(actions) {
 		out = append(out, actions[n])
 	}
-	return out, maps
+	return out, maps, tiers
 }
 
 // lookupRule is the one rule of a tier chain that consults map m: the
@@ -648,6 +722,10 @@ func lookupRule(m *mapSpec, src bool) ruleSpec {
 	if m.kind == mapAddrProtoPort {
 		ex = append(ex, &expr.Payload{DestRegister: r2, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
 		key += " . dport"
+	}
+	if m.set {
+		ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: m.name}, &expr.Verdict{Kind: expr.VerdictGoto, Chain: m.gotoChain})
+		return ruleSpec{key: fmt.Sprintf("%s src=%v @%s goto %s", key, src, m.name, m.gotoChain), exprs: ex}
 	}
 	ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: m.name, IsDestRegSet: true, DestRegister: 0})
 	return ruleSpec{key: fmt.Sprintf("%s src=%v vmap %s", key, src, m.name), exprs: ex}

@@ -82,6 +82,12 @@ type Stats struct {
 	// rules) in the last transaction; LastDuration its time.
 	LastOps      int
 	LastDuration time.Duration
+	// LastCommit is the part of LastDuration spent in the kernel
+	// commit: from sending the batch to its last ack.
+	LastCommit time.Duration
+	// LastCompile is the time the last Sync took to turn the policy
+	// into the desired table state, before LastDuration.
+	LastCompile time.Duration
 	// ConnectionsCut counts conntrack entries deleted by revocation.
 	ConnectionsCut int
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/nftables/expr"
+
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
 )
 
@@ -98,9 +100,71 @@ type segment struct {
 // compileTier returns the verdict maps of one tier (none when no rule can
 // match) and records the action chains its verdicts go to in actions.
 func compileTier(tn string, rules []ir.Rule, d ir.Direction, v6 bool, o compileOptions, ids map[uint32]string, sets map[string]*cachedSet, actions map[string]*chainSpec) []*mapSpec {
-	refIdx := map[string]int{}
-	var refs []string
-	var trs []tierRule
+	ts := newTierState(tn, rules, d, v6, o, ids, actions)
+	if ts == nil {
+		return nil
+	}
+	ts.build(sets)
+	return ts.maps()
+}
+
+// piece is a maximal address range of one tier whose addresses all get
+// the same resolution. Neighbouring pieces always differ in key.
+type piece struct {
+	lo, hi netip.Addr
+	res    *resolution
+	key    string
+}
+
+// tierState is one compiled tier of one endpoint, direction and family:
+// its effective rules, the pieces of the address space with their
+// resolution, and the two maps built from them. It is kept between Syncs,
+// so that a change in the contents of a set the tier names recomputes
+// only the pieces around the changed addresses (patch).
+type tierState struct {
+	name string
+	v6   bool
+	// gotoSets is set when the cells whose verdict is a goto go to sets
+	// of their own, one per action chain (see splitGotos).
+	gotoSets bool
+	trs      []tierRule
+	refs     []string
+	refIdx   map[string]int
+	// memo holds the resolution of each membership seen so far (the
+	// rules never change for one tierState), keys their keys.
+	memo        map[string]*resolution
+	keys        map[*resolution]string
+	pieces      []piece
+	main, other *mapSpec
+	// sets are the goto sets by name, only the non-empty ones.
+	sets map[string]*mapSpec
+}
+
+// maxGotoSets is the most action chains a tier may reach through sets of
+// their own (see splitGotos); a tier with more keeps its gotos in the
+// verdict maps.
+const maxGotoSets = 8
+
+// splitGotos: the kernel validates the whole table (every chain reachable
+// from the base chains, walking every element of every verdict map) when
+// a transaction adds a jump or goto verdict, about 20 ms of kernel time
+// at 10k rules. Adding a plain accept, drop or return, or an element of a
+// set without data, needs no validation. So cells whose verdict is a goto
+// to an action chain (a logged Deny, an Audit, a logged Accept) are kept
+// out of the verdict maps: each action chain gets a set of its own,
+// "<map>-<action chain suffix>", matched by a rule of the tier chain
+// "<key> @set goto <action chain>". The cells never overlap, so at most
+// one lookup of a tier matches, whatever the order. A packet pays one
+// lookup more per such set; tiers with more than maxGotoSets action
+// chains keep them in the verdict map instead.
+
+// goSetName returns the name of the goto set of map m for action chain c.
+func goSetName(m, c string) string { return m + "-" + strings.TrimPrefix(c, "rule-") }
+
+// newTierState collects the effective rules of a tier; nil when no rule
+// can match.
+func newTierState(tn string, rules []ir.Rule, d ir.Direction, v6 bool, o compileOptions, ids map[uint32]string, actions map[string]*chainSpec) *tierState {
+	ts := &tierState{name: tn, v6: v6, refIdx: map[string]int{}, memo: map[string]*resolution{}, keys: map[*resolution]string{}, sets: map[string]*mapSpec{}}
 	for i := range rules {
 		r := &rules[i]
 		if r.Peer.Set == "" && r.Peer.Negate {
@@ -112,102 +176,171 @@ func compileTier(tn string, rules []ir.Rule, d ir.Direction, v6 bool, o compileO
 		}
 		tr := tierRule{r: r, set: -1, neg: r.Peer.Negate, v: v}
 		if r.Peer.Set != "" {
-			idx, ok := refIdx[r.Peer.Set]
+			idx, ok := ts.refIdx[r.Peer.Set]
 			if !ok {
-				idx = len(refs)
-				refIdx[r.Peer.Set] = idx
-				refs = append(refs, r.Peer.Set)
+				idx = len(ts.refs)
+				ts.refIdx[r.Peer.Set] = idx
+				ts.refs = append(ts.refs, r.Peer.Set)
 			}
 			tr.set = idx
 		}
-		trs = append(trs, tr)
+		ts.trs = append(ts.trs, tr)
 	}
-	if len(trs) == 0 {
+	if len(ts.trs) == 0 {
 		return nil
 	}
-	segs := segments(refs, sets, v6)
-	memo := map[string]*resolution{}
-	var matching []*tierRule
-	type piece struct {
-		lo, hi netip.Addr
-		res    *resolution
-		key    string
-	}
-	keys := map[*resolution]string{}
-	var pieces []piece
-	for _, s := range segs {
-		res, ok := memo[s.mem]
-		if !ok {
-			matching = matching[:0]
-			for i := range trs {
-				tr := &trs[i]
-				m := true
-				if tr.set >= 0 {
-					m = (s.mem[tr.set/8]&(1<<(tr.set%8)) != 0) != tr.neg
-				}
-				if m {
-					matching = append(matching, tr)
-				}
-			}
-			res = resolve(matching)
-			memo[s.mem] = res
-			keys[res] = res.key()
-		}
-		k := keys[res]
-		if n := len(pieces); n > 0 && pieces[n-1].key == k {
-			pieces[n-1].hi = s.hi
-			continue
-		}
-		pieces = append(pieces, piece{lo: s.lo, hi: s.hi, res: res, key: k})
-	}
-	nm, no := 0, 0
-	for _, p := range pieces {
-		nm += len(p.res.main)
-		no += len(p.res.other)
-	}
-	main := &mapSpec{name: tn + "-m", v6: v6, kind: mapAddrProtoPort, elems: make(map[string]mapElem, nm)}
-	other := &mapSpec{name: tn + "-o", v6: v6, kind: mapAddrProto, elems: make(map[string]mapElem, no)}
-	for _, p := range pieces {
-		lo, hi := p.lo.AsSlice(), p.hi.AsSlice()
-		for _, c := range p.res.main {
-			main.add(mapElem{
-				key:    append(append([]byte(nil), lo...), c.plo, 0, 0, 0, byte(c.lo>>8), byte(c.lo), 0, 0),
-				keyEnd: append(append([]byte(nil), hi...), c.phi, 0, 0, 0, byte(c.hi>>8), byte(c.hi), 0, 0),
-				v:      c.v,
-			})
-		}
-		for _, c := range p.res.other {
-			other.add(mapElem{
-				key:    append(append([]byte(nil), lo...), c.plo, 0, 0, 0),
-				keyEnd: append(append([]byte(nil), hi...), c.phi, 0, 0, 0),
-				v:      c.v,
-			})
+	gotos := map[string]bool{}
+	for _, tr := range ts.trs {
+		if tr.v.kind == expr.VerdictGoto {
+			gotos[tr.v.chain] = true
 		}
 	}
+	ts.gotoSets = len(gotos) <= maxGotoSets
+	return ts
+}
+
+// maps returns the tier's non-empty maps and sets: the main map, its
+// goto sets, the fallback map, its goto sets.
+func (ts *tierState) maps() []*mapSpec {
 	var out []*mapSpec
-	if len(main.elems) > 0 {
-		out = append(out, main)
-	}
-	if len(other.elems) > 0 {
-		out = append(out, other)
+	for _, m := range []*mapSpec{ts.main, ts.other} {
+		if len(m.elems) > 0 {
+			out = append(out, m)
+		}
+		for _, n := range sortedKeys(ts.sets) {
+			if g := ts.sets[n]; g.kind == m.kind {
+				out = append(out, g)
+			}
+		}
 	}
 	return out
 }
 
-// segments cuts the family's address space at every boundary of the
-// referenced sets. Each segment's mem has bit i set when it lies in
-// refs[i]. The segments cover the whole space, in order.
-func segments(refs []string, sets map[string]*cachedSet, v6 bool) []segment {
-	zero, last := netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255})
-	if v6 {
-		zero = netip.IPv6Unspecified()
-		last = netip.AddrFrom16([16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+// target returns the map or set that element e of the main (or else the
+// fallback) map belongs in, and e as stored there: in a goto set, without
+// verdict. The spec is nil when the set does not exist yet.
+func (ts *tierState) target(e mapElem, main bool) (string, *mapSpec, mapElem) {
+	m := ts.other
+	if main {
+		m = ts.main
 	}
+	if !ts.gotoSets || e.v.kind != expr.VerdictGoto {
+		return m.name, m, e
+	}
+	n := goSetName(m.name, e.v.chain)
+	g := ts.sets[n]
+	e.v = verdict{}
+	return n, g, e
+}
+
+// add stores e (of the main or fallback map) where it belongs, creating
+// its goto set when needed.
+func (ts *tierState) add(e mapElem, main bool) {
+	chain := e.v.chain
+	n, m, e := ts.target(e, main)
+	if m == nil {
+		kind := mapAddrProto
+		if main {
+			kind = mapAddrProtoPort
+		}
+		m = &mapSpec{name: n, v6: ts.v6, kind: kind, set: true, gotoChain: chain, elems: map[string]mapElem{}}
+		ts.sets[n] = m
+	}
+	m.add(e)
+}
+
+// familySpace returns the first and last address of the tier's family.
+func familySpace(v6 bool) (netip.Addr, netip.Addr) {
+	if v6 {
+		return netip.IPv6Unspecified(), netip.AddrFrom16([16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	}
+	return netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// build computes the pieces of the whole address space and the maps.
+func (ts *tierState) build(sets map[string]*cachedSet) {
+	lo, hi := familySpace(ts.v6)
+	ts.pieces = ts.piecesIn(sets, lo, hi)
+	nm, no := 0, 0
+	for _, p := range ts.pieces {
+		nm += len(p.res.main)
+		no += len(p.res.other)
+	}
+	ts.main = &mapSpec{name: ts.name + "-m", v6: ts.v6, kind: mapAddrProtoPort, elems: make(map[string]mapElem, nm)}
+	ts.other = &mapSpec{name: ts.name + "-o", v6: ts.v6, kind: mapAddrProto, elems: make(map[string]mapElem, no)}
+	clear(ts.sets)
+	for _, p := range ts.pieces {
+		pieceElems(p, func(e mapElem) { ts.add(e, true) }, func(e mapElem) { ts.add(e, false) })
+	}
+}
+
+// resolution returns the first-match cells of the addresses whose
+// membership in the tier's sets is mem.
+func (ts *tierState) resolution(mem string) (*resolution, string) {
+	if res, ok := ts.memo[mem]; ok {
+		return res, ts.keys[res]
+	}
+	var matching []*tierRule
+	for i := range ts.trs {
+		tr := &ts.trs[i]
+		m := true
+		if tr.set >= 0 {
+			m = (mem[tr.set/8]&(1<<(tr.set%8)) != 0) != tr.neg
+		}
+		if m {
+			matching = append(matching, tr)
+		}
+	}
+	res := resolve(matching)
+	ts.memo[mem] = res
+	ts.keys[res] = res.key()
+	return res, ts.keys[res]
+}
+
+// piecesIn returns the merged pieces of the range [lo, hi].
+func (ts *tierState) piecesIn(sets map[string]*cachedSet, lo, hi netip.Addr) []piece {
+	var out []piece
+	for _, s := range segments(ts.refs, sets, ts.v6, lo, hi) {
+		res, k := ts.resolution(s.mem)
+		if n := len(out); n > 0 && out[n-1].key == k {
+			out[n-1].hi = s.hi
+			continue
+		}
+		out = append(out, piece{lo: s.lo, hi: s.hi, res: res, key: k})
+	}
+	return out
+}
+
+// pieceElems passes the main and fallback map elements of p to addMain
+// and addOther.
+func pieceElems(p piece, addMain, addOther func(mapElem)) {
+	lo, hi := p.lo.AsSlice(), p.hi.AsSlice()
+	for _, c := range p.res.main {
+		addMain(mapElem{
+			key:    append(append(make([]byte, 0, len(lo)+8), lo...), c.plo, 0, 0, 0, byte(c.lo>>8), byte(c.lo), 0, 0),
+			keyEnd: append(append(make([]byte, 0, len(hi)+8), hi...), c.phi, 0, 0, 0, byte(c.hi>>8), byte(c.hi), 0, 0),
+			v:      c.v,
+		})
+	}
+	for _, c := range p.res.other {
+		addOther(mapElem{
+			key:    append(append(make([]byte, 0, len(lo)+4), lo...), c.plo, 0, 0, 0),
+			keyEnd: append(append(make([]byte, 0, len(hi)+4), hi...), c.phi, 0, 0, 0),
+			v:      c.v,
+		})
+	}
+}
+
+// segments cuts the range [lo, hi] of the family's address space at every
+// boundary of the referenced sets inside it. Each segment's mem has bit i
+// set when it lies in refs[i]. The segments cover [lo, hi], in order.
+func segments(refs []string, sets map[string]*cachedSet, v6 bool, lo, hi netip.Addr) []segment {
 	type event struct {
 		at  netip.Addr
 		set int
 	}
 	var evs []event
+	mem := make([]byte, (len(refs)+7)/8)
 	for i, n := range refs {
 		cs := sets[n]
 		if cs == nil {
@@ -217,17 +350,23 @@ func segments(refs []string, sets map[string]*cachedSet, v6 bool) []segment {
 		if v6 {
 			rs = cs.r6
 		}
-		for _, r := range rs {
-			evs = append(evs, event{r.from, i})
-			if nx := r.to.Next(); nx.IsValid() {
+		// the first range that ends at or after lo
+		k := sort.Search(len(rs), func(j int) bool { return !rs[j].to.Less(lo) })
+		for ; k < len(rs) && !hi.Less(rs[k].from); k++ {
+			r := rs[k]
+			if r.from.Compare(lo) <= 0 {
+				mem[i/8] |= 1 << (i % 8) // lo lies in r
+			} else {
+				evs = append(evs, event{r.from, i})
+			}
+			if nx := r.to.Next(); nx.IsValid() && !hi.Less(nx) {
 				evs = append(evs, event{nx, i})
 			}
 		}
 	}
 	slices.SortFunc(evs, func(a, b event) int { return a.at.Compare(b.at) })
-	mem := make([]byte, (len(refs)+7)/8)
 	out := make([]segment, 0, len(evs)+1)
-	cur := zero
+	cur := lo
 	for i := 0; i < len(evs); {
 		at := evs[i].at
 		if cur.Less(at) {
@@ -238,7 +377,7 @@ func segments(refs []string, sets map[string]*cachedSet, v6 bool) []segment {
 		}
 		cur = at
 	}
-	out = append(out, segment{lo: cur, hi: last, mem: string(mem)})
+	out = append(out, segment{lo: cur, hi: hi, mem: string(mem)})
 	return out
 }
 

@@ -43,40 +43,55 @@ func TestFirstCover(t *testing.T) {
 	}
 }
 
-// lookupMaps does what the kernel does with a tier chain: the main map,
-// then the fallback map; it also checks that at most one element of each
-// map contains the key (pipapo refuses overlaps). ok is false when
-// neither map has the key: the tier hands the connection on.
+// lookupMaps does what the kernel does with a tier chain: the main map
+// and its goto sets, then the fallback map and its goto sets; it also
+// checks that at most one element of all the maps and sets of one key
+// layout contains the key (pipapo refuses overlaps in one map, and the
+// rules of a tier chain must not depend on their order). ok is false when
+// nothing has the key: the tier hands the connection on.
 func lookupMaps(t *testing.T, maps []*mapSpec, addr netip.Addr, proto uint8, port uint16, portLoads bool) (verdict, bool) {
 	t.Helper()
 	a := addr.AsSlice()
-	for _, m := range maps {
-		if m.kind == mapAddrProtoPort && !portLoads {
+	for _, kind := range []mapKind{mapAddrProtoPort, mapAddrProto} {
+		if kind == mapAddrProtoPort && !portLoads {
 			continue
 		}
 		key := append(append([]byte(nil), a...), proto, 0, 0, 0)
-		if m.kind == mapAddrProtoPort {
+		if kind == mapAddrProtoPort {
 			key = append(key, byte(port>>8), byte(port), 0, 0)
 		}
 		var hits []verdict
-		for _, e := range m.elems {
-			if bytes.Compare(e.key, key) > 0 || bytes.Compare(key, e.keyEnd) > 0 {
+		for _, m := range maps {
+			if m.kind != kind {
 				continue
 			}
-			// a concatenation matches field by field
-			in := true
-			for off, w := range fieldWidths(m, len(a)) {
-				k, lo, hi := key[off:off+w], e.key[off:off+w], e.keyEnd[off:off+w]
-				if bytes.Compare(k, lo) < 0 || bytes.Compare(k, hi) > 0 {
-					in = false
+			for _, e := range m.elems {
+				if bytes.Compare(e.key, key) > 0 || bytes.Compare(key, e.keyEnd) > 0 {
+					continue
 				}
-			}
-			if in {
-				hits = append(hits, e.v)
+				// a concatenation matches field by field
+				in := true
+				for off, w := range fieldWidths(m, len(a)) {
+					k, lo, hi := key[off:off+w], e.key[off:off+w], e.keyEnd[off:off+w]
+					if bytes.Compare(k, lo) < 0 || bytes.Compare(k, hi) > 0 {
+						in = false
+					}
+				}
+				if !in {
+					continue
+				}
+				if m.set {
+					if e.v != (verdict{}) {
+						t.Fatalf("set %s: element with a verdict %+v", m.name, e.v)
+					}
+					hits = append(hits, verdict{kind: expr.VerdictGoto, chain: m.gotoChain})
+				} else {
+					hits = append(hits, e.v)
+				}
 			}
 		}
 		if len(hits) > 1 {
-			t.Fatalf("map %s: %d elements contain %v %d/%d", m.name, len(hits), addr, proto, port)
+			t.Fatalf("%d elements of the tier's maps contain %v %d/%d", len(hits), addr, proto, port)
 		}
 		if len(hits) == 1 {
 			return hits[0], true

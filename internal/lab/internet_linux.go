@@ -9,8 +9,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/bulkhead-dev/bulkhead/internal/netns"
 )
 
@@ -86,14 +84,6 @@ func EnableInternet(ctx context.Context, dir string, hosts []netip.Addr) (*Inter
 }
 
 func buildInternet(p *Plan, ip *InternetPlan) error {
-	if err := netns.Create(ip.Netns); err != nil {
-		return err
-	}
-	ns, err := netns.Open(netns.Path(ip.Netns))
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
 	fab, err := handleAt(p.Fabric)
 	if err != nil {
 		return err
@@ -103,52 +93,20 @@ func buildInternet(p *Plan, ip *InternetPlan) error {
 	if err != nil {
 		return fmt.Errorf("finding br0 in %s: %w", p.Fabric, err)
 	}
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: internetFabricDev}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(ns))}
-	if err := fab.LinkAdd(veth); err != nil {
-		return fmt.Errorf("creating veth %s/eth0: %w", internetFabricDev, err)
-	}
-	port, err := fab.LinkByName(internetFabricDev)
-	if err != nil {
-		return fmt.Errorf("finding %s: %w", internetFabricDev, err)
-	}
-	if err := fab.LinkSetMaster(port, br); err != nil {
-		return fmt.Errorf("adding %s to br0: %w", internetFabricDev, err)
-	}
-	if err := fab.LinkSetUp(port); err != nil {
-		return fmt.Errorf("setting %s up: %w", internetFabricDev, err)
-	}
-	if err := writeSysctls(ip.Netns, map[string]string{
+	h, err := attachToFabric(fab, br, ip.Netns, internetFabricDev, map[string]string{
 		"net/ipv4/conf/all/rp_filter":     "0",
 		"net/ipv4/conf/default/rp_filter": "0",
-	}); err != nil {
+	}, netip.PrefixFrom(InternetFabricIP, 24))
+	if err != nil {
 		return err
 	}
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("netlink handle: %w", err)
-	}
 	defer h.Close()
-	eth0, err := h.LinkByName("eth0")
-	if err != nil {
-		return fmt.Errorf("finding eth0: %w", err)
-	}
-	if err := h.AddrAdd(eth0, addrOf(netip.PrefixFrom(InternetFabricIP, 24))); err != nil {
-		return fmt.Errorf("adding %s to eth0: %w", InternetFabricIP, err)
-	}
-	if err := h.LinkSetUp(eth0); err != nil {
-		return fmt.Errorf("setting eth0 up: %w", err)
-	}
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		return fmt.Errorf("finding lo: %w", err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		return fmt.Errorf("setting lo up: %w", err)
+	if err := addrsUp(h.Handle, h.lo); err != nil {
+		return err
 	}
 	for _, n := range p.Nodes {
-		r := &netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: ipNet(n.PodCIDR), Gw: n.IP.AsSlice()}
-		if err := h.RouteAdd(r); err != nil {
-			return fmt.Errorf("route %s via %s: %w", n.PodCIDR, n.IP, err)
+		if err := routeVia(h.Handle, h.eth0, n.PodCIDR, n.IP); err != nil {
+			return err
 		}
 	}
 	for _, n := range p.Nodes {
@@ -157,12 +115,14 @@ func buildInternet(p *Plan, ip *InternetPlan) error {
 			return err
 		}
 		eth, err := nh.LinkByName("eth0")
-		if err == nil {
-			err = nh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: ipNet(InternetPrefix), Gw: InternetFabricIP.AsSlice()})
+		if err != nil {
+			err = fmt.Errorf("finding eth0: %w", err)
+		} else {
+			err = routeVia(nh, eth, InternetPrefix, InternetFabricIP)
 		}
 		nh.Close()
 		if err != nil {
-			return fmt.Errorf("node %s: route %s via %s: %w", n.Name, InternetPrefix, InternetFabricIP, err)
+			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 	}
 	return nil

@@ -84,66 +84,98 @@ func handleAt(name string) (*netlink.Handle, error) {
 	return nh, nil
 }
 
-func buildNode(p *Plan, n NodePlan, fab *netlink.Handle, br netlink.Link) error {
-	if err := netns.Create(n.Name); err != nil {
-		return err
+// fabricNS is a namespace attached to the fabric: a netlink handle in it
+// (Close closes it) and its eth0 and lo.
+type fabricNS struct {
+	*netlink.Handle
+	eth0, lo netlink.Link
+}
+
+// attachToFabric creates the namespace name and connects it to the
+// fabric's bridge: a veth pair with the port dev on br in the fabric and
+// eth0 in the namespace, then sysctls written in the namespace, addrs on
+// eth0, and eth0 up (lo is left as it is). Nodes and the internet host
+// attach this way.
+func attachToFabric(fab *netlink.Handle, br netlink.Link, name, dev string, sysctls map[string]string, addrs ...netip.Prefix) (*fabricNS, error) {
+	if err := netns.Create(name); err != nil {
+		return nil, err
 	}
-	nodeNS, err := netns.Open(netns.Path(n.Name))
+	ns, err := netns.Open(netns.Path(name))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer nodeNS.Close()
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: n.FabricDev},
-		PeerName:      "eth0",
-		PeerNamespace: netlink.NsFd(int(nodeNS)),
-	}
+	defer ns.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: dev}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(ns))}
 	if err := fab.LinkAdd(veth); err != nil {
-		return fmt.Errorf("creating veth %s/eth0: %w", n.FabricDev, err)
+		return nil, fmt.Errorf("creating veth %s/eth0: %w", dev, err)
 	}
-	port, err := fab.LinkByName(n.FabricDev)
+	port, err := fab.LinkByName(dev)
 	if err != nil {
-		return fmt.Errorf("finding %s: %w", n.FabricDev, err)
+		return nil, fmt.Errorf("finding %s: %w", dev, err)
 	}
 	if err := fab.LinkSetMaster(port, br); err != nil {
-		return fmt.Errorf("adding %s to br0: %w", n.FabricDev, err)
+		return nil, fmt.Errorf("adding %s to %s: %w", dev, br.Attrs().Name, err)
 	}
 	if err := fab.LinkSetUp(port); err != nil {
-		return fmt.Errorf("setting %s up: %w", n.FabricDev, err)
+		return nil, fmt.Errorf("setting %s up: %w", dev, err)
 	}
-	if err := writeSysctls(n.Name, map[string]string{
+	if err := writeSysctls(name, sysctls); err != nil {
+		return nil, err
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle: %w", err)
+	}
+	f := &fabricNS{Handle: h}
+	if f.eth0, err = h.LinkByName("eth0"); err != nil {
+		err = fmt.Errorf("finding eth0: %w", err)
+	} else if f.lo, err = h.LinkByName("lo"); err != nil {
+		err = fmt.Errorf("finding lo: %w", err)
+	} else {
+		err = addrsUp(h, f.eth0, addrs...)
+	}
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// routeVia routes dst via gw on link.
+func routeVia(h *netlink.Handle, link netlink.Link, dst netip.Prefix, gw netip.Addr) error {
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(dst), Gw: gw.AsSlice()}); err != nil {
+		return fmt.Errorf("route %s via %s: %w", dst, gw, err)
+	}
+	return nil
+}
+
+// addrsUp adds addrs to link and sets it up.
+func addrsUp(h *netlink.Handle, link netlink.Link, addrs ...netip.Prefix) error {
+	for _, a := range addrs {
+		if err := h.AddrAdd(link, addrOf(a)); err != nil {
+			return fmt.Errorf("adding %s to %s: %w", a, link.Attrs().Name, err)
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("setting %s up: %w", link.Attrs().Name, err)
+	}
+	return nil
+}
+
+func buildNode(p *Plan, n NodePlan, fab *netlink.Handle, br netlink.Link) error {
+	h, err := attachToFabric(fab, br, n.Name, n.FabricDev, map[string]string{
 		"net/ipv4/ip_forward":              "1",
 		"net/ipv6/conf/all/forwarding":     "1",
 		"net/ipv6/conf/default/accept_dad": "0",
 		"net/ipv6/conf/all/accept_dad":     "0",
 		"net/ipv4/conf/all/rp_filter":      "0",
 		"net/ipv4/conf/default/rp_filter":  "0",
-	}); err != nil {
+	}, netip.PrefixFrom(n.IP, 24), netip.PrefixFrom(n.IP6LL, 64))
+	if err != nil {
 		return err
 	}
-	h, err := netlink.NewHandleAt(nodeNS)
-	if err != nil {
-		return fmt.Errorf("netlink handle: %w", err)
-	}
 	defer h.Close()
-	eth0, err := h.LinkByName("eth0")
-	if err != nil {
-		return fmt.Errorf("finding eth0: %w", err)
-	}
-	if err := h.AddrAdd(eth0, addrOf(netip.PrefixFrom(n.IP, 24))); err != nil {
-		return fmt.Errorf("adding %s to eth0: %w", n.IP, err)
-	}
-	if err := h.AddrAdd(eth0, addrOf(netip.PrefixFrom(n.IP6LL, 64))); err != nil {
-		return fmt.Errorf("adding %s to eth0: %w", n.IP6LL, err)
-	}
-	if err := h.LinkSetUp(eth0); err != nil {
-		return fmt.Errorf("setting eth0 up: %w", err)
-	}
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		return fmt.Errorf("finding lo: %w", err)
-	}
-	gw := &netlink.Route{LinkIndex: lo.Attrs().Index, Dst: ipNet(netip.PrefixFrom(GatewayIP, 32)), Scope: netlink.SCOPE_LINK}
+	gw := &netlink.Route{LinkIndex: h.lo.Attrs().Index, Dst: ipNet(netip.PrefixFrom(GatewayIP, 32)), Scope: netlink.SCOPE_LINK}
 	if err := h.RouteAdd(gw); err != nil {
 		return fmt.Errorf("routing %s to lo: %w", GatewayIP, err)
 	}
@@ -151,13 +183,11 @@ func buildNode(p *Plan, n NodePlan, fab *netlink.Handle, br netlink.Link) error 
 		if o.Index == n.Index {
 			continue
 		}
-		r4 := &netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: ipNet(o.PodCIDR), Gw: o.IP.AsSlice()}
-		if err := h.RouteAdd(r4); err != nil {
-			return fmt.Errorf("route %s via %s: %w", o.PodCIDR, o.IP, err)
+		if err := routeVia(h.Handle, h.eth0, o.PodCIDR, o.IP); err != nil {
+			return err
 		}
-		r6 := &netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: ipNet(o.PodCIDR6), Gw: o.IP6LL.AsSlice()}
-		if err := h.RouteAdd(r6); err != nil {
-			return fmt.Errorf("route %s via %s: %w", o.PodCIDR6, o.IP6LL, err)
+		if err := routeVia(h.Handle, h.eth0, o.PodCIDR6, o.IP6LL); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -196,11 +226,8 @@ func buildPod(pod PodPlan) error {
 	}); err != nil {
 		return err
 	}
-	if err := node.AddrAdd(host, addrOf(netip.PrefixFrom(GatewayIP6, 64))); err != nil {
-		return fmt.Errorf("adding %s to %s: %w", GatewayIP6, pod.HostVeth, err)
-	}
-	if err := node.LinkSetUp(host); err != nil {
-		return fmt.Errorf("setting %s up: %w", pod.HostVeth, err)
+	if err := addrsUp(node, host, netip.PrefixFrom(GatewayIP6, 64)); err != nil {
+		return err
 	}
 	for _, pfx := range []netip.Prefix{netip.PrefixFrom(pod.IP, 32), netip.PrefixFrom(pod.IP6, 128)} {
 		r := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: ipNet(pfx), Scope: netlink.SCOPE_LINK}
@@ -224,13 +251,8 @@ func buildPod(pod PodPlan) error {
 	if err != nil {
 		return fmt.Errorf("finding eth0: %w", err)
 	}
-	for _, pfx := range []netip.Prefix{netip.PrefixFrom(pod.IP, 32), netip.PrefixFrom(pod.IP6, 128)} {
-		if err := h.AddrAdd(eth0, addrOf(pfx)); err != nil {
-			return fmt.Errorf("adding %s to eth0: %w", pfx, err)
-		}
-	}
-	if err := h.LinkSetUp(eth0); err != nil {
-		return fmt.Errorf("setting eth0 up: %w", err)
+	if err := addrsUp(h, eth0, netip.PrefixFrom(pod.IP, 32), netip.PrefixFrom(pod.IP6, 128)); err != nil {
+		return err
 	}
 	gw := &netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: ipNet(netip.PrefixFrom(GatewayIP, 32)), Scope: netlink.SCOPE_LINK}
 	if err := h.RouteAdd(gw); err != nil {

@@ -327,7 +327,7 @@ func (e *Engine) watchSel(s *podSel) {
 	if _, ok := c.selMembers[s]; ok {
 		return
 	}
-	m := &memberSet{}
+	m := &memberSet{words: make([]uint64, 0, (e.nextIdx+63)/64)}
 	e.eachSelected(s, func(p *podInfo) { m.add(p.idx) })
 	if s.nsSel == nil {
 		addTo(c.selByNS, s.fixedNS, s)
@@ -736,6 +736,11 @@ func (e *Engine) zpNamedGroups(zp *zpInfo, names []string) []namedGroup {
 
 func (e *Engine) flush() {
 	c := &e.c
+	if c.all && len(c.dirty) == 0 && len(c.eps) == 0 {
+		// first compilation: size the maps once
+		c.dirty = make(map[string]bool, len(e.pods))
+		c.eps = make(map[string]*epState, len(e.pods))
+	}
 	if c.all {
 		for k := range e.pods {
 			c.dirty[k] = true
@@ -941,6 +946,8 @@ type epBuilder struct {
 	tiers  []ir.Tier
 	rec    *chainMemo // records what the rules being built depend on
 	qPeers []string   // quarantined pods whose allow-lists admit this endpoint (may repeat)
+	selAll []*npInfo  // NetworkPolicies selecting the pod, by name, once selSet
+	selSet bool
 }
 
 func (b *epBuilder) use(name string, d setDesc) ir.PeerMatch {
@@ -1329,7 +1336,22 @@ func (b *epBuilder) adminRules(egress bool) []ir.Rule {
 
 func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {
 	e, p := b.e, b.p
-	pols := e.selecting(p, egress, nil)
+	if !b.selSet {
+		// the policies selecting the pod, either direction, matched once
+		for _, n := range e.candidateNPs(p) {
+			e.stats.SelectorEvaluations++
+			if n.podSel.Matches(p.labels) {
+				b.selAll = append(b.selAll, n)
+			}
+		}
+		b.selSet = true
+	}
+	var pols []*npInfo
+	for _, n := range b.selAll {
+		if (egress && n.egress) || (!egress && n.ingress) {
+			pols = append(pols, n)
+		}
+	}
 	if len(pols) == 0 {
 		return nil, false
 	}
