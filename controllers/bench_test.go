@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -93,7 +95,8 @@ func BenchmarkPodUpdateToDelta(b *testing.B) {
 		b.Fatal(err)
 	}
 	hub := stream.NewHub()
-	model := controllers.NewModel(hub, 5*time.Millisecond, nil, logr.Discard())
+	metrics := controllers.NewMetrics(nil)
+	model := controllers.NewModel(hub, 5*time.Millisecond, metrics, logr.Discard())
 
 	loadCluster(b, model)
 	start := time.Now()
@@ -153,6 +156,9 @@ func BenchmarkPodUpdateToDelta(b *testing.B) {
 	}
 
 	lat := make([]time.Duration, 0, b.N)
+	all := make([]time.Duration, 0, b.N) // until every node got its delta
+	partial := 0                         // samples where not every node got one
+	pub0, pubN0 := histogram(b, metrics.ComputeSeconds)
 	cpu0 := cpuTime()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -162,25 +168,42 @@ func BenchmarkPodUpdateToDelta(b *testing.B) {
 		name := pod.Namespace + "/" + pod.Name
 		t0 := time.Now()
 		model.Upsert(pod)
+		seen := map[string]bool{}
+		var last time.Time
+		found := false
+		timeout := time.After(60 * time.Second)
 	wait:
-		for {
+		for !found || len(seen) < benchNodes {
 			select {
 			case a := <-arrivals:
-				if a.node != node {
+				seen[a.node] = true
+				last = a.at
+				if a.node != node || found {
 					continue
 				}
 				for _, e := range a.msg.GetDelta().GetUpsertedEndpoints() {
 					if e.GetName() == name {
 						lat = append(lat, a.at.Sub(t0))
 						wireBytes += len(mustMarshal(a.msg))
-						break wait
+						found = true
+						// Every node references the two app sets the
+						// pod moves between; allow the rest 5s to arrive.
+						timeout = time.After(5 * time.Second)
+						break
 					}
 				}
-			case <-time.After(60 * time.Second):
-				b.Fatalf("no delta for %s on %s within 60s", name, node)
+			case <-timeout:
+				if !found {
+					b.Fatalf("no delta for %s on %s within 60s", name, node)
+				}
+				partial++
+				break wait
 			}
 		}
-		// Let the other nodes' deltas drain so the next sample starts clean.
+		if len(seen) == benchNodes {
+			all = append(all, last.Sub(t0))
+		}
+		// Let acks settle so the next sample starts clean.
 		time.Sleep(10 * time.Millisecond)
 		for len(arrivals) > 0 {
 			<-arrivals
@@ -188,11 +211,25 @@ func BenchmarkPodUpdateToDelta(b *testing.B) {
 	}
 	b.StopTimer()
 	cpu := cpuTime() - cpu0
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	q := func(f float64) time.Duration { return lat[min(len(lat)-1, int(f*float64(len(lat))))] }
-	b.ReportMetric(float64(q(0.5).Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(q(0.99).Microseconds())/1000, "p99-ms")
-	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+	pub1, pubN1 := histogram(b, metrics.ComputeSeconds)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	q := func(l []time.Duration, f float64) time.Duration {
+		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+		return l[min(len(l)-1, int(f*float64(len(l))))]
+	}
+	b.ReportMetric(ms(q(lat, 0.5)), "p50-ms")
+	b.ReportMetric(ms(q(lat, 0.99)), "p99-ms")
+	b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
+	if len(all) > 0 {
+		b.ReportMetric(ms(q(all, 0.5)), "all-nodes-p50-ms")
+		b.ReportMetric(ms(q(all, 0.99)), "all-nodes-p99-ms")
+	}
+	if partial > 0 {
+		b.Logf("%d of %d updates did not reach all %d nodes within 5s of the pod's node", partial, len(lat), benchNodes)
+	}
+	if pubN1 > pubN0 {
+		b.ReportMetric((pub1-pub0)*1000/float64(pubN1-pubN0), "publish-ms")
+	}
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(len(lat)), "cpu-ms/update")
 	b.ReportMetric(float64(wireBytes)/float64(len(lat)), "delta-bytes")
 }
@@ -206,6 +243,15 @@ func mustMarshal(m *pb.ControllerMessage) []byte {
 }
 
 var protoMarshal = proto.Marshal
+
+// histogram returns a histogram's sum and count.
+func histogram(tb testing.TB, h prometheus.Histogram) (float64, uint64) {
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		tb.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleSum(), m.GetHistogram().GetSampleCount()
+}
 
 // cpuTime is the process's user+system CPU time: on a shared, loaded
 // machine it shows the work per update apart from waiting for a core.

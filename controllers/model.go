@@ -251,6 +251,7 @@ func (m *Model) Publish() {
 		}
 	}
 	clear(m.pending)
+	m.hub.EndRound()
 	m.events = 0
 	m.metrics.QueueDepth.Set(0)
 	m.metrics.ComputeSeconds.Observe(m.now().Sub(start).Seconds())

@@ -639,7 +639,7 @@ func npPorts(ports []networkingv1.NetworkPolicyPort, o objCtx, field string) (po
 	}
 	var pl portList
 	for i, p := range ports {
-		f := fmt.Sprintf("%s.ports[%d]", field, i)
+		f := field + ".ports[" + strconv.Itoa(i) + "]"
 		proto, ferr := parseProtocol(p.Protocol, o, f+".protocol")
 		if ferr != nil {
 			return pl, ferr
@@ -732,8 +732,8 @@ func (e *Engine) convertNP(np *networkingv1.NetworkPolicy) (*npInfo, *FieldError
 		}
 	}
 	conv := func(dir string, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort, i int, peerField string) (npRule, *FieldError) {
-		f := fmt.Sprintf("spec.%s[%d]", dir, i)
-		r := npRule{id: fmt.Sprintf("NetworkPolicy/%s/%s/%d", n.key, dir, i)}
+		f := "spec." + dir + "[" + strconv.Itoa(i) + "]"
+		r := npRule{id: "NetworkPolicy/" + n.key + "/" + dir + "/" + strconv.Itoa(i)}
 		var ferr *FieldError
 		r.ports, ferr = npPorts(ports, o, f)
 		if ferr != nil {
@@ -744,7 +744,7 @@ func (e *Engine) convertNP(np *networkingv1.NetworkPolicy) (*npInfo, *FieldError
 			return r, nil
 		}
 		for j, p := range peers {
-			pf := fmt.Sprintf("%s.%s[%d]", f, peerField, j)
+			pf := f + "." + peerField + "[" + strconv.Itoa(j) + "]"
 			if p.IPBlock != nil {
 				if p.PodSelector != nil || p.NamespaceSelector != nil {
 					return r, o.errf(pf, "ipBlock cannot be combined with podSelector or namespaceSelector")

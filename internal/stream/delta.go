@@ -116,51 +116,64 @@ func diffSet(d *pb.Delta, o, s *ir.AddressSet, memo *setMemo) {
 // involved. The engine shares one slice per set between every node that
 // references it, so when a set changes, the patch (or the whole set) is
 // computed and encoded once and the same message is shared by every
-// node's delta, not recomputed 100 times. Keys hold the slices, so an
-// address is never reused for another slice while it is remembered; IR
-// slices are immutable once published. A nil memo computes every time.
+// node's delta, not recomputed for each node. Per set name it keeps only
+// the newest form seen and the changes to it, so it holds at most one
+// older form of each set besides the current one; Hub.EndRound drops it
+// all. Keys hold the slices, so an address is never reused for another
+// slice while it is remembered; IR slices are immutable once published.
+// A nil memo computes every time.
 type setMemo struct {
-	mu      sync.Mutex
-	patches map[setChange]*pb.SetPatch // nil value: the whole set is smaller
-	wholes  map[setForm]*pb.AddressSet
+	mu    sync.Mutex
+	names map[string]*setMemoEntry
 }
 
-// maxMemo bounds each of the memo's maps; they are cleared when full.
-const maxMemo = 4096
+type setMemoEntry struct {
+	to      setForm
+	whole   *pb.AddressSet            // to, encoded; nil until needed
+	patches map[setForm]*pb.SetPatch // from → to; a nil value: whole is smaller
+}
 
 type setForm struct {
-	name  string
 	first *netip.Prefix
 	n     int
 }
 
-type setChange struct{ from, to setForm }
-
-func formOf(name string, p []netip.Prefix) setForm {
-	f := setForm{name: name, n: len(p)}
+func formOf(p []netip.Prefix) setForm {
+	f := setForm{n: len(p)}
 	if len(p) > 0 {
 		f.first = &p[0]
 	}
 	return f
 }
 
+// entry returns the memo entry for the set's form to, replacing one for
+// an older form. Call with m.mu held.
+func (m *setMemo) entry(name string, to setForm) *setMemoEntry {
+	e := m.names[name]
+	if e == nil || e.to != to {
+		if m.names == nil {
+			m.names = map[string]*setMemoEntry{}
+		}
+		e = &setMemoEntry{to: to, patches: map[setForm]*pb.SetPatch{}}
+		m.names[name] = e
+	}
+	return e
+}
+
 func (m *setMemo) patch(name string, old, next []netip.Prefix) *pb.SetPatch {
 	if m == nil {
 		return patchSet(name, old, next)
 	}
-	k := setChange{formOf(name, old), formOf(name, next)}
+	from, to := formOf(old), formOf(next)
 	m.mu.Lock()
-	p, ok := m.patches[k]
+	p, ok := m.entry(name, to).patches[from]
 	m.mu.Unlock()
 	if ok {
 		return p
 	}
 	p = patchSet(name, old, next)
 	m.mu.Lock()
-	if m.patches == nil || len(m.patches) >= maxMemo {
-		m.patches = map[setChange]*pb.SetPatch{}
-	}
-	m.patches[k] = p
+	m.entry(name, to).patches[from] = p
 	m.mu.Unlock()
 	return p
 }
@@ -169,21 +182,24 @@ func (m *setMemo) whole(s *ir.AddressSet) *pb.AddressSet {
 	if m == nil {
 		return SetToProto(s)
 	}
-	k := formOf(s.Name, s.Prefixes)
+	to := formOf(s.Prefixes)
 	m.mu.Lock()
-	w, ok := m.wholes[k]
+	w := m.entry(s.Name, to).whole
 	m.mu.Unlock()
-	if ok {
+	if w != nil {
 		return w
 	}
 	w = SetToProto(s)
 	m.mu.Lock()
-	if m.wholes == nil || len(m.wholes) >= maxMemo {
-		m.wholes = map[setForm]*pb.AddressSet{}
-	}
-	m.wholes[k] = w
+	m.entry(s.Name, to).whole = w
 	m.mu.Unlock()
 	return w
+}
+
+func (m *setMemo) clear() {
+	m.mu.Lock()
+	m.names = nil
+	m.mu.Unlock()
 }
 
 // samePrefixes reports whether two prefix lists are equal; lists that

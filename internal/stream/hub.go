@@ -193,6 +193,12 @@ func (h *Hub) commitLocked(n *nodeState, np *ir.NodePolicy, d *pb.Delta) bool {
 	return true
 }
 
+// EndRound tells the hub that a round of publishes (every node a change
+// touched) is over: it forgets the set changes it shared between the
+// round's deltas. Skipping it costs memory (at most one older form of each
+// changed set), never correctness.
+func (h *Hub) EndRound() { h.memo.clear() }
+
 // Generation returns the node's current generation (0 if never published).
 func (h *Hub) Generation(node string) uint64 {
 	h.mu.Lock()

@@ -167,3 +167,30 @@ func TestConcurrentPublishesOfOneNodeKeepAConsistentChain(t *testing.T) {
 		t.Fatalf("replayed chain differs from the hub's current policy (-hub +replayed):\n%s", d)
 	}
 }
+
+func TestHubMemoKeepsOnlyTheNewestFormOfASet(t *testing.T) {
+	h := NewHub()
+	forms := [][]netip.Prefix{bigSet(1000, 0), bigSet(1000, 1), bigSet(999, 1)}
+	a, _ := twoNodes(forms[0])
+	h.Publish("node-a", a)
+	for _, f := range forms[1:] {
+		a, _ := twoNodes(f)
+		if _, d := h.PublishDelta("node-a", a); len(d.GetPatchedSets()) != 1 {
+			t.Fatalf("delta %v, want one patch", d)
+		}
+	}
+	h.memo.mu.Lock()
+	e := h.memo.names["Zones/web"]
+	n := len(h.memo.names)
+	h.memo.mu.Unlock()
+	if n != 1 || e == nil || e.to != formOf(forms[2]) || len(e.patches) != 1 {
+		t.Fatalf("memo has %d sets, entry %+v; want one entry for the newest form with one patch", n, e)
+	}
+	h.EndRound()
+	h.memo.mu.Lock()
+	n = len(h.memo.names)
+	h.memo.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("memo keeps %d sets after EndRound, want none", n)
+	}
+}
