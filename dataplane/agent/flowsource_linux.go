@@ -40,9 +40,18 @@ func NewFlowSource(d dataplane.Dataplane, netnsPath string, local func(netip.Add
 			defer r.Close()
 			var mu sync.Mutex
 			safe := func(rec dataplane.FlowRecord) { mu.Lock(); fn(rec); mu.Unlock() }
+			// Either half ending ends the source, so its error is
+			// reported at once rather than when the agent stops.
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
 			ctErr := make(chan error, 1)
-			go func() { ctErr <- conntrack.Watch(ctx, netnsPath, true, local, safe) }()
+			go func() {
+				err := conntrack.Watch(ctx, netnsPath, true, local, safe)
+				cancel()
+				ctErr <- err
+			}()
 			err := r.Run(ctx, safe)
+			cancel()
 			return errors.Join(err, <-ctErr)
 		}, nil
 	case *ebpf.Backend:

@@ -4,6 +4,7 @@ package conntrack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/mdlayher/netlink"
 	ct "github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
+	"golang.org/x/sys/unix"
 
 	"github.com/bulkhead-dev/bulkhead/dataplane"
 	"github.com/bulkhead-dev/bulkhead/internal/netns"
@@ -27,7 +29,28 @@ import (
 // are skipped (local nil: all are reported as EGRESS). Packets and Bytes
 // are set from snapshot entries when the namespace has
 // net.netfilter.nf_conntrack_acct on.
+//
+// When the kernel drops events because the reader fell behind (ENOBUFS on
+// the event socket), Watch does not end: it joins the events again and
+// dumps the table, reporting every connection still open that it has not
+// reported yet (as Existing). Only connections that opened and closed
+// inside the gap are lost.
 func Watch(ctx context.Context, nsPath string, snapshot bool, local func(netip.Addr) bool, fn func(dataplane.FlowRecord)) error {
+	return watch(ctx, nsPath, snapshot, local, fn, watchOptions{readBuffer: 4 << 20, queue: 1024})
+}
+
+type watchOptions struct {
+	readBuffer int
+	queue      int // events decoded ahead of fn
+	// overflowed, when set, is called after each recovered overflow.
+	overflowed func()
+}
+
+// maxSeen bounds the conntrack IDs remembered to skip connections already
+// reported when the table is dumped after an overflow.
+const maxSeen = 1 << 18
+
+func watch(ctx context.Context, nsPath string, snapshot bool, local func(netip.Addr) bool, fn func(dataplane.FlowRecord), o watchOptions) error {
 	cfg := &netlink.Config{}
 	if nsPath != "" {
 		h, err := netns.Open(nsPath)
@@ -37,18 +60,76 @@ func Watch(ctx context.Context, nsPath string, snapshot bool, local func(netip.A
 		defer h.Close()
 		cfg.NetNS = int(h)
 	}
+	seen := map[uint32]struct{}{}
+	report := func(f *ct.Flow, existing bool, now time.Time) {
+		if existing {
+			if _, ok := seen[f.ID]; ok {
+				return
+			}
+		}
+		r, ok := record(f, local, now)
+		if !ok {
+			return
+		}
+		if len(seen) >= maxSeen {
+			clear(seen)
+		}
+		seen[f.ID] = struct{}{}
+		if existing {
+			r.Existing = true
+			r.Packets = f.CountersOrig.Packets + f.CountersReply.Packets
+			r.Bytes = f.CountersOrig.Bytes + f.CountersReply.Bytes
+		}
+		fn(r)
+	}
+	dump := snapshot
+	for {
+		err := watchOnce(ctx, cfg, dump, o, report)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, unix.ENOBUFS) {
+			return err
+		}
+		if o.overflowed != nil {
+			o.overflowed()
+		}
+		dump = true // recover what is still open
+	}
+}
+
+// watchOnce joins the NEW events, dumps the table when dump is set, and
+// reports events until ctx ends (nil) or the event socket fails.
+func watchOnce(ctx context.Context, cfg *netlink.Config, dump bool, o watchOptions, report func(*ct.Flow, bool, time.Time)) error {
 	lc, err := ct.Dial(cfg)
 	if err != nil {
 		return fmt.Errorf("opening conntrack netlink for events: %w", err)
 	}
-	defer lc.Close()
-	_ = lc.SetReadBuffer(4 << 20)
-	events := make(chan ct.Event, 1024)
+	_ = lc.SetReadBuffer(o.readBuffer)
+	events := make(chan ct.Event, o.queue)
 	errs, err := lc.Listen(events, 1, []netfilter.NetlinkGroup{netfilter.GroupCTNew})
 	if err != nil {
+		lc.Close()
 		return fmt.Errorf("joining conntrack NEW events: %w", err)
 	}
-	if snapshot {
+	defer func() {
+		// Close waits for the event worker, which may be blocked handing
+		// over an event or an error: keep draining until it is gone.
+		stop := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-events:
+				case <-errs:
+				case <-stop:
+					return
+				}
+			}
+		}()
+		lc.Close()
+		close(stop)
+	}()
+	if dump {
 		dc, err := ct.Dial(cfg)
 		if err != nil {
 			return fmt.Errorf("opening conntrack netlink for the snapshot: %w", err)
@@ -60,12 +141,7 @@ func Watch(ctx context.Context, nsPath string, snapshot bool, local func(netip.A
 		}
 		now := time.Now()
 		for i := range flows {
-			if r, ok := record(&flows[i], local, now); ok {
-				r.Existing = true
-				r.Packets = flows[i].CountersOrig.Packets + flows[i].CountersReply.Packets
-				r.Bytes = flows[i].CountersOrig.Bytes + flows[i].CountersReply.Bytes
-				fn(r)
-			}
+			report(&flows[i], true, now)
 		}
 	}
 	for {
@@ -80,9 +156,7 @@ func Watch(ctx context.Context, nsPath string, snapshot bool, local func(netip.A
 			if ev.Type != ct.EventNew || ev.Flow == nil {
 				continue
 			}
-			if r, ok := record(ev.Flow, local, time.Now()); ok {
-				fn(r)
-			}
+			report(ev.Flow, false, time.Now())
 		}
 	}
 }
