@@ -58,6 +58,10 @@ type epState struct {
 type nodeState struct {
 	np    *ir.NodePolicy
 	stale bool
+	// epsStale: the node's endpoints or the names of its sets may have
+	// changed; without it only set contents did, and NodePolicy reuses
+	// the previous endpoint slice and set order.
+	epsStale bool
 }
 
 type compileState struct {
@@ -90,6 +94,8 @@ type compileState struct {
 	namedMemo    map[string][]namedGroup
 	chainMemo    map[uint64][]*chainMemo // valid during one flush
 	sortedAddrs  []netip.Addr            // pod addresses, sorted; valid during one flush
+	podRanges    []ipRange               // every pod address as normalized ranges; read-only once built
+	podRangesOK  bool                    // podRanges is current
 }
 
 func (c *compileState) init() {
@@ -142,6 +148,9 @@ func (e *Engine) podChanged(old, cur *podInfo, nsChanged bool) {
 	}
 	key := p.key
 	addrChanged := old == nil || cur == nil || !slices.Equal(old.ips, cur.ips)
+	if addrChanged {
+		c.podRangesOK = false
+	}
 	portsChanged := old == nil || cur == nil || !slices.Equal(old.ports, cur.ports)
 	// bulk: the next flush recompiles every endpoint and rebuilds every
 	// set anyway (initial load, global changes); only selector
@@ -490,12 +499,20 @@ func (e *Engine) zoneMembers(name string, podRanges []ipRange) []ipRange {
 	return subtract(z.effNets, podRanges)
 }
 
+// allPodRanges returns every pod address as normalized ranges. The slice
+// is cached until a pod's addresses change and must not be modified.
 func (e *Engine) allPodRanges() []ipRange {
+	c := &e.c
+	if c.podRangesOK {
+		return c.podRanges
+	}
 	var addrs []netip.Addr
 	for _, p := range e.pods {
 		addrs = append(addrs, p.ips...)
 	}
-	return normalize(hostsOf(addrs))
+	c.podRanges = slices.Clip(normalize(hostsOf(addrs)))
+	c.podRangesOK = true
+	return c.podRanges
 }
 
 func (e *Engine) buildSet(s *setState) []netip.Prefix {
@@ -861,8 +878,12 @@ func (e *Engine) flush() {
 		s.prefixes = e.buildSet(s)
 		if !s.built || !slices.Equal(pre, s.prefixes) {
 			for node := range s.users {
-				e.nodeDirty(node)
+				e.nodeSetsDirty(node)
 			}
+		} else {
+			// same contents: keep the slice already handed out, so
+			// that unchanged sets stay identical across policies
+			s.prefixes = pre
 		}
 		s.built = true
 	}
@@ -870,6 +891,19 @@ func (e *Engine) flush() {
 }
 
 func (e *Engine) nodeDirty(node string) {
+	if node == "" {
+		return
+	}
+	e.c.dirtyNodes[node] = true
+	if ns := e.c.nodes[node]; ns != nil {
+		ns.stale = true
+		ns.epsStale = true
+	}
+}
+
+// nodeSetsDirty marks a node whose endpoints and set names are unchanged
+// but the contents of one of its sets changed.
+func (e *Engine) nodeSetsDirty(node string) {
 	if node == "" {
 		return
 	}
@@ -901,6 +935,13 @@ func (e *Engine) NodePolicy(node string) *ir.NodePolicy {
 		return ns.np
 	}
 	e.stats.NodesRebuilt++
+	if ns != nil && !ns.epsStale {
+		if sets, ok := e.refreshSets(ns.np.Sets); ok {
+			np := &ir.NodePolicy{Node: node, Endpoints: ns.np.Endpoints, Sets: sets}
+			ns.np, ns.stale = np, false
+			return np
+		}
+	}
 	np := &ir.NodePolicy{Node: node, Endpoints: []ir.Endpoint{}, Sets: []ir.AddressSet{}}
 	keys, ok := e.c.nodeKeys[node]
 	if !ok {
@@ -933,6 +974,53 @@ func (e *Engine) NodePolicy(node string) *ir.NodePolicy {
 	}
 	e.c.nodes[node] = &nodeState{np: np}
 	return np
+}
+
+// refreshSets returns a node's sets with the same names as prev and their
+// current contents. Entries whose set did not change keep their prefix
+// slice; prev itself is returned when none changed. prev is never
+// modified: it belongs to a published NodePolicy. It reports false when a
+// set of prev no longer exists (the caller then rebuilds the node).
+func (e *Engine) refreshSets(prev []ir.AddressSet) ([]ir.AddressSet, bool) {
+	var out []ir.AddressSet
+	for i, as := range prev {
+		s := e.c.sets[as.Name]
+		if s == nil {
+			return nil, false
+		}
+		p := s.prefixes
+		if p == nil {
+			p = []netip.Prefix{}
+		}
+		if out == nil {
+			if samePrefixSlice(p, as.Prefixes) {
+				continue
+			}
+			out = make([]ir.AddressSet, len(prev))
+			copy(out, prev[:i])
+		}
+		if samePrefixSlice(p, as.Prefixes) {
+			out[i] = as
+		} else {
+			out[i] = ir.AddressSet{Name: as.Name, Prefixes: p}
+		}
+	}
+	if out == nil {
+		return prev, true
+	}
+	return out, true
+}
+
+// samePrefixSlice reports whether a and b are the same slice (same
+// backing array and length), not merely equal contents.
+func samePrefixSlice(a, b []netip.Prefix) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 {
+		return true
+	}
+	return &a[0] == &b[0]
 }
 
 // ---- endpoint compilation ----
