@@ -96,6 +96,11 @@ type compileState struct {
 	sortedAddrs  []netip.Addr            // pod addresses, sorted; valid during one flush
 	podRanges    []ipRange               // every pod address as normalized ranges; read-only once built
 	podRangesOK  bool                    // podRanges is current
+	// zoneAddrs holds, per pod zone name ("" for unzoned pods), its pods'
+	// addresses sorted, duplicates kept; patched per pod change instead of
+	// scanning every pod. Valid while zoneAddrsOK.
+	zoneAddrs   map[string][]netip.Addr
+	zoneAddrsOK bool
 }
 
 func (c *compileState) init() {
@@ -138,6 +143,8 @@ func addTo[K comparable, V comparable](m map[K]map[V]bool, k K, v V) {
 func (e *Engine) globalChanged() {
 	e.c.all = true
 	e.c.allStale = true
+	e.c.zoneAddrsOK = false
+	e.c.podRangesOK = false
 }
 
 func (e *Engine) podChanged(old, cur *podInfo, nsChanged bool) {
@@ -201,6 +208,7 @@ func (e *Engine) markPodChanged(old, cur *podInfo, key string, addrChanged, port
 	c := &e.c
 	c.dirty[key] = true
 	if addrChanged || old.zone != cur.zone {
+		e.patchZoneAddrs(old, cur)
 		for s := range c.zoneSets {
 			c.staleSets[s] = true
 		}
@@ -475,28 +483,63 @@ func hostsOf(addrs []netip.Addr) []ipRange {
 // or "unzoned"), as ranges. CIDR zone members exclude pod addresses.
 func (e *Engine) zoneMembers(name string, podRanges []ipRange) []ipRange {
 	if name == zoneUnzoned {
-		var addrs []netip.Addr
-		for _, p := range e.pods {
-			if p.zone == "" {
-				addrs = append(addrs, p.ips...)
-			}
-		}
-		return hostsOf(addrs)
+		return hostsOf(e.podZoneAddrs(""))
 	}
 	z := e.zones[name]
 	if z == nil {
 		return nil
 	}
 	if z.pods {
-		var addrs []netip.Addr
-		for _, p := range e.pods {
-			if p.zone == name {
-				addrs = append(addrs, p.ips...)
-			}
-		}
-		return hostsOf(addrs)
+		return hostsOf(e.podZoneAddrs(name))
 	}
 	return subtract(z.effNets, podRanges)
+}
+
+// podZoneAddrs returns the sorted addresses of the pods whose zone is
+// name ("" for unzoned pods); the slice must not be modified or kept.
+func (e *Engine) podZoneAddrs(name string) []netip.Addr {
+	c := &e.c
+	if !c.zoneAddrsOK {
+		c.zoneAddrs = map[string][]netip.Addr{}
+		for _, p := range e.pods {
+			c.zoneAddrs[p.zone] = append(c.zoneAddrs[p.zone], p.ips...)
+		}
+		for _, l := range c.zoneAddrs {
+			slices.SortFunc(l, netip.Addr.Compare)
+		}
+		c.zoneAddrsOK = true
+	}
+	return c.zoneAddrs[name]
+}
+
+// patchZoneAddrs moves one pod's addresses between the per-zone address
+// lists: old is the pod before (nil if new), cur after (nil if gone).
+func (e *Engine) patchZoneAddrs(old, cur *podInfo) {
+	c := &e.c
+	if !c.zoneAddrsOK {
+		return
+	}
+	if old != nil {
+		l := c.zoneAddrs[old.zone]
+		for _, a := range old.ips {
+			if i, ok := slices.BinarySearchFunc(l, a, netip.Addr.Compare); ok {
+				l = slices.Delete(l, i, i+1)
+			} else {
+				// the lists disagree with the pods: rebuild them
+				c.zoneAddrsOK = false
+				return
+			}
+		}
+		c.zoneAddrs[old.zone] = l
+	}
+	if cur != nil {
+		l := c.zoneAddrs[cur.zone]
+		for _, a := range cur.ips {
+			i, _ := slices.BinarySearchFunc(l, a, netip.Addr.Compare)
+			l = slices.Insert(l, i, a)
+		}
+		c.zoneAddrs[cur.zone] = l
+	}
 }
 
 // allPodRanges returns every pod address as normalized ranges. The slice
