@@ -23,11 +23,7 @@ import (
 func TestWatchReportsExistingAndNewAcceptedConnections(t *testing.T) {
 	topo := dptest.NewTopology(t, 3)
 	a, b, c := topo.Pods[0], topo.Pods[1], topo.Pods[2]
-	be, err := nftables.New(nftables.Options{NetNSPath: topo.NodePath, NFLogGroup: 31})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = be.Uninstall(context.Background()); _ = be.Close() })
+	be := nftBackend(t, topo, 31)
 	np := topo.Policy(dptest.Set("sel-a", a.Prefixes()...))
 	np.Endpoints[1].Ingress.Tiers = []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("ZonePolicy/deny-a", "sel-a", false, ir.Deny))}
 	if err := be.Sync(context.Background(), np); err != nil {
@@ -42,18 +38,13 @@ func TestWatchReportsExistingAndNewAcceptedConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	locals := map[netip.Addr]bool{}
-	for _, p := range topo.Pods {
-		for _, ip := range p.IPs() {
-			locals[ip] = true
-		}
-	}
+	local := localTo(topo)
 	var mu sync.Mutex
 	var recs []dataplane.FlowRecord
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- conntrack.Watch(ctx, topo.NodePath, true, func(ip netip.Addr) bool { return locals[ip] }, func(r dataplane.FlowRecord) {
+		done <- conntrack.Watch(ctx, topo.NodePath, true, local, func(r dataplane.FlowRecord) {
 			mu.Lock()
 			recs = append(recs, r)
 			mu.Unlock()
@@ -103,4 +94,28 @@ func TestWatchReportsExistingAndNewAcceptedConnections(t *testing.T) {
 			t.Errorf("a local source's record has direction %s, want EGRESS", r.Direction)
 		}
 	}
+}
+
+// nftBackend returns an nftables backend in the topology's node namespace,
+// uninstalled when the test ends. Conntrack tracks only in namespaces
+// whose hooks use it, so the watch tests need one.
+func nftBackend(t *testing.T, topo *dptest.Topology, group uint16) *nftables.Backend {
+	t.Helper()
+	be, err := nftables.New(nftables.Options{NetNSPath: topo.NodePath, NFLogGroup: group})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = be.Uninstall(context.Background()); _ = be.Close() })
+	return be
+}
+
+// localTo reports whether an address belongs to one of the topology's pods.
+func localTo(topo *dptest.Topology) func(netip.Addr) bool {
+	locals := map[netip.Addr]bool{}
+	for _, p := range topo.Pods {
+		for _, ip := range p.IPs() {
+			locals[ip] = true
+		}
+	}
+	return func(ip netip.Addr) bool { return locals[ip] }
 }

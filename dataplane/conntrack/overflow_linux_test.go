@@ -5,7 +5,6 @@ package conntrack_test
 import (
 	"context"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"github.com/bulkhead-dev/bulkhead/dataplane"
 	"github.com/bulkhead-dev/bulkhead/dataplane/conntrack"
 	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
-	"github.com/bulkhead-dev/bulkhead/dataplane/nftables"
 )
 
 // TestWatchRecoversOpenConnectionsAfterAnEventOverflow stalls the record
@@ -24,19 +22,8 @@ import (
 func TestWatchRecoversOpenConnectionsAfterAnEventOverflow(t *testing.T) {
 	topo := dptest.NewTopology(t, 2)
 	a, b := topo.Pods[0], topo.Pods[1]
-	be, err := nftables.New(nftables.Options{NetNSPath: topo.NodePath, NFLogGroup: 32})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = be.Uninstall(context.Background()); _ = be.Close() })
-	if err := be.Sync(context.Background(), topo.Policy()); err != nil {
+	if err := nftBackend(t, topo, 32).Sync(context.Background(), topo.Policy()); err != nil {
 		t.Fatalf("Sync: %v", err)
-	}
-	locals := map[netip.Addr]bool{}
-	for _, p := range topo.Pods {
-		for _, ip := range p.IPs() {
-			locals[ip] = true
-		}
 	}
 
 	release := make(chan struct{})
@@ -47,7 +34,7 @@ func TestWatchRecoversOpenConnectionsAfterAnEventOverflow(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- conntrack.WatchSmall(ctx, topo.NodePath, func(ip netip.Addr) bool { return locals[ip] }, func(r dataplane.FlowRecord) {
+		done <- conntrack.WatchSmall(ctx, topo.NodePath, localTo(topo), func(r dataplane.FlowRecord) {
 			once.Do(func() { <-release }) // the consumer falls behind
 			if r.Src == a.IP4 && r.Dst == b.IP4 && r.DstPort == 8080 {
 				mu.Lock()

@@ -35,7 +35,7 @@ func TestDriftInTheActiveBufferIsRepaired(t *testing.T) {
 	topo := dptest.NewTopology(t, 2)
 	a, b := topo.Pods[0], topo.Pods[1]
 	be := newBackend(t, topo.NodePath, Options{})
-	np := denyFrom(topo)
+	np := topo.DenyAToB()
 	if err := be.Sync(context.Background(), np); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
@@ -109,7 +109,7 @@ func TestEmptyPolicyAfterRulesAllowsEverything(t *testing.T) {
 	topo := dptest.NewTopology(t, 2)
 	a, b := topo.Pods[0], topo.Pods[1]
 	be := newBackend(t, topo.NodePath, Options{})
-	if err := be.Sync(context.Background(), denyFrom(topo)); err != nil {
+	if err := be.Sync(context.Background(), topo.DenyAToB()); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
 	if err := be.Sync(context.Background(), &ir.NodePolicy{Node: topo.NodeNS}); err != nil {
@@ -127,13 +127,13 @@ func TestClsactFiltersAreInstalledAndRemoved(t *testing.T) {
 	topo := dptest.NewTopology(t, 2)
 	a, b := topo.Pods[0], topo.Pods[1]
 	be := newBackend(t, topo.NodePath, Options{Attach: AttachClsact})
-	if err := be.Sync(context.Background(), denyFrom(topo)); err != nil {
+	if err := be.Sync(context.Background(), topo.DenyAToB()); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
 	if st := be.Stats(); !st.Clsact || st.Attached != 2 {
 		t.Errorf("stats %+v: want 2 interfaces on clsact", st)
 	}
-	if n := attached(t, topo.NodePath, b.HostIf); n != 0 {
+	if n := dptest.TCXPrograms(t, topo.NodePath, b.HostIf); n != 0 {
 		t.Errorf("%d TCX programs on %s in clsact mode", n, b.HostIf)
 	}
 	for _, dir := range []string{"ingress", "egress"} {
@@ -174,7 +174,7 @@ func TestDetachedLinksAreRepairedByTheResync(t *testing.T) {
 	topo := dptest.NewTopology(t, 2)
 	a, b := topo.Pods[0], topo.Pods[1]
 	be := newBackend(t, topo.NodePath, Options{Attach: AttachTCX})
-	np := denyFrom(topo)
+	np := topo.DenyAToB()
 	ctx := context.Background()
 	if err := be.Sync(ctx, np); err != nil {
 		t.Fatalf("Sync: %v", err)

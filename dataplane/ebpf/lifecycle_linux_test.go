@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,46 +15,11 @@ import (
 	"testing"
 	"time"
 
-	cebpf "github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
-	"github.com/bulkhead-dev/bulkhead/internal/netns"
 )
-
-// denyFrom returns topo's policy with pod b's ingress denying pod a.
-func denyFrom(topo *dptest.Topology) *ir.NodePolicy {
-	np := topo.Policy(dptest.Set("sel-a", topo.Pods[0].Prefixes()...))
-	np.Endpoints[1].Ingress.Tiers = []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("ZonePolicy/deny-a", "sel-a", false, ir.Deny))}
-	return np
-}
-
-// attached returns how many programs are attached to the TCX hooks of
-// the interface in the node namespace.
-func attached(t *testing.T, nsPath, ifname string) int {
-	t.Helper()
-	n := 0
-	err := netns.Do(nsPath, func() error {
-		ifc, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		for _, a := range []cebpf.AttachType{cebpf.AttachTCXIngress, cebpf.AttachTCXEgress} {
-			res, err := link.QueryPrograms(link.QueryOptions{Target: ifc.Index, Attach: a})
-			if err != nil {
-				return err
-			}
-			n += len(res.Programs)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("querying TCX programs on %s: %v", ifname, err)
-	}
-	return n
-}
 
 func TestRestartKeepsEnforcementWithoutGap(t *testing.T) {
 	topo := dptest.NewTopology(t, 3)
@@ -66,7 +30,7 @@ func TestRestartKeepsEnforcementWithoutGap(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	np := denyFrom(topo)
+	np := topo.DenyAToB()
 	if err := first.Sync(context.Background(), np); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
@@ -137,7 +101,7 @@ func TestRestartKeepsEnforcementWithoutGap(t *testing.T) {
 	if deniedLeak.Load() != 0 {
 		t.Errorf("%d denied connections got through across restarts", deniedLeak.Load())
 	}
-	if n := attached(t, topo.NodePath, b.HostIf); n != 2 {
+	if n := dptest.TCXPrograms(t, topo.NodePath, b.HostIf); n != 2 {
 		t.Errorf("%d programs attached to %s, want 2 (ingress and egress)", n, b.HostIf)
 	}
 }
@@ -152,7 +116,7 @@ func TestUninstallRemovesLinksAndPins(t *testing.T) {
 		t.Fatalf("Sync: %v", err)
 	}
 	for _, p := range topo.Pods {
-		if n := attached(t, topo.NodePath, p.HostIf); n != 2 {
+		if n := dptest.TCXPrograms(t, topo.NodePath, p.HostIf); n != 2 {
 			t.Fatalf("%d programs attached to %s, want 2", n, p.HostIf)
 		}
 	}
@@ -167,7 +131,7 @@ func TestUninstallRemovesLinksAndPins(t *testing.T) {
 		t.Fatalf("Uninstall: %v", err)
 	}
 	for _, p := range topo.Pods {
-		if n := attached(t, topo.NodePath, p.HostIf); n != 0 {
+		if n := dptest.TCXPrograms(t, topo.NodePath, p.HostIf); n != 0 {
 			t.Errorf("%d programs still attached to %s after Uninstall", n, p.HostIf)
 		}
 	}
@@ -193,10 +157,10 @@ func TestEndpointRemovedFromPolicyIsDetached(t *testing.T) {
 	if err := be.Sync(context.Background(), np); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
-	if n := attached(t, topo.NodePath, topo.Pods[0].HostIf); n != 2 {
+	if n := dptest.TCXPrograms(t, topo.NodePath, topo.Pods[0].HostIf); n != 2 {
 		t.Errorf("%d programs on the kept endpoint's interface, want 2", n)
 	}
-	if n := attached(t, topo.NodePath, topo.Pods[1].HostIf); n != 0 {
+	if n := dptest.TCXPrograms(t, topo.NodePath, topo.Pods[1].HostIf); n != 0 {
 		t.Errorf("%d programs on the removed endpoint's interface, want 0", n)
 	}
 }
@@ -205,7 +169,7 @@ func TestUnknownEndpointIsReportedAndOthersEnforced(t *testing.T) {
 	topo := dptest.NewTopology(t, 2)
 	a, b := topo.Pods[0], topo.Pods[1]
 	be := newBackend(t, topo.NodePath, Options{})
-	np := denyFrom(topo)
+	np := topo.DenyAToB()
 	np.Endpoints = append(np.Endpoints, ir.Endpoint{Name: "default/pod-z"})
 	np.Endpoints = append(np.Endpoints, ir.Endpoint{Name: "default/pod-zz", IPs: []netip.Addr{netip.MustParseAddr("10.244.9.9")}})
 	err := be.Sync(context.Background(), np)
