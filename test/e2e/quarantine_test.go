@@ -247,7 +247,11 @@ func runQuarantineLab(t *testing.T, backend string) {
 		blocked = q.Status.BlockedFlows
 		found := false
 		for _, f := range blocked {
-			found = found || (f.SourcePod == client && f.DestinationPod == victim && strings.HasPrefix(f.Destination, vp.IP.String()+":"))
+			// The matrix probed victim:80. Wait for that record, not only
+			// for the cut echo connection's: the victim's node records
+			// the refusals (its own chains drop them), and its agent is
+			// killed next, losing what it has not reported yet.
+			found = found || (f.SourcePod == client && f.DestinationPod == victim && f.Destination == vp.IP.String()+":80")
 		}
 		if found {
 			if q.Status.BlockedFlowsTotal < int64(len(blocked)) {
@@ -262,7 +266,7 @@ func runQuarantineLab(t *testing.T, backend string) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no blocked flow %s -> %s on the quarantine's status after 30s; status has %+v", client, victim, blocked)
+			t.Fatalf("no blocked flow %s -> %s:80 on the quarantine's status after 30s; status has %+v", client, victim, blocked)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
