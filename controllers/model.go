@@ -35,15 +35,15 @@ type Model struct {
 	metrics  *Metrics
 	now      func() time.Time
 
-	mu      sync.Mutex
-	eng     *policy.Engine
-	objs    map[policy.ObjectRef]*objTrack
+	mu   sync.Mutex
+	eng  *policy.Engine
+	objs map[policy.ObjectRef]*objTrack
 	// changedObjs are the tracked objects whose t.changed is set, so a
 	// publish retracks them without scanning every object.
 	changedObjs map[policy.ObjectRef]struct{}
-	k8sNode map[string]bool // Node objects
-	pending map[string]bool // nodes to publish besides the engine's dirty ones
-	events  int             // changes since the last publish
+	k8sNode     map[string]bool // Node objects
+	pending     map[string]bool // nodes to publish besides the engine's dirty ones
+	events      int             // changes since the last publish
 	// nodeRefs and refNodes index which objects' rules each published
 	// node policy holds (derived from rule IDs and zone set names).
 	nodeRefs map[string]map[policy.ObjectRef]struct{}
@@ -437,6 +437,11 @@ type Realization struct {
 	// publish: no node holds its current form yet, whatever it acked.
 	Unpublished bool
 }
+
+// Reportable reports whether status may be written from r: the object is
+// known and its current form is published. Until then status waits for
+// the publish, which notifies it.
+func (r Realization) Reportable() bool { return r.Known && !r.Unpublished }
 
 // Realization computes an object's enforcement from the hub's acks.
 func (m *Model) Realization(ref policy.ObjectRef) Realization {

@@ -129,7 +129,7 @@ type setMemo struct {
 
 type setMemoEntry struct {
 	to      setForm
-	whole   *pb.AddressSet            // to, encoded; nil until needed
+	whole   *pb.AddressSet           // to, encoded; nil until needed
 	patches map[setForm]*pb.SetPatch // from → to; a nil value: whole is smaller
 }
 

@@ -28,7 +28,7 @@ type Hub struct {
 	// generation number is never reused, and an agent still holding
 	// the old one is never sent an "older" snapshot it must refuse.
 	forgotten map[string]uint64
-	ready chan struct{}
+	ready     chan struct{}
 	// memo shares set patches between the nodes' deltas (see setMemo).
 	memo setMemo
 	// OnAck, when set, is called (without the lock) after every ack.
