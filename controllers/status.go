@@ -264,8 +264,7 @@ func (r *StatusReconciler) reconcileZone(ctx context.Context, req reconcile.Requ
 
 func (r *StatusReconciler) writeZone(ctx context.Context, z *v1alpha1.Zone) (reconcile.Result, error) {
 	real := r.Model.Realization(policy.ObjectRef{Kind: KindZone, Name: z.Name})
-	if !real.Known || real.Unpublished {
-		// Status waits for the publish, which notifies it.
+	if !real.Reportable() {
 		return reconcile.Result{RequeueAfter: pollWhilePending}, nil
 	}
 	s := summarize(real)
@@ -301,8 +300,7 @@ func (r *StatusReconciler) reconcileZonePolicy(ctx context.Context, req reconcil
 
 func (r *StatusReconciler) writeZonePolicy(ctx context.Context, p *v1alpha1.ZonePolicy) (reconcile.Result, error) {
 	real := r.Model.Realization(policy.ObjectRef{Kind: KindZonePolicy, Name: p.Name})
-	if !real.Known || real.Unpublished {
-		// Status waits for the publish, which notifies it.
+	if !real.Reportable() {
 		return reconcile.Result{RequeueAfter: pollWhilePending}, nil
 	}
 	s := summarize(real)
@@ -357,8 +355,7 @@ func (r *StatusReconciler) reconcileQuarantine(ctx context.Context, req reconcil
 func (r *StatusReconciler) writeQuarantine(ctx context.Context, q *v1alpha1.Quarantine) (reconcile.Result, error) {
 	ref := policy.ObjectRef{Kind: KindQuarantine, Namespace: q.Namespace, Name: q.Name}
 	real := r.Model.Realization(ref)
-	if !real.Known || real.Unpublished {
-		// Status waits for the publish, which notifies it.
+	if !real.Reportable() {
 		return reconcile.Result{RequeueAfter: pollWhilePending}, nil
 	}
 	now := r.now()
@@ -481,8 +478,7 @@ func (r *StatusReconciler) reconcileNetworkPolicy(ctx context.Context, req recon
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	real := r.Model.Realization(policy.ObjectRef{Kind: KindNetworkPolicy, Namespace: np.Namespace, Name: np.Name})
-	if !real.Known || real.Unpublished {
-		// Status waits for the publish, which notifies it.
+	if !real.Reportable() {
 		return reconcile.Result{RequeueAfter: pollWhilePending}, nil
 	}
 	s := summarize(real)

@@ -101,17 +101,23 @@ func TestIncrementalAdminWork(t *testing.T) {
 			if err := e.SetZone(mkZone("dbz", 2, map[string]string{"app": "db"}, map[string]string{})); err != nil {
 				t.Fatal(err)
 			}
-			for _, n := range e.TakeDirtyNodes() {
-				e.NodePolicy(n)
-			}
-			before := e.Stats()
-			tt.change(t, e)
-			for _, n := range e.TakeDirtyNodes() {
-				e.NodePolicy(n)
-			}
-			if d := statsDelta(before, e.Stats()); d.EndpointsCompiled != tt.compiled {
-				t.Errorf("endpoints compiled: %d, want %d", d.EndpointsCompiled, tt.compiled)
+			if n := endpointsCompiledBy(e, func() { tt.change(t, e) }); n != tt.compiled {
+				t.Errorf("endpoints compiled: %d, want %d", n, tt.compiled)
 			}
 		})
 	}
+}
+
+// endpointsCompiledBy compiles every dirty node, runs change, compiles the
+// nodes it dirtied, and returns how many endpoints that compiled.
+func endpointsCompiledBy(e *policy.Engine, change func()) int {
+	for _, n := range e.TakeDirtyNodes() {
+		e.NodePolicy(n)
+	}
+	before := e.Stats()
+	change()
+	for _, n := range e.TakeDirtyNodes() {
+		e.NodePolicy(n)
+	}
+	return statsDelta(before, e.Stats()).EndpointsCompiled
 }

@@ -140,16 +140,8 @@ func TestIncrementalQuarantineWork(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for _, n := range e.TakeDirtyNodes() {
-				e.NodePolicy(n)
-			}
-			before := e.Stats()
-			tt.change(t, e)
-			for _, n := range e.TakeDirtyNodes() {
-				e.NodePolicy(n)
-			}
-			if d := statsDelta(before, e.Stats()); d.EndpointsCompiled != tt.compiled {
-				t.Errorf("endpoints compiled: %d, want %d", d.EndpointsCompiled, tt.compiled)
+			if n := endpointsCompiledBy(e, func() { tt.change(t, e) }); n != tt.compiled {
+				t.Errorf("endpoints compiled: %d, want %d", n, tt.compiled)
 			}
 			// the same objects compiled from scratch
 			full, _ := incCluster(t)

@@ -200,7 +200,15 @@ func (s *Server) startFlows(ctx context.Context, node string, log logr.Logger) f
 		for {
 			select {
 			case <-ctx.Done():
-				return
+				// The session is over: hand on what it queued.
+				for {
+					select {
+					case fr := <-q:
+						s.OnFlows(node, fr)
+					default:
+						return
+					}
+				}
 			case fr := <-q:
 				s.OnFlows(node, fr)
 			}
