@@ -822,3 +822,26 @@ func attachKey(ifindex map[string]uint32, uplinks []uint32) string {
 	slices.Sort(up)
 	return fmt.Sprint(idx, up)
 }
+
+// ProgramStats returns the kernel's run count and run time of the
+// datapath programs (from_pod, to_pod, svc_out). Both stay 0 unless BPF
+// statistics are enabled.
+func (b *Backend) ProgramStats() ([]ProgramStats, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
+	var out []ProgramStats
+	for _, p := range []struct {
+		name string
+		prog *cebpf.Program
+	}{{"from_pod", b.objs.FromPod}, {"to_pod", b.objs.ToPod}, {"svc_out", b.objs.SvcOut}} {
+		st, err := p.prog.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("program %s: %w", p.name, err)
+		}
+		out = append(out, ProgramStats{Name: p.name, RunCount: st.RunCount, Runtime: st.Runtime})
+	}
+	return out, nil
+}

@@ -4,6 +4,7 @@ package ebpf
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
 	"github.com/bulkhead-dev/bulkhead/internal/netns"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+	cebpf "github.com/cilium/ebpf"
 )
 
 // benchBackend opens a backend on a bare namespace whose endpoints get
@@ -224,4 +226,60 @@ func timedSync(ctx context.Context, b *testing.B, be *Backend, np *ir.NodePolicy
 	d := cpuTime(b) - cpu0
 	b.StartTimer()
 	return d
+}
+
+// tcpFrame is an Ethernet/IPv4/TCP frame from src:sport to dst:dport
+// with the given TCP flags and payload bytes.
+func tcpFrame(src, dst netip.Addr, sport, dport uint16, flags byte, payload int) []byte {
+	f := make([]byte, 14+20+20+payload)
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+20+payload))
+	ip[8] = 64
+	ip[9] = 6
+	s, d := src.As4(), dst.As4()
+	copy(ip[12:], s[:])
+	copy(ip[16:], d[:])
+	tcp := ip[20:]
+	binary.BigEndian.PutUint16(tcp[0:], sport)
+	binary.BigEndian.PutUint16(tcp[2:], dport)
+	tcp[12] = 5 << 4
+	tcp[13] = flags
+	return f
+}
+
+// BenchmarkEstablishedPacket runs the datapath programs in the kernel
+// (BPF_PROG_TEST_RUN) on a data packet of an established TCP connection,
+// with the 10k-rule policy installed: the per-packet cost of the
+// established path, without the noise of a throughput test.
+func BenchmarkEstablishedPacket(b *testing.B) {
+	np := dptest.RulesPolicy(10000)
+	be := benchBackend(b, np)
+	if err := be.Sync(context.Background(), np); err != nil {
+		b.Fatal(err)
+	}
+	client, server := netip.MustParseAddr("10.244.1.2"), netip.MustParseAddr("10.244.2.3")
+	for _, c := range []struct {
+		name     string
+		prog     *cebpf.Program
+		src, dst netip.Addr
+	}{
+		{"from_pod", be.objs.FromPod, client, server},
+		{"to_pod", be.objs.ToPod, client, server},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			const tcpSYN, tcpACK = 0x02, 0x10
+			if ret, err := c.prog.Run(&cebpf.RunOptions{Data: tcpFrame(c.src, c.dst, 40000, 5201, tcpSYN, 0)}); err != nil || int32(ret) != -1 {
+				b.Fatalf("SYN: verdict %d, %v; want -1 (allowed)", int32(ret), err)
+			}
+			pkt := tcpFrame(c.src, c.dst, 40000, 5201, tcpACK, 64)
+			b.ResetTimer()
+			ret, per, err := c.prog.Benchmark(pkt, b.N, b.ResetTimer)
+			if err != nil || int32(ret) != -1 {
+				b.Fatalf("ACK: verdict %d, %v; want -1 (allowed)", int32(ret), err)
+			}
+			b.ReportMetric(float64(per.Nanoseconds()), "ns/packet")
+		})
+	}
 }

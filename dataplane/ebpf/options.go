@@ -132,3 +132,13 @@ type Stats struct {
 	Attached int
 	Clsact   bool
 }
+
+// ProgramStats is the kernel's run-time accounting of one datapath
+// program: how often it ran and the time it spent. The kernel counts only
+// while BPF statistics are enabled (kernel.bpf_stats_enabled, or
+// cilium/ebpf's EnableStats).
+type ProgramStats struct {
+	Name     string
+	RunCount uint64
+	Runtime  time.Duration
+}
