@@ -272,7 +272,7 @@ func (g *grpcRunnable) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tc)))
+	gs := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, stream.ServerOptions()...)...)
 	pb.RegisterPolicyStreamServer(gs, g.srv)
 	go func() {
 		<-ctx.Done()

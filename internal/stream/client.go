@@ -94,7 +94,7 @@ func Dial(c ClientConfig, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	all := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(tc)),
 		grpc.WithPerRPCCredentials(tokenCreds{file: c.TokenFile, token: c.Token}),
-	}, opts...)
+	}, append(dialOptions(), opts...)...)
 	conn, err := grpc.NewClient(c.Address, all...)
 	if err != nil {
 		return nil, fmt.Errorf("dialing controller %s: %w", c.Address, err)

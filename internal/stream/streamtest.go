@@ -48,7 +48,7 @@ func Serve(lis net.Listener, b *certs.Bundle, srv *Server, opts ...grpc.ServerOp
 	if err != nil {
 		return nil, err
 	}
-	gs := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, opts...)...)
+	gs := grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, ServerOptions()...), opts...)...)
 	pb.RegisterPolicyStreamServer(gs, srv)
 	done := make(chan struct{})
 	go func() {
