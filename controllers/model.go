@@ -341,15 +341,25 @@ func refsOf(np *ir.NodePolicy) map[policy.ObjectRef]struct{} {
 	return out
 }
 
+// refOfRuleID parses a rule ID without allocating: it runs for every
+// rule of a republished node.
 func refOfRuleID(id string) (policy.ObjectRef, bool) {
-	parts := strings.SplitN(id, "/", 4)
-	switch {
-	case len(parts) >= 2 && (parts[0] == "ZoneBoundary" || parts[0] == "ZoneBaseline"):
-		return policy.ObjectRef{Kind: KindZone, Name: parts[1]}, true
-	case len(parts) >= 2 && parts[0] == KindZonePolicy:
-		return policy.ObjectRef{Kind: KindZonePolicy, Name: parts[1]}, true
-	case len(parts) >= 3 && (parts[0] == KindNetworkPolicy || parts[0] == KindQuarantine):
-		return policy.ObjectRef{Kind: parts[0], Namespace: parts[1], Name: parts[2]}, true
+	kind, rest, ok := strings.Cut(id, "/")
+	if !ok {
+		return policy.ObjectRef{}, false
+	}
+	first, rest, more := strings.Cut(rest, "/")
+	switch kind {
+	case "ZoneBoundary", "ZoneBaseline":
+		return policy.ObjectRef{Kind: KindZone, Name: first}, true
+	case KindZonePolicy:
+		return policy.ObjectRef{Kind: KindZonePolicy, Name: first}, true
+	case KindNetworkPolicy, KindQuarantine:
+		if !more {
+			return policy.ObjectRef{}, false
+		}
+		name, _, _ := strings.Cut(rest, "/")
+		return policy.ObjectRef{Kind: kind, Namespace: first, Name: name}, true
 	}
 	return policy.ObjectRef{}, false
 }
