@@ -74,6 +74,13 @@
 #define CT_TIMEOUT_TCP_CLOSING (10 * SEC_NS)
 #define CT_TIMEOUT_OTHER (120 * SEC_NS)
 #define DROP_EVENT_INTERVAL SEC_NS
+// The established path moves ct_val.seen only when it is this old: the
+// timeouts are 10 s and more.
+#define CT_SEEN_STEP SEC_NS
+// ct_val.packets and bytes are exact up to this many packets, then
+// sampled: see count_packet. CT_SAMPLE_EVERY is a power of 2.
+#define CT_EXACT_PACKETS 64
+#define CT_SAMPLE_EVERY 64
 
 struct config {
 	__u32 active;
@@ -309,6 +316,24 @@ static __always_inline void count(__u32 idx)
 		*c += 1;
 }
 
+// count_packet adds a packet of len bytes to an entry's counters: exactly
+// for the first CT_EXACT_PACKETS packets, then one packet in
+// CT_SAMPLE_EVERY (chosen at random) adds CT_SAMPLE_EVERY packets and as
+// many times its length, an unbiased estimate that spares the entry a
+// write on most packets.
+static __always_inline void count_packet(struct ct_val *c, __u32 len)
+{
+	if (c->packets < CT_EXACT_PACKETS) {
+		__sync_fetch_and_add(&c->packets, 1);
+		__sync_fetch_and_add(&c->bytes, len);
+		return;
+	}
+	if (bpf_get_prandom_u32() & (CT_SAMPLE_EVERY - 1))
+		return;
+	__sync_fetch_and_add(&c->packets, CT_SAMPLE_EVERY);
+	__sync_fetch_and_add(&c->bytes, (__u64)len * CT_SAMPLE_EVERY);
+}
+
 static __always_inline void map4(__u8 *out, __be32 a)
 {
 	__builtin_memset(out, 0, 10);
@@ -356,9 +381,75 @@ static __always_inline int in_svc(const __u8 *a)
 	return bpf_map_lookup_elem(&svc_cidr, &ik) != 0;
 }
 
-// parse fills p; it returns 0 for IP packets worth judging, 1 to let the
-// packet go unjudged, -1 on a malformed packet (dropped).
-static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+// parse_direct is parse for the common packets, read in place: IPv4
+// without options or fragmentation and IPv6 without extension headers,
+// with the headers in the linear part of the skb. It returns 2 for every
+// other packet, which parse_slow reads with bpf_skb_load_bytes.
+static __always_inline int parse_direct(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	void *l4;
+	__u8 proto;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + ETH_HLEN;
+		if ((void *)(ip + 1) > end)
+			return 2;
+		if (ip->ihl != 5 || (ip->frag_off & bpf_htons(0x1fff)))
+			return 2;
+		map4(p->src, ip->saddr);
+		map4(p->dst, ip->daddr);
+		proto = ip->protocol;
+		l4 = ip + 1;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+		if ((void *)(ip6 + 1) > end)
+			return 2;
+		proto = ip6->nexthdr;
+		if (proto == 0 || proto == 43 || proto == 60 || proto == 44)
+			return 2;
+		__builtin_memcpy(p->src, &ip6->saddr, 16);
+		__builtin_memcpy(p->dst, &ip6->daddr, 16);
+		p->v6 = 1;
+		l4 = ip6 + 1;
+	} else {
+		return 1;
+	}
+	p->proto = proto;
+	switch (proto) {
+	case PROTO_TCP: {
+		__u8 *h = l4;
+		if ((void *)(h + 14) > end)
+			return 2;
+		__builtin_memcpy(&p->sport, h, 2);
+		__builtin_memcpy(&p->dport, h + 2, 2);
+		p->tcp_flags = h[13];
+		break;
+	}
+	case PROTO_UDP:
+	case PROTO_SCTP: {
+		__be16 *ports = l4;
+		if ((void *)(ports + 2) > end)
+			return 2;
+		p->sport = ports[0];
+		p->dport = ports[1];
+		break;
+	}
+	case PROTO_ICMPV6: {
+		__u8 *type = l4;
+		if ((void *)(type + 1) > end)
+			return 2;
+		if ((*type >= 130 && *type <= 137) || *type == 143)
+			return 1;
+		break;
+	}
+	}
+	return 0;
+}
+
+// parse_slow is parse with bpf_skb_load_bytes, for every shape of packet.
+static __always_inline int parse_slow(struct __sk_buff *skb, struct pkt *p)
 {
 	__u32 off = ETH_HLEN;
 	__u8 proto;
@@ -446,6 +537,17 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	return 0;
 }
 
+// parse fills p; it returns 0 for IP packets worth judging, 1 to let the
+// packet go unjudged, -1 on a malformed packet (dropped).
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	int r = parse_direct(skb, p);
+	if (r != 2)
+		return r;
+	__builtin_memset(p, 0, sizeof(*p));
+	return parse_slow(skb, p);
+}
+
 static __always_inline void emit(__u32 ifindex, struct pkt *p, __u8 kind, __u8 dir,
 				 struct verdict *v, __u32 identity, __u8 audited)
 {
@@ -476,46 +578,49 @@ static __always_inline void emit(__u32 ifindex, struct pkt *p, __u8 kind, __u8 d
 static __always_inline int judge(struct __sk_buff *skb, struct pkt *pp, struct ct_key *kp, __u8 dir,
 				 struct ct_val *c, int fresh, int syn, __u64 now, struct svc_dst *svc);
 
-static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+// handle judges a parsed packet p (parse returned 0) on the chain of dir.
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir, struct pkt *pp)
 {
-	struct pkt p = {};
-	int r = parse(skb, &p);
-	if (r < 0)
-		return VERDICT_DROP;
-	if (r > 0)
-		return VERDICT_NEXT;
-
 	struct ct_key k = {};
 	k.ifindex = skb->ifindex;
-	k.proto = p.proto;
+	k.proto = pp->proto;
 	if (dir == DIR_EGRESS) {
-		__builtin_memcpy(k.local, p.src, 16);
-		__builtin_memcpy(k.remote, p.dst, 16);
-		k.lport = p.sport;
-		k.rport = p.dport;
+		__builtin_memcpy(k.local, pp->src, 16);
+		__builtin_memcpy(k.remote, pp->dst, 16);
+		k.lport = pp->sport;
+		k.rport = pp->dport;
 	} else {
-		__builtin_memcpy(k.local, p.dst, 16);
-		__builtin_memcpy(k.remote, p.src, 16);
-		k.lport = p.dport;
-		k.rport = p.sport;
+		__builtin_memcpy(k.local, pp->dst, 16);
+		__builtin_memcpy(k.remote, pp->src, 16);
+		k.lport = pp->dport;
+		k.rport = pp->sport;
 	}
 
 	__u64 now = bpf_ktime_get_ns();
-	int tcp = p.proto == PROTO_TCP;
-	int syn = tcp && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
+	int tcp = pp->proto == PROTO_TCP;
+	int syn = tcp && (pp->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
 	struct ct_val *c = bpf_map_lookup_elem(&ct, &k);
 	int fresh = 0; // a live entry: a SYN on it is a retransmission
 	if (c) {
 		__u64 timeout = CT_TIMEOUT_OTHER;
 		if (tcp)
 			timeout = (c->flags & CT_CLOSING) ? CT_TIMEOUT_TCP_CLOSING : CT_TIMEOUT_TCP;
-		fresh = now - c->seen < timeout && !(c->flags & CT_CLOSING);
-		if (!syn && now - c->seen < timeout) {
-			c->seen = now;
-			__sync_fetch_and_add(&c->packets, 1);
-			__sync_fetch_and_add(&c->bytes, skb->len);
-			if (tcp && (p.tcp_flags & (TCP_FIN | TCP_RST)))
+		__u64 seen = c->seen;
+		__u64 idle = now > seen ? now - seen : 0;
+		fresh = idle < timeout && !(c->flags & CT_CLOSING);
+		if (!syn && idle < timeout) {
+			// The established path writes the entry, which both
+			// directions share, as rarely as it can: seen moves
+			// once a second, the counters are exact for the first
+			// CT_EXACT_PACKETS packets and sampled after that, the
+			// flags change once.
+			if (idle >= CT_SEEN_STEP)
+				c->seen = now;
+			count_packet(c, skb->len);
+			if (tcp && (pp->tcp_flags & (TCP_FIN | TCP_RST)) && !(c->flags & CT_CLOSING)) {
 				c->flags |= CT_CLOSING;
+				c->seen = now;
+			}
 			if (dir != c->origin && !(c->flags & CT_REPLIED))
 				c->flags |= CT_REPLIED;
 			return VERDICT_NEXT;
@@ -532,7 +637,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		bpf_map_update_elem(&svc_pend, &pk, &sd, BPF_ANY);
 		return VERDICT_NEXT;
 	}
-	return judge(skb, &p, &k, dir, c, fresh, syn, now, 0);
+	return judge(skb, pp, &k, dir, c, fresh, syn, now, 0);
 }
 
 // judge decides a new connection by the active policy buffer: k is the
@@ -658,13 +763,11 @@ static __always_inline int svc_judge(struct __sk_buff *skb, struct pkt *p)
 	__builtin_memcpy(k.remote, orig.addr, 16);
 	struct svc_dst backend = { .port = p->dport };
 	__builtin_memcpy(backend.addr, p->dst, 16);
-	// The flow's events name the backend.
-	struct pkt ep = *p;
 	__u64 now = bpf_ktime_get_ns();
 	int syn = p->proto == PROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
 	struct ct_val *c = bpf_map_lookup_elem(&ct, &k);
 	int fresh = c && !(c->flags & CT_CLOSING);
-	return judge(skb, &ep, &k, DIR_EGRESS, c, fresh, syn, now, &backend);
+	return judge(skb, p, &k, DIR_EGRESS, c, fresh, syn, now, &backend);
 }
 
 // svc_pending judges a pending Service connection, when the node has
@@ -686,17 +789,30 @@ static __always_inline int svc_pending(struct __sk_buff *skb)
 SEC("tc")
 int from_pod(struct __sk_buff *skb)
 {
-	return handle(skb, DIR_EGRESS);
+	struct pkt p = {};
+	int r = parse(skb, &p);
+	if (r < 0)
+		return VERDICT_DROP;
+	if (r > 0)
+		return VERDICT_NEXT;
+	return handle(skb, DIR_EGRESS, &p);
 }
 
 // to_pod runs on the tc egress hook of the node-side interface: the pod's
-// ingress.
+// ingress. A pending Service connection of the sender is judged first,
+// on the same parse.
 SEC("tc")
 int to_pod(struct __sk_buff *skb)
 {
-	if (svc_pending(skb) == VERDICT_DROP)
+	struct pkt p = {};
+	int r = parse(skb, &p);
+	if (r < 0)
 		return VERDICT_DROP;
-	return handle(skb, DIR_INGRESS);
+	if (r > 0)
+		return VERDICT_NEXT;
+	if (svc_on() && svc_judge(skb, &p) == VERDICT_DROP)
+		return VERDICT_DROP;
+	return handle(skb, DIR_INGRESS, &p);
 }
 
 // svc_out runs on the tc egress hook of the node's uplinks: there it

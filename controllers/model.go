@@ -43,12 +43,19 @@ type Model struct {
 	changedObjs map[policy.ObjectRef]struct{}
 	k8sNode     map[string]bool // Node objects
 	pending     map[string]bool // nodes to publish besides the engine's dirty ones
-	events      int             // changes since the last publish
+	// podNodes are the nodes of pods changed since the last publish: a
+	// publish compiles and sends them first (see takeDirtyLocked).
+	podNodes map[string]bool
+	events   int // changes since the last publish
 	// nodeRefs and refNodes index which objects' rules each published
 	// node policy holds (derived from rule IDs and zone set names).
 	nodeRefs map[string]map[policy.ObjectRef]struct{}
 	refNodes map[policy.ObjectRef]map[string]struct{}
 	nodeGen  map[string]uint64
+	// waiting holds, per node, the objects whose required generation on
+	// it (objTrack.required) the node has not acknowledged yet, so an
+	// ack notifies only the objects whose enforcement it can change.
+	waiting map[string]map[policy.ObjectRef]uint64
 	// hints are endpoint hints from agents; bare are pods without status
 	// IPs that a hint may complete (see Hint).
 	hints map[string]podHint
@@ -79,8 +86,8 @@ func NewModel(hub *stream.Hub, debounce time.Duration, m *Metrics, log logr.Logg
 	}
 	md := &Model{
 		log: log.WithName("model"), hub: hub, debounce: debounce, metrics: m, now: time.Now,
-		eng: policy.New(), objs: map[policy.ObjectRef]*objTrack{}, changedObjs: map[policy.ObjectRef]struct{}{}, k8sNode: map[string]bool{}, pending: map[string]bool{},
-		nodeRefs: map[string]map[policy.ObjectRef]struct{}{}, refNodes: map[policy.ObjectRef]map[string]struct{}{}, nodeGen: map[string]uint64{},
+		eng: policy.New(), objs: map[policy.ObjectRef]*objTrack{}, changedObjs: map[policy.ObjectRef]struct{}{}, k8sNode: map[string]bool{}, pending: map[string]bool{}, podNodes: map[string]bool{},
+		nodeRefs: map[string]map[policy.ObjectRef]struct{}{}, refNodes: map[policy.ObjectRef]map[string]struct{}{}, nodeGen: map[string]uint64{}, waiting: map[string]map[policy.ObjectRef]uint64{},
 		hints: map[string]podHint{}, bare: map[string]*corev1.Pod{},
 		kick: make(chan struct{}, 1),
 	}
@@ -140,6 +147,7 @@ func (m *Model) Upsert(obj any) {
 	defer m.mu.Unlock()
 	switch o := obj.(type) {
 	case *corev1.Pod:
+		m.podNodes[o.Spec.NodeName] = true
 		m.eng.SetPod(m.hintedLocked(o))
 	case *corev1.Namespace:
 		m.eng.SetNamespace(o)
@@ -172,6 +180,7 @@ func (m *Model) Delete(obj any) {
 	defer m.mu.Unlock()
 	switch o := obj.(type) {
 	case *corev1.Pod:
+		m.podNodes[o.Spec.NodeName] = true
 		m.forgetHintLocked(o.Namespace, o.Name)
 		m.eng.DeletePod(o.Namespace, o.Name)
 	case *corev1.Namespace:
@@ -232,7 +241,7 @@ func (m *Model) Publish() {
 	var notify []policy.ObjectRef
 	m.mu.Lock()
 	start := m.now()
-	dirty := m.eng.TakeDirtyNodes()
+	dirty := m.takeDirtyLocked()
 	touched := map[policy.ObjectRef]bool{}
 	for _, n := range dirty {
 		delete(m.pending, n)
@@ -260,6 +269,20 @@ func (m *Model) Publish() {
 	for _, r := range notify {
 		m.notifyRef(r)
 	}
+}
+
+// takeDirtyLocked returns the nodes to recompile, the nodes of changed
+// pods first: their endpoints changed and the pod's own traffic waits for
+// its node, while the other nodes usually see only set members move.
+// Each commit starts that node's send at once, so this is the order in
+// which the nodes' deltas leave.
+func (m *Model) takeDirtyLocked() []string {
+	dirty := m.eng.TakeDirtyNodes()
+	if len(m.podNodes) > 0 {
+		sort.SliceStable(dirty, func(i, j int) bool { return m.podNodes[dirty[i]] && !m.podNodes[dirty[j]] })
+		clear(m.podNodes)
+	}
+	return dirty
 }
 
 // publishLocked publishes one node's policy and, when its generation
@@ -337,15 +360,25 @@ func refsOf(np *ir.NodePolicy) map[policy.ObjectRef]struct{} {
 	return out
 }
 
+// refOfRuleID parses a rule ID without allocating: it runs for every
+// rule of a republished node.
 func refOfRuleID(id string) (policy.ObjectRef, bool) {
-	parts := strings.SplitN(id, "/", 4)
-	switch {
-	case len(parts) >= 2 && (parts[0] == "ZoneBoundary" || parts[0] == "ZoneBaseline"):
-		return policy.ObjectRef{Kind: KindZone, Name: parts[1]}, true
-	case len(parts) >= 2 && parts[0] == KindZonePolicy:
-		return policy.ObjectRef{Kind: KindZonePolicy, Name: parts[1]}, true
-	case len(parts) >= 3 && (parts[0] == KindNetworkPolicy || parts[0] == KindQuarantine):
-		return policy.ObjectRef{Kind: parts[0], Namespace: parts[1], Name: parts[2]}, true
+	kind, rest, ok := strings.Cut(id, "/")
+	if !ok {
+		return policy.ObjectRef{}, false
+	}
+	first, rest, more := strings.Cut(rest, "/")
+	switch kind {
+	case "ZoneBoundary", "ZoneBaseline":
+		return policy.ObjectRef{Kind: KindZone, Name: first}, true
+	case KindZonePolicy:
+		return policy.ObjectRef{Kind: KindZonePolicy, Name: first}, true
+	case KindNetworkPolicy, KindQuarantine:
+		if !more {
+			return policy.ObjectRef{}, false
+		}
+		name, _, _ := strings.Cut(rest, "/")
+		return policy.ObjectRef{Kind: kind, Namespace: first, Name: name}, true
 	}
 	return policy.ObjectRef{}, false
 }
@@ -372,6 +405,7 @@ func (m *Model) retrackLocked(touched map[policy.ObjectRef]bool) []policy.Object
 			if old, ok := t.required[n]; !ok || (t.changed && old != g) {
 				t.required[n] = g
 				delete(t.enforcedAt, n)
+				m.waitLocked(n, ref, g)
 				moved = true
 			}
 		}
@@ -379,6 +413,7 @@ func (m *Model) retrackLocked(touched map[policy.ObjectRef]bool) []policy.Object
 			if _, ok := want[n]; !ok {
 				delete(t.required, n)
 				delete(t.enforcedAt, n)
+				m.unwaitLocked(n, ref)
 				moved = true
 			}
 		}
@@ -390,17 +425,46 @@ func (m *Model) retrackLocked(touched map[policy.ObjectRef]bool) []policy.Object
 	return out
 }
 
+func (m *Model) waitLocked(node string, ref policy.ObjectRef, gen uint64) {
+	w := m.waiting[node]
+	if w == nil {
+		w = map[policy.ObjectRef]uint64{}
+		m.waiting[node] = w
+	}
+	w[ref] = gen
+}
+
+func (m *Model) unwaitLocked(node string, ref policy.ObjectRef) {
+	if w := m.waiting[node]; w != nil {
+		delete(w, ref)
+		if len(w) == 0 {
+			delete(m.waiting, node)
+		}
+	}
+}
+
+// onAck notifies the objects whose enforcement on the node the ack can
+// change: those waiting for a generation it reached, which stop waiting,
+// and those waiting for a generation it failed, which go on waiting.
+// Objects the node had already acknowledged keep their status, so every
+// other object on the node is left alone (at 100 nodes and hundreds of
+// objects per node, notifying all of them on every ack flooded the status
+// queues and cost more than the publish).
 func (m *Model) onAck(node string) {
 	var out []policy.ObjectRef
+	st, _ := m.hub.State(node)
 	m.mu.Lock()
-	// Every object with a required generation on the node is among the
-	// objects its published policy holds (retrackLocked keeps required's
-	// nodes equal to refNodes), so look only there.
-	for ref := range m.nodeRefs[node] {
-		if t := m.objs[ref]; t != nil {
-			if _, ok := t.required[node]; ok {
-				out = append(out, ref)
-			}
+	for ref, req := range m.waiting[node] {
+		t := m.objs[ref]
+		switch {
+		case t == nil || t.required[node] != req:
+			// Deleted, or no longer wanted on the node.
+			m.unwaitLocked(node, ref)
+		case st.Acked >= req:
+			m.unwaitLocked(node, ref)
+			out = append(out, ref)
+		case st.Err != "" && st.ErrGeneration >= req:
+			out = append(out, ref)
 		}
 	}
 	m.mu.Unlock()

@@ -21,7 +21,8 @@ const (
 
 // FlowRecord is one observed flow, the same for every backend: the first
 // packet of a dropped or audited connection, a new accepted connection,
-// or a connection that already existed when observation started. JSON
+// a connection that already existed when observation started, or (Closed)
+// the end of an accepted connection with its final counters. JSON
 // names follow a subset of Hubble's flow format.
 type FlowRecord struct {
 	Time      time.Time  `json:"time"`
@@ -38,9 +39,17 @@ type FlowRecord struct {
 	RuleNumber uint32 `json:"rule_number"`
 	// Packets and Bytes count the flow's traffic in both directions when
 	// the source knows them (conntrack DESTROY events and snapshots);
-	// zero otherwise.
-	Packets uint64 `json:"packets,omitempty"`
-	Bytes   uint64 `json:"bytes,omitempty"`
+	// zero otherwise. ReplyPackets and ReplyBytes are the part of them
+	// sent by the destination.
+	Packets      uint64 `json:"packets,omitempty"`
+	Bytes        uint64 `json:"bytes,omitempty"`
+	ReplyPackets uint64 `json:"reply_packets,omitempty"`
+	ReplyBytes   uint64 `json:"reply_bytes,omitempty"`
+	// Closed marks the end of an accepted connection (a conntrack DESTROY
+	// event): its counters are final. The connection was reported before
+	// by a record without Closed (new or existing), which is the one that
+	// counts it as a connection.
+	Closed bool `json:"closed,omitempty"`
 	// Existing marks a connection that was open before observation
 	// started (from a connection-tracking snapshot).
 	Existing bool `json:"existing,omitempty"`

@@ -103,3 +103,42 @@ func TestFlowLogRotatesBySize(t *testing.T) {
 		t.Error("a zero size limit was accepted")
 	}
 }
+
+// TestEdgeReducerCountsClosedConnectionsOnce feeds the records conntrack
+// gives for three connections: one opened and closed while watched (NEW
+// without counters, then closed with its final counters), one open
+// before the watch (an Existing record with its counters so far, a
+// repeat of it after an event overflow, then closed in a later interval),
+// and one still open. Each connection counts once and its packets and
+// bytes add up to its final counters.
+func TestEdgeReducerCountsClosedConnectionsOnce(t *testing.T) {
+	r := NewEdgeReducer(100)
+	mk := func(sport uint16, at time.Duration, pkts, bytes uint64, existing, closed bool) dataplane.FlowRecord {
+		x := rec("10.244.0.1", "10.244.0.2", sport, 80, "FORWARDED", "EGRESS", at, pkts)
+		x.Bytes, x.Existing, x.Closed = bytes, existing, closed
+		return x
+	}
+	r.Add(mk(1, 0, 0, 0, false, false), nil)
+	r.Add(mk(1, time.Second, 10, 1000, false, true), nil)
+	r.Add(mk(2, 0, 4, 400, true, false), nil)
+	r.Add(mk(2, time.Second, 6, 600, true, false), nil) // dumped again after an overflow
+	r.Add(mk(3, 0, 0, 0, false, false), nil)
+	first := r.Flush()
+	if len(first) != 1 {
+		t.Fatalf("first interval: %d edges, want 1: %+v", len(first), first)
+	}
+	if e := first[0]; e.Connections != 3 || e.Packets != 16 || e.Bytes != 1600 {
+		t.Errorf("first interval: %d connections, %d packets, %d bytes; want 3, 16, 1600", e.Connections, e.Packets, e.Bytes)
+	}
+	r.Add(mk(2, 5*time.Second, 9, 900, false, true), nil)
+	second := r.Flush()
+	if len(second) != 1 {
+		t.Fatalf("second interval: %d edges, want 1: %+v", len(second), second)
+	}
+	if e := second[0]; e.Connections != 0 || e.Packets != 3 || e.Bytes != 300 {
+		t.Errorf("second interval: %d connections, %d packets, %d bytes; want 0, 3 and 300 (the rest was counted before)", e.Connections, e.Packets, e.Bytes)
+	}
+	if n := len(r.counted); n != 0 {
+		t.Errorf("%d connections' counters still remembered after they closed", n)
+	}
+}

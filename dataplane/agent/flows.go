@@ -40,7 +40,8 @@ type flowPipe struct {
 	// audited holds the 5-tuples of recent AUDIT records: on the
 	// nftables backend an audited connection is reported once by nflog
 	// (AUDIT) and again by conntrack (FORWARDED, as it was accepted);
-	// the FORWARDED copy is dropped so the connection counts once.
+	// the FORWARDED copy is dropped so the connection counts once, and
+	// its Closed record (final counters) is reported as AUDIT.
 	audited map[flowTuple]time.Time
 }
 
@@ -83,11 +84,28 @@ func (p *flowPipe) duplicateOfAudit(r dataplane.FlowRecord) bool {
 			p.audited[k] = at
 		}
 	case dataplane.VerdictForwarded:
-		if seen, ok := p.audited[k]; ok && at.Sub(seen) <= auditMemory && !r.Existing {
+		if seen, ok := p.audited[k]; ok && at.Sub(seen) <= auditMemory && !r.Existing && !r.Closed {
 			return true
 		}
 	}
 	return false
+}
+
+// closedAudit reports whether r is the Closed record of a connection
+// reported as AUDIT in the last auditMemory: its counters belong to that
+// connection's AUDIT edge.
+func (p *flowPipe) closedAudit(r dataplane.FlowRecord) bool {
+	if !r.Closed || r.Verdict != dataplane.VerdictForwarded {
+		return false
+	}
+	at := r.Time
+	if at.IsZero() {
+		at = time.Now()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen, ok := p.audited[flowTuple{r.Src.Unmap(), r.Dst.Unmap(), r.SrcPort, r.DstPort, r.Protocol}]
+	return ok && at.Sub(seen) <= auditMemory
 }
 
 func newFlowPipe(cfg *Config) *flowPipe {
@@ -147,6 +165,9 @@ func (p *flowPipe) add(r dataplane.FlowRecord, m *Metrics) {
 	}
 	if p.duplicateOfAudit(r) {
 		return
+	}
+	if p.closedAudit(r) {
+		r.Verdict = dataplane.VerdictAudit
 	}
 	m.FlowRecords.WithLabelValues(r.Verdict).Inc()
 	if p.log != nil {

@@ -22,7 +22,10 @@ const NFLogGroup = 7
 // The nftables backend's records come from its nflog group in netnsPath
 // (drops, audits, logged accepts) and from conntrack in netnsPath
 // (accepted connections: a snapshot of the existing ones at start, then
-// NEW events); local tells conntrack which addresses are local pods. The
+// NEW events, and DESTROY events with each connection's final counters);
+// local tells conntrack which addresses are local pods. It turns on
+// net.netfilter.nf_conntrack_acct in netnsPath, without which conntrack
+// keeps no counters. The
 // eBPF backend's come from its own connection tracking (a snapshot of
 // the tracked connections at start, so long-lived connections opened
 // before the agent started are learned too) and then from its ring
@@ -32,6 +35,9 @@ const NFLogGroup = 7
 func NewFlowSource(d dataplane.Dataplane, netnsPath string, local func(netip.Addr) bool) (FlowSource, error) {
 	switch b := d.(type) {
 	case *nftables.Backend:
+		if _, err := conntrack.EnableAccounting(netnsPath); err != nil {
+			return nil, fmt.Errorf("opening nftables flow source: %w", err)
+		}
 		r, err := nftables.NewFlowReader(netnsPath, NFLogGroup, b.RuleID)
 		if err != nil {
 			return nil, fmt.Errorf("opening nftables flow source: %w", err)

@@ -22,19 +22,24 @@ import (
 // when empty) as FORWARDED flow records: first, when snapshot is set,
 // every entry that exists already (Existing set; these are the
 // long-lived connections opened before observation started), then one
-// record per conntrack NEW event until ctx ends. The kernel emits NEW only
-// for connections that passed every hook, so dropped packets never show
-// up here. Direction is EGRESS when local reports the original source as
-// a local address, INGRESS otherwise; entries where neither end is local
-// are skipped (local nil: all are reported as EGRESS). Packets and Bytes
-// are set from snapshot entries when the namespace has
-// net.netfilter.nf_conntrack_acct on.
+// record per conntrack NEW event and one per DESTROY event (Closed set)
+// until ctx ends. The kernel emits NEW only for connections that passed
+// every hook, so dropped packets never show up here; DESTROY of a
+// connection that was never confirmed is not emitted either. Direction is
+// EGRESS when local reports the original source as a local address,
+// INGRESS otherwise; entries where neither end is local are skipped (local
+// nil: all are reported as EGRESS). Packets and Bytes (both directions;
+// ReplyPackets and ReplyBytes the reply direction) are set on snapshot
+// entries, with the counters so far, and on Closed records, with the
+// final counters, when the namespace has net.netfilter.nf_conntrack_acct
+// on (EnableAccounting); NEW records carry none.
 //
 // When the kernel drops events because the reader fell behind (ENOBUFS on
 // the event socket), Watch does not end: it joins the events again and
 // dumps the table, reporting every connection still open that it has not
-// reported yet (as Existing). Only connections that opened and closed
-// inside the gap are lost.
+// reported yet (as Existing). Connections that opened and closed inside
+// the gap are lost, and so are the DESTROY records (final counters) of
+// connections that closed inside it.
 func Watch(ctx context.Context, nsPath string, snapshot bool, local func(netip.Addr) bool, fn func(dataplane.FlowRecord)) error {
 	return watch(ctx, nsPath, snapshot, local, fn, watchOptions{readBuffer: 4 << 20, queue: 1024})
 }
@@ -61,8 +66,8 @@ func watch(ctx context.Context, nsPath string, snapshot bool, local func(netip.A
 		cfg.NetNS = int(h)
 	}
 	seen := map[uint32]struct{}{}
-	report := func(f *ct.Flow, existing bool, now time.Time) {
-		if existing {
+	report := func(f *ct.Flow, kind recordKind, now time.Time) {
+		if kind == kindExisting {
 			if _, ok := seen[f.ID]; ok {
 				return
 			}
@@ -71,14 +76,20 @@ func watch(ctx context.Context, nsPath string, snapshot bool, local func(netip.A
 		if !ok {
 			return
 		}
-		if len(seen) >= maxSeen {
-			clear(seen)
-		}
-		seen[f.ID] = struct{}{}
-		if existing {
+		switch kind {
+		case kindClosed:
+			delete(seen, f.ID)
+			r.Closed = true
+			setCounters(&r, f)
+		case kindExisting:
 			r.Existing = true
-			r.Packets = f.CountersOrig.Packets + f.CountersReply.Packets
-			r.Bytes = f.CountersOrig.Bytes + f.CountersReply.Bytes
+			setCounters(&r, f)
+			fallthrough
+		default:
+			if len(seen) >= maxSeen {
+				clear(seen)
+			}
+			seen[f.ID] = struct{}{}
 		}
 		fn(r)
 	}
@@ -98,19 +109,34 @@ func watch(ctx context.Context, nsPath string, snapshot bool, local func(netip.A
 	}
 }
 
-// watchOnce joins the NEW events, dumps the table when dump is set, and
+type recordKind uint8
+
+const (
+	kindNew recordKind = iota
+	kindExisting
+	kindClosed
+)
+
+func setCounters(r *dataplane.FlowRecord, f *ct.Flow) {
+	r.Packets = f.CountersOrig.Packets + f.CountersReply.Packets
+	r.Bytes = f.CountersOrig.Bytes + f.CountersReply.Bytes
+	r.ReplyPackets = f.CountersReply.Packets
+	r.ReplyBytes = f.CountersReply.Bytes
+}
+
+// watchOnce joins the NEW and DESTROY events, dumps the table when dump is set, and
 // reports events until ctx ends (nil) or the event socket fails.
-func watchOnce(ctx context.Context, cfg *netlink.Config, dump bool, o watchOptions, report func(*ct.Flow, bool, time.Time)) error {
+func watchOnce(ctx context.Context, cfg *netlink.Config, dump bool, o watchOptions, report func(*ct.Flow, recordKind, time.Time)) error {
 	lc, err := ct.Dial(cfg)
 	if err != nil {
 		return fmt.Errorf("opening conntrack netlink for events: %w", err)
 	}
 	_ = lc.SetReadBuffer(o.readBuffer)
 	events := make(chan ct.Event, o.queue)
-	errs, err := lc.Listen(events, 1, []netfilter.NetlinkGroup{netfilter.GroupCTNew})
+	errs, err := lc.Listen(events, 1, []netfilter.NetlinkGroup{netfilter.GroupCTNew, netfilter.GroupCTDestroy})
 	if err != nil {
 		lc.Close()
-		return fmt.Errorf("joining conntrack NEW events: %w", err)
+		return fmt.Errorf("joining conntrack NEW and DESTROY events: %w", err)
 	}
 	defer func() {
 		// Close waits for the event worker, which may be blocked handing
@@ -141,7 +167,7 @@ func watchOnce(ctx context.Context, cfg *netlink.Config, dump bool, o watchOptio
 		}
 		now := time.Now()
 		for i := range flows {
-			report(&flows[i], true, now)
+			report(&flows[i], kindExisting, now)
 		}
 	}
 	for {
@@ -153,10 +179,15 @@ func watchOnce(ctx context.Context, cfg *netlink.Config, dump bool, o watchOptio
 				return fmt.Errorf("reading conntrack events: %w", err)
 			}
 		case ev := <-events:
-			if ev.Type != ct.EventNew || ev.Flow == nil {
+			if ev.Flow == nil {
 				continue
 			}
-			report(ev.Flow, false, time.Now())
+			switch ev.Type {
+			case ct.EventNew:
+				report(ev.Flow, kindNew, time.Now())
+			case ct.EventDestroy:
+				report(ev.Flow, kindClosed, time.Now())
+			}
 		}
 	}
 }

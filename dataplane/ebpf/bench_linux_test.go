@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"runtime"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/netns"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 	cebpf "github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // benchBackend opens a backend on a bare namespace whose endpoints get
@@ -282,4 +285,52 @@ func BenchmarkEstablishedPacket(b *testing.B) {
 			b.ReportMetric(float64(per.Nanoseconds()), "ns/packet")
 		})
 	}
+	// Both directions of one connection at once, on two CPUs, as a
+	// bulk transfer runs them (data one way, ACKs the other): both
+	// programs use the same conntrack entry.
+	b.Run("both-directions-2cpu", func(b *testing.B) {
+		if runtime.NumCPU() < 2 {
+			b.Skip("needs 2 CPUs")
+		}
+		const tcpSYN, tcpACK = 0x02, 0x10
+		if ret, err := be.objs.FromPod.Run(&cebpf.RunOptions{Data: tcpFrame(client, server, 40010, 5201, tcpSYN, 0)}); err != nil || int32(ret) != -1 {
+			b.Fatalf("SYN: verdict %d, %v; want -1 (allowed)", int32(ret), err)
+		}
+		data := tcpFrame(client, server, 40010, 5201, tcpACK, 1400)
+		ack := tcpFrame(server, client, 5201, 40010, tcpACK, 0)
+		var wg sync.WaitGroup
+		pers := make([]time.Duration, 2)
+		errs := make([]error, 2)
+		b.ResetTimer()
+		for i, c := range []struct {
+			prog *cebpf.Program
+			pkt  []byte
+		}{{be.objs.FromPod, data}, {be.objs.ToPod, ack}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				var set unix.CPUSet
+				set.Set(i)
+				if err := unix.SchedSetaffinity(0, &set); err != nil {
+					errs[i] = err
+					return
+				}
+				var ret uint32
+				ret, pers[i], errs[i] = c.prog.Benchmark(c.pkt, b.N, func() {})
+				if errs[i] == nil && int32(ret) != -1 {
+					errs[i] = fmt.Errorf("verdict %d, want -1 (allowed)", int32(ret))
+				}
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(pers[0].Nanoseconds()), "ns/data-packet")
+		b.ReportMetric(float64(pers[1].Nanoseconds()), "ns/ack-packet")
+	})
 }
