@@ -43,7 +43,10 @@ type Model struct {
 	changedObjs map[policy.ObjectRef]struct{}
 	k8sNode     map[string]bool // Node objects
 	pending     map[string]bool // nodes to publish besides the engine's dirty ones
-	events      int             // changes since the last publish
+	// podNodes are the nodes of pods changed since the last publish: a
+	// publish compiles and sends them first (see takeDirtyLocked).
+	podNodes map[string]bool
+	events   int // changes since the last publish
 	// nodeRefs and refNodes index which objects' rules each published
 	// node policy holds (derived from rule IDs and zone set names).
 	nodeRefs map[string]map[policy.ObjectRef]struct{}
@@ -83,7 +86,7 @@ func NewModel(hub *stream.Hub, debounce time.Duration, m *Metrics, log logr.Logg
 	}
 	md := &Model{
 		log: log.WithName("model"), hub: hub, debounce: debounce, metrics: m, now: time.Now,
-		eng: policy.New(), objs: map[policy.ObjectRef]*objTrack{}, changedObjs: map[policy.ObjectRef]struct{}{}, k8sNode: map[string]bool{}, pending: map[string]bool{},
+		eng: policy.New(), objs: map[policy.ObjectRef]*objTrack{}, changedObjs: map[policy.ObjectRef]struct{}{}, k8sNode: map[string]bool{}, pending: map[string]bool{}, podNodes: map[string]bool{},
 		nodeRefs: map[string]map[policy.ObjectRef]struct{}{}, refNodes: map[policy.ObjectRef]map[string]struct{}{}, nodeGen: map[string]uint64{}, waiting: map[string]map[policy.ObjectRef]uint64{},
 		hints: map[string]podHint{}, bare: map[string]*corev1.Pod{},
 		kick: make(chan struct{}, 1),
@@ -144,6 +147,7 @@ func (m *Model) Upsert(obj any) {
 	defer m.mu.Unlock()
 	switch o := obj.(type) {
 	case *corev1.Pod:
+		m.podNodes[o.Spec.NodeName] = true
 		m.eng.SetPod(m.hintedLocked(o))
 	case *corev1.Namespace:
 		m.eng.SetNamespace(o)
@@ -176,6 +180,7 @@ func (m *Model) Delete(obj any) {
 	defer m.mu.Unlock()
 	switch o := obj.(type) {
 	case *corev1.Pod:
+		m.podNodes[o.Spec.NodeName] = true
 		m.forgetHintLocked(o.Namespace, o.Name)
 		m.eng.DeletePod(o.Namespace, o.Name)
 	case *corev1.Namespace:
@@ -236,7 +241,7 @@ func (m *Model) Publish() {
 	var notify []policy.ObjectRef
 	m.mu.Lock()
 	start := m.now()
-	dirty := m.eng.TakeDirtyNodes()
+	dirty := m.takeDirtyLocked()
 	touched := map[policy.ObjectRef]bool{}
 	for _, n := range dirty {
 		delete(m.pending, n)
@@ -264,6 +269,20 @@ func (m *Model) Publish() {
 	for _, r := range notify {
 		m.notifyRef(r)
 	}
+}
+
+// takeDirtyLocked returns the nodes to recompile, the nodes of changed
+// pods first: their endpoints changed and the pod's own traffic waits for
+// its node, while the other nodes usually see only set members move.
+// Each commit starts that node's send at once, so this is the order in
+// which the nodes' deltas leave.
+func (m *Model) takeDirtyLocked() []string {
+	dirty := m.eng.TakeDirtyNodes()
+	if len(m.podNodes) > 0 {
+		sort.SliceStable(dirty, func(i, j int) bool { return m.podNodes[dirty[i]] && !m.podNodes[dirty[j]] })
+		clear(m.podNodes)
+	}
+	return dirty
 }
 
 // publishLocked publishes one node's policy and, when its generation

@@ -76,6 +76,8 @@ type Backend struct {
 	attached string
 	// svcHave holds what svc_cidr and local_ep hold, nil when unknown.
 	svcHave [2]map[identKey]uint32
+	// routes caches resolve's route lookups.
+	routes routeCache
 	// benchIfindex, set by benchmarks only, replaces route lookups with
 	// made-up interface indexes and skips attachment.
 	benchIfindex map[string]uint32
@@ -276,13 +278,66 @@ func (b *Backend) Sync(ctx context.Context, desired *ir.NodePolicy) error {
 	return nil
 }
 
+// routeCacheTTL bounds how long resolve trusts the interfaces it found
+// by route lookup: after it, every endpoint is looked up again.
+const routeCacheTTL = time.Minute
+
+// routeCache holds what resolve's route lookups found, for addresses
+// whose interface a host route of the main table names.
+type routeCache struct {
+	filled  time.Time
+	ifindex map[netip.Addr]int
+	names   map[int]string
+}
+
+// hostRoutes returns the direct host routes (/32, /128, no gateway) of
+// the node's main routing table: address -> interface index. One dump
+// costs about what one route lookup does.
+func (b *Backend) hostRoutes() (map[netip.Addr]int, error) {
+	routes, err := b.nl.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: syscall.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("listing routes: %w", err)
+	}
+	out := make(map[netip.Addr]int, len(routes))
+	for _, r := range routes {
+		if r.Dst == nil || r.Gw != nil || r.LinkIndex <= 0 || len(r.MultiPath) > 0 {
+			continue
+		}
+		ones, bits := r.Dst.Mask.Size()
+		if ones != bits {
+			continue
+		}
+		a, ok := netip.AddrFromSlice(r.Dst.IP)
+		if !ok {
+			continue
+		}
+		out[a.Unmap()] = r.LinkIndex
+	}
+	return out, nil
+}
+
 // resolve finds each endpoint's node-side interface by route lookup from
 // its IPs. All IPs of an endpoint must route to one interface directly.
+// A lookup's result is reused on later Syncs (for up to routeCacheTTL)
+// while the main table still has a direct host route of the address to
+// the same interface; one route dump per Sync checks that, so the
+// steady state costs no lookup per endpoint, and a pod whose veth was
+// re-created (new interface, new host route) is looked up at once.
 func (b *Backend) resolve(np *ir.NodePolicy) (map[string]uint32, map[uint32]string, []string) {
 	ifindex := map[string]uint32{}
 	ifnames := map[uint32]string{}
 	owner := map[int]string{}
 	var missing []string
+	host, err := b.hostRoutes()
+	if err != nil {
+		b.log.V(1).Info("route cache off for this Sync", "err", err)
+	}
+	useCache := err == nil && b.routes.ifindex != nil && time.Since(b.routes.filled) < routeCacheTTL
+	next := routeCache{filled: b.routes.filled, ifindex: map[netip.Addr]int{}, names: map[int]string{}}
+	if !useCache {
+		next.filled = time.Now()
+	}
+	b.stats.LastRouteLookups = 0
 	for i := range np.Endpoints {
 		ep := &np.Endpoints[i]
 		if len(ep.IPs) == 0 {
@@ -291,31 +346,47 @@ func (b *Backend) resolve(np *ir.NodePolicy) (map[string]uint32, map[uint32]stri
 		}
 		var idx int
 		var bad string
+		cached := true
 		for _, ip := range ep.IPs {
-			routes, err := b.nl.RouteGet(ip.AsSlice())
-			if err != nil || len(routes) == 0 {
-				bad = fmt.Sprintf("endpoint %q: no route to %v in the node namespace", ep.Name, ip)
+			ip = ip.Unmap()
+			link := 0
+			if c, ok := b.routes.ifindex[ip]; useCache && ok && host[ip] == c {
+				link = c
+			} else {
+				cached = false
+				b.stats.LastRouteLookups++
+				routes, err := b.nl.RouteGet(ip.AsSlice())
+				if err != nil || len(routes) == 0 {
+					bad = fmt.Sprintf("endpoint %q: no route to %v in the node namespace", ep.Name, ip)
+					break
+				}
+				r := routes[0]
+				if r.Gw != nil {
+					bad = fmt.Sprintf("endpoint %q: %v is routed via %v, not to a local interface", ep.Name, ip, r.Gw)
+					break
+				}
+				link = r.LinkIndex
+			}
+			if idx != 0 && link != idx {
+				bad = fmt.Sprintf("endpoint %q: its IPs route to different interfaces (%d, %d)", ep.Name, idx, link)
 				break
 			}
-			r := routes[0]
-			if r.Gw != nil {
-				bad = fmt.Sprintf("endpoint %q: %v is routed via %v, not to a local interface", ep.Name, ip, r.Gw)
-				break
+			idx = link
+			if host != nil && host[ip] == link {
+				next.ifindex[ip] = link
 			}
-			if idx != 0 && r.LinkIndex != idx {
-				bad = fmt.Sprintf("endpoint %q: its IPs route to different interfaces (%d, %d)", ep.Name, idx, r.LinkIndex)
-				break
-			}
-			idx = r.LinkIndex
 		}
 		if bad == "" && idx > 0 {
-			l, err := b.nl.LinkByIndex(idx)
-			if err != nil {
+			if name, ok := b.routes.names[idx]; cached && ok {
+				ifnames[uint32(idx)] = name
+				next.names[idx] = name
+			} else if l, err := b.nl.LinkByIndex(idx); err != nil {
 				bad = fmt.Sprintf("endpoint %q: interface %d: %v", ep.Name, idx, err)
 			} else if l.Attrs().Flags&netFlagLoopback != 0 {
 				bad = fmt.Sprintf("endpoint %q: its IPs are local addresses of the node", ep.Name)
 			} else {
 				ifnames[uint32(idx)] = l.Attrs().Name
+				next.names[idx] = l.Attrs().Name
 			}
 		}
 		if bad == "" {
@@ -330,6 +401,7 @@ func (b *Backend) resolve(np *ir.NodePolicy) (map[string]uint32, map[uint32]stri
 		ifindex[ep.Name] = uint32(idx)
 		owner[idx] = ep.Name
 	}
+	b.routes = next
 	return ifindex, ifnames, missing
 }
 

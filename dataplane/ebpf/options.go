@@ -125,6 +125,10 @@ type Stats struct {
 	// IdentEntries, ClassEntries and PolicyEntries are the sizes of the
 	// active buffer's maps.
 	IdentEntries, ClassEntries, PolicyEntries int
+	// LastRouteLookups counts the route lookups of endpoint addresses
+	// the last Sync made (the others were answered from the cache that
+	// the main table's host routes revalidate).
+	LastRouteLookups int
 	// ConnectionsCut counts conntrack entries deleted by revocation.
 	ConnectionsCut int
 	// Attached counts interfaces with programs attached; Clsact is set
