@@ -35,7 +35,7 @@ const NFLogGroup = 7
 func NewFlowSource(d dataplane.Dataplane, netnsPath string, local func(netip.Addr) bool) (FlowSource, error) {
 	switch b := d.(type) {
 	case *nftables.Backend:
-		if _, err := conntrack.EnableAccounting(netnsPath); err != nil {
+		if err := conntrack.EnableAccounting(netnsPath); err != nil {
 			return nil, fmt.Errorf("opening nftables flow source: %w", err)
 		}
 		r, err := nftables.NewFlowReader(netnsPath, NFLogGroup, b.RuleID)

@@ -17,50 +17,48 @@ const acctSysctl = "/proc/sys/net/netfilter/nf_conntrack_acct"
 // EnableAccounting turns on net.netfilter.nf_conntrack_acct in the
 // namespace at nsPath (current when empty), so that connections created
 // from now on carry packet and byte counters. Connections that already
-// exist keep none. It reports whether the setting was off before.
-func EnableAccounting(nsPath string) (changed bool, err error) {
-	set := func() error {
-		b, err := os.ReadFile(acctSysctl)
-		if err != nil {
+// exist keep none.
+func EnableAccounting(nsPath string) error {
+	err := inNamespace(nsPath, func() error {
+		on, err := readAccounting()
+		if err != nil || on {
 			return err
 		}
-		if strings.TrimSpace(string(b)) == "1" {
-			return nil
-		}
-		changed = true
 		return os.WriteFile(acctSysctl, []byte("1\n"), 0o644)
-	}
-	if nsPath == "" {
-		err = set()
-	} else {
-		err = netns.Do(nsPath, set)
-	}
+	})
 	if err != nil {
-		return false, fmt.Errorf("enabling conntrack accounting: %w", err)
+		return fmt.Errorf("enabling conntrack accounting: %w", err)
 	}
-	return changed, nil
+	return nil
 }
 
 // Accounting reports whether net.netfilter.nf_conntrack_acct is on in the
 // namespace at nsPath (current when empty).
 func Accounting(nsPath string) (bool, error) {
 	var on bool
-	get := func() error {
-		b, err := os.ReadFile(acctSysctl)
-		if err != nil {
-			return err
-		}
-		on = strings.TrimSpace(string(b)) == "1"
-		return nil
-	}
-	var err error
-	if nsPath == "" {
-		err = get()
-	} else {
-		err = netns.Do(nsPath, get)
-	}
+	err := inNamespace(nsPath, func() (err error) {
+		on, err = readAccounting()
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("reading conntrack accounting: %w", err)
 	}
 	return on, nil
+}
+
+func readAccounting() (bool, error) {
+	b, err := os.ReadFile(acctSysctl)
+	if err != nil {
+		return false, err
+	}
+	return strings.TrimSpace(string(b)) == "1", nil
+}
+
+// inNamespace runs fn in the namespace at nsPath, or in the current one
+// when nsPath is empty.
+func inNamespace(nsPath string, fn func() error) error {
+	if nsPath == "" {
+		return fn()
+	}
+	return netns.Do(nsPath, fn)
 }

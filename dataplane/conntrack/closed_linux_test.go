@@ -27,7 +27,7 @@ func TestWatchReportsClosedConnectionWithFinalCounters(t *testing.T) {
 	topo := dptest.NewTopology(t, 2)
 	a, b := topo.Pods[0], topo.Pods[1]
 	be := nftBackend(t, topo, 33)
-	if _, err := conntrack.EnableAccounting(topo.NodePath); err != nil {
+	if err := conntrack.EnableAccounting(topo.NodePath); err != nil {
 		t.Fatal(err)
 	}
 	if on, err := conntrack.Accounting(topo.NodePath); err != nil || !on {
