@@ -101,6 +101,10 @@ type compileState struct {
 	// scanning every pod. Valid while zoneAddrsOK.
 	zoneAddrs   map[string][]netip.Addr
 	zoneAddrsOK bool
+	// zoneMoved holds the addresses of pods that changed zone or
+	// addresses since the last flush: built zone sets (setZones) that are
+	// not stale for another reason are patched at these addresses only.
+	zoneMoved []netip.Addr
 }
 
 func (c *compileState) init() {
@@ -210,7 +214,16 @@ func (e *Engine) markPodChanged(old, cur *podInfo, key string, addrChanged, port
 	if addrChanged || old.zone != cur.zone {
 		e.patchZoneAddrs(old, cur)
 		for s := range c.zoneSets {
-			c.staleSets[s] = true
+			if c.sets[s].desc.kind != setZones {
+				c.staleSets[s] = true
+			}
+		}
+		// zone sets change at these addresses only (patchZoneSet)
+		if old != nil {
+			c.zoneMoved = append(c.zoneMoved, old.ips...)
+		}
+		if cur != nil {
+			c.zoneMoved = append(c.zoneMoved, cur.ips...)
 		}
 	}
 	if addrChanged || portsChanged || old.zone != cur.zone {
@@ -816,7 +829,7 @@ func (e *Engine) flush() {
 		}
 		c.allStale = false
 	}
-	if len(c.dirty) == 0 && len(c.staleSets) == 0 {
+	if len(c.dirty) == 0 && len(c.staleSets) == 0 && len(c.zoneMoved) == 0 {
 		return
 	}
 	c.quarPods = c.quarPods[:0]
@@ -911,6 +924,24 @@ func (e *Engine) flush() {
 		if len(s.users) == 0 && c.sets[s.name] == s {
 			e.dropSet(s)
 		}
+	}
+	if len(c.zoneMoved) > 0 {
+		slices.SortFunc(c.zoneMoved, netip.Addr.Compare)
+		c.zoneMoved = slices.Compact(c.zoneMoved)
+		for name := range c.zoneSets {
+			s := c.sets[name]
+			if s.desc.kind != setZones || !s.built || c.staleSets[name] {
+				continue // rebuilt below
+			}
+			e.stats.SetsPatched++
+			if p := e.patchZoneSet(s, c.zoneMoved); !samePrefixSlice(p, s.prefixes) {
+				s.prefixes = p
+				for node := range s.users {
+					e.nodeSetsDirty(node)
+				}
+			}
+		}
+		c.zoneMoved = c.zoneMoved[:0]
 	}
 	for name := range c.staleSets {
 		s := c.sets[name]
