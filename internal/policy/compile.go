@@ -62,6 +62,7 @@ type nodeState struct {
 	// changed; without it only set contents did, and NodePolicy reuses
 	// the previous endpoint slice and set order.
 	epsStale bool
+	sets     *nodeSetList // the node's set list, shared with nodes naming the same sets
 }
 
 type compileState struct {
@@ -105,6 +106,10 @@ type compileState struct {
 	// addresses since the last flush: built zone sets (setZones) that are
 	// not stale for another reason are patched at these addresses only.
 	zoneMoved []netip.Addr
+	// round counts the flushes that had work: set contents change only
+	// then. setLists holds the set lists of nodes, by their set names.
+	round    uint64
+	setLists map[string]*nodeSetList
 }
 
 func (c *compileState) init() {
@@ -131,6 +136,7 @@ func (c *compileState) init() {
 	c.dirtyNodes = map[string]bool{}
 	c.qRefs = map[string]map[string]bool{}
 	c.qSets = map[string]map[string]bool{}
+	c.setLists = map[string]*nodeSetList{}
 }
 
 func addTo[K comparable, V comparable](m map[K]map[V]bool, k K, v V) {
@@ -832,6 +838,7 @@ func (e *Engine) flush() {
 	if len(c.dirty) == 0 && len(c.staleSets) == 0 && len(c.zoneMoved) == 0 {
 		return
 	}
+	c.round++
 	c.quarPods = c.quarPods[:0]
 	for _, p := range e.pods {
 		if len(p.quar) > 0 {
@@ -1009,8 +1016,8 @@ func (e *Engine) NodePolicy(node string) *ir.NodePolicy {
 		return ns.np
 	}
 	e.stats.NodesRebuilt++
-	if ns != nil && !ns.epsStale {
-		if sets, ok := e.refreshSets(ns.np.Sets); ok {
+	if ns != nil && !ns.epsStale && ns.sets != nil {
+		if sets, ok := e.currentSets(ns.sets); ok {
 			np := &ir.NodePolicy{Node: node, Endpoints: ns.np.Endpoints, Sets: sets}
 			ns.np, ns.stale = np, false
 			return np
@@ -1035,18 +1042,23 @@ func (e *Engine) NodePolicy(node string) *ir.NodePolicy {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	np.Sets = make([]ir.AddressSet, 0, len(names))
-	for _, n := range names {
-		p := e.c.sets[n].prefixes
-		if p == nil {
-			p = []netip.Prefix{}
-		}
-		np.Sets = append(np.Sets, ir.AddressSet{Name: n, Prefixes: p})
-	}
 	if node == "" {
+		np.Sets = make([]ir.AddressSet, 0, len(names))
+		for _, n := range names {
+			p := e.c.sets[n].prefixes
+			if p == nil {
+				p = []netip.Prefix{}
+			}
+			np.Sets = append(np.Sets, ir.AddressSet{Name: n, Prefixes: p})
+		}
 		return np
 	}
-	e.c.nodes[node] = &nodeState{np: np}
+	if ns == nil {
+		ns = &nodeState{}
+		e.c.nodes[node] = ns
+	}
+	np.Sets = e.nodeSets(ns, names)
+	ns.np, ns.stale, ns.epsStale = np, false, false
 	return np
 }
 
