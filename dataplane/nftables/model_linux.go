@@ -29,6 +29,9 @@ const (
 	mapEgress6    = "egress6"
 	mapIngress4   = "ingress4"
 	mapIngress6   = "ingress6"
+	// chainOpen is the endpoint chain of every endpoint direction that
+	// no tier restricts.
+	chainOpen     = "ep-open"
 	prioEgress    = 0
 	prioIngress   = 10
 	maxCommentLen = 200
@@ -46,6 +49,11 @@ type ruleSpec struct {
 	key     string
 	comment string
 	exprs   []expr.Any
+	// lookup is the map a lookup rule of an endpoint chain consults, and
+	// fixed the verdict of a catch-all rule (tests interpret chains
+	// through them).
+	lookup *mapSpec
+	fixed  *verdict
 }
 
 // chainSpec is one chain with its rules. Base chains have hook set.
@@ -290,6 +298,7 @@ type cachedEndpoint struct {
 	setVer  map[string]*cachedSet
 	tiers   []*tierState
 	names   [4]string // egress4, ingress4, egress6, ingress6 chain names
+	open    bool      // some direction uses chainOpen
 	chains  []*chainSpec
 	maps    []*mapSpec
 	ruleIDs map[uint32]string
@@ -350,7 +359,25 @@ func (c *compileCache) endpoint(ep *ir.Endpoint, has4, has6 bool, o compileOptio
 			if (v6 && !has6) || (!v6 && !has4) {
 				continue
 			}
-			chains, maps, tiers := endpointChains(ep.Name, d, v6, ch, o, ce.ruleIDs, c.sets)
+			chains, maps, tiers, open := endpointChains(ep.Name, d, v6, ch, o, ce.ruleIDs, c.sets)
+			if open {
+				i := 0
+				if d == ir.Ingress {
+					i = 1
+				}
+				if v6 {
+					i += 2
+				}
+				ce.names[i] = chainOpen
+				if !ce.open {
+					ce.open = true
+					ce.chains = append(ce.chains, openChain())
+				}
+				// Tiers whose maps are empty still watch their sets:
+				// a set that fills compiles the endpoint again.
+				ce.tiers = append(ce.tiers, tiers...)
+				continue
+			}
 			ce.chains = append(ce.chains, chains...)
 			ce.maps = append(ce.maps, maps...)
 			ce.tiers = append(ce.tiers, tiers...)
@@ -685,51 +712,134 @@ func baseChain(name string, prio int32, m4, m6 string, src bool) *chainSpec {
 	return c
 }
 
-// endpointChains returns the dispatch chain of one endpoint direction and
-// family, its tier chains, the action chains its verdicts go to, and the
-// tier maps.
-func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOptions, ids map[uint32]string, sets map[string]*cachedSet) ([]*chainSpec, []*mapSpec, []*tierState) {
+// endpointChains returns the chain of one endpoint direction and family,
+// the action chains its verdicts go to, the maps it looks up and their
+// tier states; open is set when no tier restricts the direction (the
+// chain would hold only midstreamDrop and the default accept, and the
+// shared chainOpen stands in for it).
+//
+// The tiers are compiled in runs: consecutive tiers share one set of
+// maps (resolve overlays them: where a tier passes or has no matching
+// rule, the next one decides), looked up by rules of the endpoint chain
+// itself. A run ends after a tier with an Audit rule, since an Audit
+// hands the packet on to the rules after the lookup. A tier whose first
+// rule matches every packet (any peer, any port: a zone's baseline) is
+// one rule with that verdict, without maps; after it nothing is
+// reachable unless it is an Audit or a Pass.
+func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOptions, ids map[uint32]string, sets map[string]*cachedSet) (chains []*chainSpec, maps []*mapSpec, tiers []*tierState, open bool) {
 	name := endpointChainName(ep, d, v6)
 	top := &chainSpec{name: name, rules: []ruleSpec{midstreamDrop()}}
-	out := []*chainSpec{top}
-	var maps []*mapSpec
-	var tiers []*tierState
-	kinds := map[ir.TierKind]int{}
 	actions := map[string]*chainSpec{}
+	kinds := map[ir.TierKind]int{}
+	var run []ir.Tier
+	runName := ""
+	flush := func() {
+		if len(run) == 0 {
+			return
+		}
+		if ts := newRunState(runName, run, d, v6, o, ids, actions); ts != nil {
+			ts.build(sets)
+			tiers = append(tiers, ts)
+			for _, m := range ts.maps() {
+				top.rules = append(top.rules, lookupRule(m, d == ir.Ingress))
+				maps = append(maps, m)
+			}
+		}
+		run = nil
+	}
+	final := false
 	for _, t := range c.Tiers {
-		// Named by tier kind, so that adding a tier (a quarantine) leaves
-		// the other tiers' chains untouched; a repeated kind gets a suffix.
+		// Maps are named by the kind of the run's first tier, so that
+		// adding a tier in front (a quarantine) renames nothing after
+		// it; a repeated kind gets a suffix.
 		tn := name + "-" + t.Kind.String()
 		if n := kinds[t.Kind]; n > 0 {
 			tn = fmt.Sprintf("%s-%d", tn, n)
 		}
 		kinds[t.Kind]++
-		tc := &chainSpec{name: tn}
-		var tm []*mapSpec
-		if ts := newTierState(tn, t.Rules, d, v6, o, ids, actions); ts != nil {
-			ts.build(sets)
-			tm = ts.maps()
-			tiers = append(tiers, ts)
+		if r := catchAll(t); r != nil {
+			flush()
+			v, ac := ruleVerdict(r, d, o, ids)
+			if ac != nil {
+				actions[ac.name] = ac
+			}
+			if v.kind == expr.VerdictReturn {
+				continue // a Pass for everything: the next tier decides
+			}
+			top.rules = append(top.rules, ruleSpec{
+				key:     fmt.Sprintf("all %d %s", v.kind, v.chain),
+				comment: truncate(r.ID, maxCommentLen),
+				exprs:   []expr.Any{&expr.Verdict{Kind: v.kind, Chain: v.chain}},
+				fixed:   &v,
+			})
+			if v.final() {
+				final = true
+				break
+			}
+			continue
 		}
-		for _, m := range tm {
-			tc.rules = append(tc.rules, lookupRule(m, d == ir.Ingress))
-			maps = append(maps, m)
+		if len(run) == 0 {
+			runName = tn
+		}
+		run = append(run, t)
+		if hasAudit(t) {
+			flush()
+		}
+	}
+	flush()
+	if !final {
+		if len(top.rules) == 1 {
+			return nil, nil, tiers, true
 		}
 		top.rules = append(top.rules, ruleSpec{
-			key:   "jump " + tn,
-			exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: tn}},
+			key:     "default accept",
+			comment: truncate(ep, maxCommentLen),
+			exprs:   []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}},
+			fixed:   &verdict{kind: expr.VerdictAccept},
 		})
-		out = append(out, tc)
 	}
-	top.rules = append(top.rules, ruleSpec{
-		key:     "default accept",
-		comment: truncate(ep, maxCommentLen),
-		exprs:   []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}},
-	})
+	chains = []*chainSpec{top}
 	for _, n := range sortedKeys(actions) {
-		out = append(out, actions[n])
+		chains = append(chains, actions[n])
 	}
-	return out, maps, tiers
+	return chains, maps, tiers, false
+}
+
+// openChain is chainOpen: the chain of endpoint directions that no tier
+// restricts.
+func openChain() *chainSpec {
+	return &chainSpec{name: chainOpen, rules: []ruleSpec{midstreamDrop(), {
+		key:     "default accept",
+		comment: "no tier",
+		exprs:   []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}},
+		fixed:   &verdict{kind: expr.VerdictAccept},
+	}}}
+}
+
+// catchAll returns the rule that decides every packet the tier sees (its
+// first effective rule, when that matches any peer and any port), or nil.
+func catchAll(t ir.Tier) *ir.Rule {
+	for i := range t.Rules {
+		r := &t.Rules[i]
+		if r.Peer.Set == "" && r.Peer.Negate {
+			continue // matches nothing
+		}
+		if r.Peer.Set == "" && len(r.Ports) == 0 {
+			return r
+		}
+		return nil
+	}
+	return nil
+}
+
+// hasAudit reports whether the tier holds an Audit rule.
+func hasAudit(t ir.Tier) bool {
+	for i := range t.Rules {
+		if t.Rules[i].Action == ir.Audit {
+			return true
+		}
+	}
+	return false
 }
 
 // lookupRule is the one rule of a tier chain that consults map m: the
@@ -750,11 +860,11 @@ func lookupRule(m *mapSpec, src bool) ruleSpec {
 		key += " . dport"
 	}
 	if m.set {
-		ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: m.name}, &expr.Verdict{Kind: expr.VerdictGoto, Chain: m.gotoChain})
-		return ruleSpec{key: fmt.Sprintf("%s src=%v @%s goto %s", key, src, m.name, m.gotoChain), exprs: ex}
+		ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: m.name}, &expr.Verdict{Kind: expr.VerdictJump, Chain: m.gotoChain})
+		return ruleSpec{key: fmt.Sprintf("%s src=%v @%s jump %s", key, src, m.name, m.gotoChain), exprs: ex, lookup: m}
 	}
 	ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: m.name, IsDestRegSet: true, DestRegister: 0})
-	return ruleSpec{key: fmt.Sprintf("%s src=%v vmap %s", key, src, m.name), exprs: ex}
+	return ruleSpec{key: fmt.Sprintf("%s src=%v vmap %s", key, src, m.name), exprs: ex, lookup: m}
 }
 
 // LogPrefix returns the nflog prefix of a rule: "bh <verdict><dir> <id>"
@@ -795,7 +905,7 @@ func ruleVerdict(r *ir.Rule, d ir.Direction, o compileOptions, ids map[uint32]st
 	ids[num] = r.ID
 	action := func(letter byte, key string, ex []expr.Any) (verdict, *chainSpec) {
 		n := actionChainName(letter, d, num)
-		return verdict{kind: expr.VerdictGoto, chain: n}, &chainSpec{name: n, rules: []ruleSpec{{key: key, comment: truncate(r.ID, maxCommentLen), exprs: ex}}}
+		return verdict{kind: expr.VerdictJump, chain: n}, &chainSpec{name: n, rules: []ruleSpec{{key: key, comment: truncate(r.ID, maxCommentLen), exprs: ex}}}
 	}
 	switch r.Action {
 	case ir.Accept:
@@ -821,8 +931,9 @@ func ruleVerdict(r *ir.Rule, d ir.Direction, o compileOptions, ids map[uint32]st
 			&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le32(^AuditMark), Xor: le32(AuditMark)},
 			&expr.Ct{Register: 1, Key: expr.CtKeyMARK, SourceRegister: true},
-			// The action chain is entered by goto from the tier chain,
-			// so return ends the tier: Audit goes on as Pass does.
+			// The action chain is entered by jump from the endpoint
+			// chain, so return goes on with its next rule: Audit
+			// goes on as Pass does.
 			&expr.Verdict{Kind: expr.VerdictReturn},
 		)
 		return action('A', fmt.Sprintf("audit log=%v", o.logOn), ex)

@@ -240,25 +240,26 @@ func TestResyncRepairsDrift(t *testing.T) {
 		drift func(t *testing.T, ns string)
 	}{
 		{"a deleted rule", func(t *testing.T, ns string) {
-			out := nft(t, ns, "-a", "list", "chain", "inet", "bulkhead", "ep-"+hashName("ns/suspect")+"-i4-quarantine")
+			out := nft(t, ns, "-a", "list", "chain", "inet", "bulkhead", "ep-"+hashName("ns/suspect")+"-i4")
 			m := handleRE.FindAllStringSubmatch(out, -1)
 			if len(m) == 0 {
 				t.Fatalf("no rule handles in:\n%s", out)
 			}
-			nft(t, ns, "delete", "rule", "inet", "bulkhead", "ep-"+hashName("ns/suspect")+"-i4-quarantine", "handle", m[len(m)-1][1])
+			nft(t, ns, "delete", "rule", "inet", "bulkhead", "ep-"+hashName("ns/suspect")+"-i4", "handle", m[len(m)-1][1])
 		}},
 		{"an added rule", func(t *testing.T, ns string) {
 			nft(t, ns, "insert", "rule", "inet", "bulkhead", "egress", "accept")
 		}},
 		{"a changed rule", func(t *testing.T, ns string) {
-			c := "ep-" + hashName("ns/db-0") + "-i4-networkpolicy"
+			c := "ep-" + hashName("ns/db-0") + "-i4"
 			out := nft(t, ns, "-a", "list", "chain", "inet", "bulkhead", c)
 			m := handleRE.FindAllStringSubmatch(out, -1)
-			// m[0] is the chain's own handle.
-			nft(t, ns, "replace", "rule", "inet", "bulkhead", c, "handle", m[1][1], "tcp", "dport", "5432", "accept", "comment", `"NetworkPolicy/ns/db/ingress/0"`)
+			// m[0] is the chain's own handle, m[1] midstreamDrop, m[2]
+			// the first lookup.
+			nft(t, ns, "replace", "rule", "inet", "bulkhead", c, "handle", m[2][1], "tcp", "dport", "5432", "accept", "comment", `"NetworkPolicy/ns/db/ingress/0"`)
 		}},
 		{"an element added to a tier map", func(t *testing.T, ns string) {
-			nft(t, ns, "add", "element", "inet", "bulkhead", "ep-"+hashName("ns/db-0")+"-i4-networkpolicy-m", "{ 10.244.0.66 . tcp . 80 : accept }")
+			nft(t, ns, "add", "element", "inet", "bulkhead", "ep-"+hashName("ns/db-0")+"-i4-admin-m", "{ 10.244.0.66 . tcp . 80 : accept }")
 		}},
 		{"a deleted map element", func(t *testing.T, ns string) {
 			nft(t, ns, "delete", "element", "inet", "bulkhead", "ingress4", "{ 10.244.0.9 }")

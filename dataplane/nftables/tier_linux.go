@@ -51,10 +51,11 @@ func isPortProto(p int) bool {
 
 // tierRule is one effective rule of a tier.
 type tierRule struct {
-	r   *ir.Rule
-	set int // index into the tier's referenced sets, -1 for any peer
-	neg bool
-	v   verdict
+	r    *ir.Rule
+	tier int // index of the rule's tier in the run
+	set  int // index into the run's referenced sets, -1 for any peer
+	neg  bool
+	v    verdict
 }
 
 // cell is one resolved box of the (protocol, port) plane.
@@ -164,34 +165,43 @@ func goSetName(m, c string) string { return m + "-" + strings.TrimPrefix(c, "rul
 // newTierState collects the effective rules of a tier; nil when no rule
 // can match.
 func newTierState(tn string, rules []ir.Rule, d ir.Direction, v6 bool, o compileOptions, ids map[uint32]string, actions map[string]*chainSpec) *tierState {
+	return newRunState(tn, []ir.Tier{{Rules: rules}}, d, v6, o, ids, actions)
+}
+
+// newRunState collects the effective rules of a run of tiers, compiled
+// into one set of maps (see endpointChains); nil when no rule can match.
+func newRunState(tn string, tiers []ir.Tier, d ir.Direction, v6 bool, o compileOptions, ids map[uint32]string, actions map[string]*chainSpec) *tierState {
 	ts := &tierState{name: tn, v6: v6, refIdx: map[string]int{}, memo: map[string]*resolution{}, keys: map[*resolution]string{}, sets: map[string]*mapSpec{}}
-	for i := range rules {
-		r := &rules[i]
-		if r.Peer.Set == "" && r.Peer.Negate {
-			continue // "not any address" matches nothing
-		}
-		v, ac := ruleVerdict(r, d, o, ids)
-		if ac != nil {
-			actions[ac.name] = ac
-		}
-		tr := tierRule{r: r, set: -1, neg: r.Peer.Negate, v: v}
-		if r.Peer.Set != "" {
-			idx, ok := ts.refIdx[r.Peer.Set]
-			if !ok {
-				idx = len(ts.refs)
-				ts.refIdx[r.Peer.Set] = idx
-				ts.refs = append(ts.refs, r.Peer.Set)
+	for ti := range tiers {
+		rules := tiers[ti].Rules
+		for i := range rules {
+			r := &rules[i]
+			if r.Peer.Set == "" && r.Peer.Negate {
+				continue // "not any address" matches nothing
 			}
-			tr.set = idx
+			v, ac := ruleVerdict(r, d, o, ids)
+			if ac != nil {
+				actions[ac.name] = ac
+			}
+			tr := tierRule{r: r, tier: ti, set: -1, neg: r.Peer.Negate, v: v}
+			if r.Peer.Set != "" {
+				idx, ok := ts.refIdx[r.Peer.Set]
+				if !ok {
+					idx = len(ts.refs)
+					ts.refIdx[r.Peer.Set] = idx
+					ts.refs = append(ts.refs, r.Peer.Set)
+				}
+				tr.set = idx
+			}
+			ts.trs = append(ts.trs, tr)
 		}
-		ts.trs = append(ts.trs, tr)
 	}
 	if len(ts.trs) == 0 {
 		return nil
 	}
 	gotos := map[string]bool{}
 	for _, tr := range ts.trs {
-		if tr.v.kind == expr.VerdictGoto {
+		if tr.v.kind == expr.VerdictJump {
 			gotos[tr.v.chain] = true
 		}
 	}
@@ -224,7 +234,7 @@ func (ts *tierState) target(e mapElem, main bool) (string, *mapSpec, mapElem) {
 	if main {
 		m = ts.main
 	}
-	if !ts.gotoSets || e.v.kind != expr.VerdictGoto {
+	if !ts.gotoSets || e.v.kind != expr.VerdictJump {
 		return m.name, m, e
 	}
 	n := goSetName(m.name, e.v.chain)
@@ -387,12 +397,60 @@ type portCell struct {
 	v      verdict
 }
 
-// resolve computes the first-match cells of an ordered list of rules that
-// all match the peer.
+// decided is the outcome of one tier, or of a run of tiers overlaid, for
+// one membership: per protocol, the port cells (holes: no rule matches)
+// and, for protocols without ports, the verdict (ok false: none).
+type decided struct {
+	byProto [256][]portCell
+	noPort  [256]verdict
+	ok      [256]bool
+}
+
+// final reports whether v ends the packet's evaluation: accept, drop, or
+// an action chain that accepts or drops. Pass (return) and Audit (an
+// action chain that marks and returns) hand the packet on.
+func (v verdict) final() bool {
+	switch v.kind {
+	case expr.VerdictAccept, expr.VerdictDrop:
+		return true
+	case expr.VerdictJump, expr.VerdictGoto:
+		return !strings.HasPrefix(v.chain, "rule-A")
+	}
+	return false
+}
+
+// resolve computes the cells of an ordered list of rules that all match
+// the peer, grouped by tier in order: within a tier the first matching
+// rule decides; where it is a Pass, or no rule of the tier matches, the
+// next tier decides. Cells that no tier decides, or that a Pass decides,
+// are left out of the maps: the packet goes on to the endpoint chain's
+// next rule.
 func resolve(rules []*tierRule) *resolution {
-	res := &resolution{}
+	var acc *decided
+	for i := 0; i < len(rules); {
+		j := i
+		for j < len(rules) && rules[j].tier == rules[i].tier {
+			j++
+		}
+		t := resolveTier(rules[i:j])
+		if acc == nil {
+			acc = t
+		} else {
+			acc.overlay(t)
+		}
+		i = j
+	}
+	if acc == nil {
+		acc = &decided{}
+	}
+	return acc.cells()
+}
+
+// resolveTier computes the first-match outcome of one tier's matching
+// rules.
+func resolveTier(rules []*tierRule) *decided {
+	d := &decided{}
 	// Port protocols: the first rule covering each port.
-	var byProto [256][]portCell
 	for _, p := range portProtos {
 		var ivs []interval
 		for i, tr := range rules {
@@ -412,14 +470,7 @@ func resolve(rules []*tierRule) *resolution {
 			}
 		}
 		for _, iv := range firstCover(ivs) {
-			v := rules[iv.rule].v
-			cs := byProto[p]
-			if n := len(cs); n > 0 && cs[n-1].v == v && uint32(cs[n-1].hi)+1 == iv.lo {
-				cs[n-1].hi = uint16(iv.hi)
-			} else {
-				cs = append(cs, portCell{uint16(iv.lo), uint16(iv.hi), v})
-			}
-			byProto[p] = cs
+			d.byProto[p] = appendCell(d.byProto[p], portCell{uint16(iv.lo), uint16(iv.hi), rules[iv.rule].v})
 		}
 	}
 	// Protocols without ports: the first rule with no ports or naming
@@ -443,13 +494,11 @@ func resolve(rules []*tierRule) *resolution {
 			}
 		}
 	}
-	var noPort [256]int
 	var anyCells []portCell // shared by every protocol the any-rule decides
 	if anyRule >= 0 {
 		anyCells = []portCell{{0, 65535, rules[anyRule].v}}
 	}
 	for p := 0; p < 256; p++ {
-		noPort[p] = -1
 		if isPortProto(p) {
 			continue
 		}
@@ -457,14 +506,100 @@ func resolve(rules []*tierRule) *resolution {
 		if s, ok := specific[p]; ok && (r < 0 || s < r) {
 			r = s
 		}
-		noPort[p] = r
 		switch {
 		case r < 0:
+			continue
 		case r == anyRule:
-			byProto[p] = anyCells
+			d.byProto[p] = anyCells
 		default:
-			byProto[p] = []portCell{{0, 65535, rules[r].v}}
+			d.byProto[p] = []portCell{{0, 65535, rules[r].v}}
 		}
+		d.noPort[p], d.ok[p] = rules[r].v, true
+	}
+	return d
+}
+
+// appendCell appends c to cs, merging it into the last cell when they
+// touch and agree.
+func appendCell(cs []portCell, c portCell) []portCell {
+	if n := len(cs); n > 0 && cs[n-1].v == c.v && uint32(cs[n-1].hi)+1 == uint32(c.lo) {
+		cs[n-1].hi = c.hi
+		return cs
+	}
+	return append(cs, c)
+}
+
+// overlay lets the next tier n decide where d hands the packet on: its
+// holes and its Pass cells.
+func (d *decided) overlay(n *decided) {
+	for p := 0; p < 256; p++ {
+		if isPortProto(p) {
+			d.byProto[p] = overlayCells(d.byProto[p], n.byProto[p])
+			continue
+		}
+		if (!d.ok[p] || d.noPort[p].kind == expr.VerdictReturn) && n.ok[p] {
+			d.noPort[p], d.ok[p], d.byProto[p] = n.noPort[p], true, n.byProto[p]
+		}
+	}
+}
+
+// overlayCells returns the cells of a, with the holes and Pass cells of a
+// filled by the cells of b.
+func overlayCells(a, b []portCell) []portCell {
+	if len(b) == 0 {
+		return a
+	}
+	out := make([]portCell, 0, len(a)+len(b))
+	fill := func(lo, hi uint32) {
+		for _, c := range b {
+			l, h := max(lo, uint32(c.lo)), min(hi, uint32(c.hi))
+			if l <= h {
+				out = appendCell(out, portCell{uint16(l), uint16(h), c.v})
+			}
+		}
+	}
+	pos := uint32(0)
+	for _, c := range a {
+		if c.v.kind == expr.VerdictReturn {
+			continue
+		}
+		if pos < uint32(c.lo) {
+			fill(pos, uint32(c.lo)-1)
+		}
+		out = appendCell(out, c)
+		pos = uint32(c.hi) + 1
+	}
+	if pos <= 65535 {
+		fill(pos, 65535)
+	}
+	return out
+}
+
+// cells turns the outcome into the main and fallback map cells.
+func (d *decided) cells() *resolution {
+	res := &resolution{}
+	var main [256][]portCell
+	for p := 0; p < 256; p++ {
+		cs := d.byProto[p]
+		if !isPortProto(p) && d.ok[p] && !d.noPort[p].final() {
+			// An Audit hands the packet on to the endpoint chain's
+			// next rules, the fallback lookup among them: it is
+			// decided there alone, so that it is audited once.
+			continue
+		}
+		keep := cs
+		for _, c := range cs {
+			if c.v.kind == expr.VerdictReturn {
+				keep = nil
+				for _, c := range cs {
+					if c.v.kind != expr.VerdictReturn {
+						keep = append(keep, c)
+					}
+				}
+				break
+			}
+		}
+		main[p] = keep
 	}
 	// Main map: merge runs of protocols with equal port cells.
 	equal := func(a, b []portCell) bool {
@@ -483,17 +618,18 @@ func resolve(rules []*tierRule) *resolution {
 	}
 	for p := 0; p < 256; {
 		q := p
-		for q+1 < 256 && equal(byProto[q+1], byProto[p]) {
+		for q+1 < 256 && equal(main[q+1], main[p]) {
 			q++
 		}
-		for _, c := range byProto[p] {
+		for _, c := range main[p] {
 			res.main = append(res.main, cell{plo: uint8(p), phi: uint8(q), lo: c.lo, hi: c.hi, v: c.v})
 		}
 		p = q + 1
 	}
 	// Fallback map: protocols without ports; a port protocol is a wild
-	// card where the main map covers all its ports (it never misses
-	// there), and a break otherwise.
+	// card where the main map covers all its ports with a final verdict
+	// (a packet that reaches the fallback lookup never has it), and a
+	// break otherwise.
 	start := -1
 	var cur verdict
 	closeRun := func(end int) {
@@ -504,18 +640,18 @@ func resolve(rules []*tierRule) *resolution {
 	}
 	for p := 0; p < 256; p++ {
 		if isPortProto(p) {
-			cs := byProto[p]
-			if len(cs) == 1 && cs[0].lo == 0 && cs[0].hi == 65535 {
+			cs := main[p]
+			if len(cs) == 1 && cs[0].lo == 0 && cs[0].hi == 65535 && cs[0].v.final() {
 				continue // wild card: extends a run
 			}
 			closeRun(p - 1)
 			continue
 		}
-		if noPort[p] < 0 {
+		if !d.ok[p] || d.noPort[p].kind == expr.VerdictReturn {
 			closeRun(p - 1)
 			continue
 		}
-		v := rules[noPort[p]].v
+		v := d.noPort[p]
 		if start >= 0 && v != cur {
 			closeRun(p - 1)
 		}

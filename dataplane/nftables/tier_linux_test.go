@@ -224,3 +224,168 @@ func outcome(t *testing.T, v verdict, ok bool, actions map[string]*chainSpec) st
 	t.Fatalf("unexpected verdict %+v", v)
 	return ""
 }
+
+// runChain does what the kernel does with an endpoint chain built by
+// endpointChains, for a new connection from (ingress) or to (egress)
+// peer: its rules in order, a lookup rule consulting its map (a rule
+// whose key cannot load a port breaks), a catch-all rule its verdict, an
+// action chain entered by jump logging, marking and returning or ending
+// the packet. It returns what decided, in the terms of expected, and
+// whether an Audit marked the connection. It fails the test when one
+// run's maps audit a packet and then decide it again.
+func runChain(t *testing.T, c *chainSpec, actions map[string]*chainSpec, addr netip.Addr, proto uint8, port uint16, portLoads bool) (string, bool) {
+	t.Helper()
+	audited := false
+	auditedRun := ""
+	for _, r := range c.rules {
+		var v verdict
+		switch {
+		case r.lookup != nil:
+			if r.lookup.kind == mapAddrProtoPort && !portLoads {
+				continue
+			}
+			hit, ok := lookupMaps(t, []*mapSpec{r.lookup}, addr, proto, port, portLoads)
+			if !ok {
+				continue
+			}
+			run := r.lookup.name[:max(strings.LastIndex(r.lookup.name, "-m"), strings.LastIndex(r.lookup.name, "-o"))]
+			if run == auditedRun {
+				t.Fatalf("%s: run %s audited the packet and decides it again in %s", c.name, run, r.lookup.name)
+			}
+			v = hit
+			if m := r.lookup; m.set {
+				v = verdict{kind: expr.VerdictJump, chain: m.gotoChain}
+			}
+			if v.kind == expr.VerdictJump && !v.final() {
+				auditedRun = run
+			}
+		case r.fixed != nil:
+			v = *r.fixed
+		default:
+			continue // midstreamDrop: not a SYN-less TCP packet here
+		}
+		switch v.kind {
+		case expr.VerdictAccept:
+			return "accept", audited
+		case expr.VerdictDrop:
+			return "drop", audited
+		case expr.VerdictJump:
+			ac := actions[v.chain]
+			if ac == nil {
+				t.Fatalf("jump %s: no such action chain", v.chain)
+			}
+			if strings.HasPrefix(ac.rules[0].key, "audit") {
+				audited = true
+				continue
+			}
+			return ac.rules[0].comment, audited
+		default:
+			t.Fatalf("%s: unexpected verdict %+v", c.name, v)
+		}
+	}
+	t.Fatalf("%s: the chain ends without a verdict", c.name)
+	return "", false
+}
+
+// TestEndpointChainsAgreeWithEvaluate compiles random endpoint chains of
+// several tiers (runs of tiers overlaid in one set of maps, catch-all
+// tiers as one rule, Pass and Audit handing packets on) and checks that
+// the chain decides every probed peer, protocol and port as the
+// reference evaluator does, and audits when it audits.
+func TestEndpointChainsAgreeWithEvaluate(t *testing.T) {
+	p := netip.MustParsePrefix
+	sets := []ir.AddressSet{
+		dptest.Set("a", p("10.244.0.10/32"), p("10.244.0.12/31"), p("fd00:10:244::10/128")),
+		dptest.Set("b", p("10.244.0.12/32"), p("10.244.1.0/24"), p("fd00:10:244::/120")),
+		dptest.Set("cidr", append(dptest.Except(p("10.0.0.0/8"), p("10.244.0.12/32")), dptest.Except(p("fd00::/8"), p("fd00:10:244::10/128"))...)...),
+		dptest.Set("empty"),
+	}
+	names := []string{"a", "b", "cidr", "empty", "", ""}
+	ports := []ir.PortRange{
+		{Protocol: ir.TCP}, {Protocol: ir.UDP}, {Protocol: ir.TCP, From: 80, To: 443},
+		{Protocol: ir.TCP, From: 8080, To: 8080}, {Protocol: ir.UDP, From: 53, To: 53},
+		{Protocol: ir.SCTP, From: 1, To: 65535}, {Protocol: 1}, {Protocol: 58}, {Protocol: 136, From: 9, To: 9},
+	}
+	actions := []ir.Action{ir.Accept, ir.Deny, ir.Pass, ir.Audit}
+	kinds := []ir.TierKind{ir.TierQuarantine, ir.TierAdmin, ir.TierNetworkPolicy, ir.TierBaseline}
+	var peers []netip.Addr
+	for _, s := range []string{"10.244.0.10", "10.244.0.11", "10.244.0.12", "10.244.0.13", "10.244.1.77", "10.9.9.9", "11.0.0.1", "0.0.0.0", "255.255.255.255",
+		"fd00:10:244::10", "fd00:10:244::11", "fd00:10:244::ff", "fd00::1", "fe80::1", "::"} {
+		peers = append(peers, netip.MustParseAddr(s))
+	}
+	probes := []struct {
+		proto uint8
+		port  uint16
+	}{{6, 0}, {6, 80}, {6, 443}, {6, 444}, {6, 8080}, {6, 65535}, {17, 53}, {17, 54}, {132, 7}, {136, 9}, {136, 10}, {1, 0}, {58, 3}, {47, 0}, {0, 0}, {255, 1}}
+	r := rand.New(rand.NewPCG(3, 4))
+	o := compileOptions{logGroup: 7, logOn: true}
+	cache := cachedSets(sets)
+	np := &ir.NodePolicy{Sets: sets}
+	shapes := map[string]int{}
+	for round := 0; round < 400; round++ {
+		var chain ir.Chain
+		var all []ir.Rule
+		for ti, nt := 0, 1+r.IntN(4); ti < nt; ti++ {
+			tier := ir.Tier{Kind: kinds[r.IntN(len(kinds))]}
+			for j, n := 0, r.IntN(5); j < n; j++ {
+				rule := ir.Rule{ID: fmt.Sprintf("t%d/r%d", ti, j), Peer: ir.PeerMatch{Set: names[r.IntN(len(names))], Negate: r.IntN(5) == 0}, Action: actions[r.IntN(len(actions))], Log: r.IntN(2) == 0}
+				for q := r.IntN(3); q > 0; q-- {
+					rule.Ports = append(rule.Ports, ports[r.IntN(len(ports))])
+				}
+				tier.Rules = append(tier.Rules, rule)
+			}
+			if r.IntN(3) == 0 { // a catch-all, first or after the others
+				all := ir.Rule{ID: fmt.Sprintf("t%d/all", ti), Action: actions[r.IntN(len(actions))], Log: r.IntN(2) == 0}
+				if r.IntN(2) == 0 {
+					tier.Rules = append([]ir.Rule{all}, tier.Rules...)
+				} else {
+					tier.Rules = append(tier.Rules, all)
+				}
+			}
+			chain.Tiers = append(chain.Tiers, tier)
+			all = append(all, tier.Rules...)
+		}
+		for _, d := range []ir.Direction{ir.Ingress, ir.Egress} {
+			for _, v6 := range []bool{false, true} {
+				chains, maps, _, open := endpointChains("ns/p", d, v6, &chain, o, map[uint32]string{}, cache)
+				top := openChain()
+				acts := map[string]*chainSpec{}
+				if !open {
+					top = chains[0]
+					for _, c := range chains[1:] {
+						acts[c.name] = c
+					}
+				}
+				shapes[fmt.Sprintf("%d rules, %d maps", len(top.rules), len(maps))]++
+				for _, peer := range peers {
+					if peer.Is6() != v6 {
+						continue
+					}
+					for _, pr := range probes {
+						want := np.Evaluate(&chain, peer, ir.Protocol(pr.proto), pr.port)
+						exp := expected(want, all)
+						switch {
+						case exp == "" || exp == "audit":
+							exp = "accept" // the default allow
+						case !want.Allowed && exp == want.RuleID && !o.logOn:
+							exp = "drop"
+						}
+						for _, loads := range []bool{true, false} {
+							if !loads && isPortProto(int(pr.proto)) {
+								continue // conntrack drops those as invalid
+							}
+							got, audited := runChain(t, top, acts, peer, pr.proto, pr.port, loads)
+							if got != exp || audited != want.Audited {
+								t.Fatalf("round %d %s v6=%v peer %v proto %d port %d (port loads %v): chain decides %q audited %v, Evaluate %q audited %v (%+v)\ntiers: %+v",
+									round, d, v6, peer, pr.proto, pr.port, loads, got, audited, exp, want.Audited, want, chain.Tiers)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	if len(shapes) < 10 {
+		t.Errorf("the random chains compiled to only %d shapes: %v", len(shapes), shapes)
+	}
+}
