@@ -23,12 +23,12 @@ import (
 
 // Names of the fixed objects in the table.
 const (
-	chainEgress   = "egress"
-	chainIngress  = "ingress"
-	mapEgress4    = "egress4"
-	mapEgress6    = "egress6"
-	mapIngress4   = "ingress4"
-	mapIngress6   = "ingress6"
+	chainEgress  = "egress"
+	chainIngress = "ingress"
+	mapEgress4   = "egress4"
+	mapEgress6   = "egress6"
+	mapIngress4  = "ingress4"
+	mapIngress6  = "ingress6"
 	// chainOpen is the endpoint chain of every endpoint direction that
 	// no tier restricts.
 	chainOpen     = "ep-open"
