@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -411,7 +412,10 @@ func (x *txn) setOf(m *mapSpec) *nftables.Set {
 		at = nftables.TypeIP6Addr
 	}
 	s := &nftables.Set{Table: x.t, Name: m.name, KeyType: at, IsMap: !m.set}
-	if !m.set {
+	switch {
+	case m.logDrop != "":
+		s.DataType = nftables.TypeMark
+	case !m.set:
 		s.DataType = nftables.TypeVerdict
 	}
 	switch m.kind {
@@ -475,7 +479,14 @@ func (x *txn) elements(s *nftables.Set, es []mapElem, add bool) {
 	size := 0
 	for _, e := range es {
 		ne := nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd}
-		if add && s.IsMap {
+		switch {
+		case !add || !s.IsMap:
+		case s.DataType == nftables.TypeMark:
+			// a drop-log map: the rule number, big-endian, so that
+			// nft lists it as the number of the log prefixes (the
+			// packet mark then holds these bytes; see FlowReader)
+			ne.Val = binaryutil.BigEndian.PutUint32(ruleNumberOf(e.v.chain))
+		default:
 			ne.VerdictData = &expr.Verdict{Kind: e.v.kind, Chain: e.v.chain}
 		}
 		// attribute headers, key, key end, verdict and its chain name

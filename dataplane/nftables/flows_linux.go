@@ -36,6 +36,7 @@ const (
 	nfulaTimestamp = 3
 	nfulaPayload   = 9
 	nfulaPrefix    = 10
+	nfulaMark      = 2
 )
 
 // Verdicts of flow records, as dataplane defines them.
@@ -157,8 +158,18 @@ func (r *FlowReader) decode(m netlink.Message) (FlowRecord, bool) {
 	}
 	var payload []byte
 	var prefix string
+	var mark uint32
 	for ad.Next() {
 		switch ad.Type() {
+		case nfulaMark:
+			if b := ad.Bytes(); len(b) == 4 {
+				// The mark register was loaded with the rule
+				// number's big-endian bytes (a drop-log map's
+				// data), and nflog sends the mark big-endian.
+				var raw [4]byte
+				binary.NativeEndian.PutUint32(raw[:], binary.BigEndian.Uint32(b))
+				mark = binary.BigEndian.Uint32(raw[:])
+			}
 		case nfulaPrefix:
 			prefix = strings.TrimRight(string(ad.Bytes()), "\x00")
 		case nfulaPayload:
@@ -173,7 +184,7 @@ func (r *FlowReader) decode(m netlink.Message) (FlowRecord, bool) {
 	if rec.Time.IsZero() {
 		rec.Time = time.Now()
 	}
-	if !parsePrefix(prefix, &rec) {
+	if !parsePrefix(prefix, mark, &rec) {
 		return rec, false
 	}
 	if r.resolve != nil {
@@ -182,9 +193,13 @@ func (r *FlowReader) decode(m netlink.Message) (FlowRecord, bool) {
 	return rec, parsePacket(payload, &rec)
 }
 
-// parsePrefix decodes "bh <verdict><dir> <hex id>".
-func parsePrefix(p string, rec *FlowRecord) bool {
+// parsePrefix decodes "bh <verdict><dir> <hex id>", or "bh D<dir>" of a
+// drop-log map with the rule number in the packet mark.
+func parsePrefix(p string, mark uint32, rec *FlowRecord) bool {
 	f := strings.Fields(p)
+	if len(f) == 2 && len(f[1]) == 2 && f[1][0] == 'D' && mark != 0 {
+		f = append(f, strconv.FormatUint(uint64(mark), 16))
+	}
 	if len(f) != 3 || f[0] != "bh" || len(f[1]) != 2 {
 		return false
 	}

@@ -98,7 +98,12 @@ type mapSpec struct {
 	// (a tier's goto set); its elements carry no verdict.
 	set       bool
 	gotoChain string
-	elems     map[string]mapElem
+	// logDrop, when set, makes the map a data map of rule numbers (a
+	// tier's drop-log map): its lookup rule sets the packet mark to the
+	// number found, logs with this prefix and drops. Its elements carry
+	// the logged-drop verdict of their rule.
+	logDrop string
+	elems   map[string]mapElem
 }
 
 func elemID(e mapElem) string { return string(e.key) + "|" + string(e.keyEnd) }
@@ -138,10 +143,12 @@ func hashName(s string) string {
 }
 
 // RuleNumber is the numeric id of a rule ID used in nflog prefixes.
+// It is never 0: a drop-log map carries it in the packet mark, which
+// nflog reports only when it is not 0.
 func RuleNumber(id string) uint32 {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))
-	return h.Sum32()
+	return max(h.Sum32(), 1)
 }
 
 // endpointChainName returns the nft chain name of one endpoint direction
@@ -741,7 +748,7 @@ func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOp
 			ts.build(sets)
 			tiers = append(tiers, ts)
 			for _, m := range ts.maps() {
-				top.rules = append(top.rules, lookupRule(m, d == ir.Ingress))
+				top.rules = append(top.rules, lookupRule(m, d == ir.Ingress, o))
 				maps = append(maps, m)
 			}
 		}
@@ -766,10 +773,14 @@ func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOp
 			if v.kind == expr.VerdictReturn {
 				continue // a Pass for everything: the next tier decides
 			}
+			ex := []expr.Any{&expr.Verdict{Kind: v.kind, Chain: v.chain}}
+			if v.logged() {
+				ex = []expr.Any{logExpr(o, LogPrefix('D', d, RuleNumber(r.ID))), &expr.Verdict{Kind: expr.VerdictDrop}}
+			}
 			top.rules = append(top.rules, ruleSpec{
 				key:     fmt.Sprintf("all %d %s", v.kind, v.chain),
 				comment: truncate(r.ID, maxCommentLen),
-				exprs:   []expr.Any{&expr.Verdict{Kind: v.kind, Chain: v.chain}},
+				exprs:   ex,
 				fixed:   &v,
 			})
 			if v.final() {
@@ -846,7 +857,7 @@ func hasAudit(t ir.Tier) bool {
 // peer address (the source for ingress), the layer 4 protocol and, for
 // mapAddrProtoPort, the transport destination port, concatenated in
 // registers 1.. (each field padded to 4 bytes).
-func lookupRule(m *mapSpec, src bool) ruleSpec {
+func lookupRule(m *mapSpec, src bool, o compileOptions) ruleSpec {
 	r1, r2 := uint32(9), uint32(10) // 32-bit registers after a 4-byte address
 	if m.v6 {
 		// after a 16-byte address: 32-bit register 12 is the 128-bit
@@ -859,6 +870,14 @@ func lookupRule(m *mapSpec, src bool) ruleSpec {
 		ex = append(ex, &expr.Payload{DestRegister: r2, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
 		key += " . dport"
 	}
+	if m.logDrop != "" {
+		ex = append(ex,
+			&expr.Lookup{SourceRegister: 1, SetName: m.name, IsDestRegSet: true, DestRegister: 1},
+			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+			logExpr(o, m.logDrop),
+			&expr.Verdict{Kind: expr.VerdictDrop})
+		return ruleSpec{key: fmt.Sprintf("%s src=%v mark map %s log %q drop", key, src, m.name, m.logDrop), exprs: ex, lookup: m}
+	}
 	if m.set {
 		ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: m.name}, &expr.Verdict{Kind: expr.VerdictJump, Chain: m.gotoChain})
 		return ruleSpec{key: fmt.Sprintf("%s src=%v @%s jump %s", key, src, m.name, m.gotoChain), exprs: ex, lookup: m}
@@ -869,7 +888,9 @@ func lookupRule(m *mapSpec, src bool) ruleSpec {
 
 // LogPrefix returns the nflog prefix of a rule: "bh <verdict><dir> <id>"
 // with verdict D (drop), A (audit) or F (an accept rule with Log set), dir
-// E or I, and id the rule's RuleNumber in hex. It is 14 bytes.
+// E or I, and id the rule's RuleNumber in hex. It is 14 bytes. A
+// drop-log map logs "bh D<dir>" and carries the number in the packet
+// mark.
 func LogPrefix(verdict byte, d ir.Direction, num uint32) string {
 	dir := byte('I')
 	if d == ir.Egress {
@@ -915,7 +936,9 @@ func ruleVerdict(r *ir.Rule, d ir.Direction, o compileOptions, ids map[uint32]st
 		return verdict{kind: expr.VerdictAccept}, nil
 	case ir.Deny:
 		if o.logOn {
-			return action('D', "log drop", []expr.Any{logExpr(o, LogPrefix('D', d, num)), &expr.Verdict{Kind: expr.VerdictDrop}})
+			// No action chain: the cells go to the tier's drop-log
+			// maps (see logDropMaps), a catch-all logs in its rule.
+			return verdict{kind: expr.VerdictDrop, chain: actionChainName('D', d, num)}, nil
 		}
 		return verdict{kind: expr.VerdictDrop}, nil
 	case ir.Pass:

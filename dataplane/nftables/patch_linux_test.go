@@ -136,7 +136,8 @@ func TestSetPatchesAgreeWithEvaluateAndACompile(t *testing.T) {
 				sets := slices.Clone(sets)
 				cur := cachedSets(sets)
 				actionChains := map[string]*chainSpec{}
-				ts := newTierState("t", rules, d, v6, o, map[uint32]string{}, actionChains)
+				ids := map[uint32]string{}
+				ts := newTierState("t", rules, d, v6, o, ids, actionChains)
 				if ts == nil {
 					continue
 				}
@@ -152,7 +153,7 @@ func TestSetPatchesAgreeWithEvaluateAndACompile(t *testing.T) {
 						}
 					} else {
 						fallbacks++
-						ts = newTierState("t", rules, d, v6, o, map[uint32]string{}, actionChains)
+						ts = newTierState("t", rules, d, v6, o, ids, actionChains)
 						ts.build(next)
 					}
 					cur = next
@@ -177,7 +178,7 @@ func TestSetPatchesAgreeWithEvaluateAndACompile(t *testing.T) {
 						for _, pr := range probes {
 							want := np.Evaluate(chain, peer, ir.Protocol(pr.proto), pr.port)
 							v, ok := lookupMaps(t, ts.maps(), peer, pr.proto, pr.port, true)
-							if got, exp := outcome(t, v, ok, actionChains), expected(want, rules); got != exp {
+							if got, exp := outcome(t, v, ok, actionChains, ids), expected(want, rules); got != exp {
 								t.Fatalf("%s: peer %v proto %d port %d: maps decide %q, Evaluate %q\nrules: %+v", where, peer, pr.proto, pr.port, got, exp, rules)
 							}
 						}

@@ -234,6 +234,10 @@ func (ts *tierState) target(e mapElem, main bool) (string, *mapSpec, mapElem) {
 	if main {
 		m = ts.main
 	}
+	if e.v.logged() {
+		n := m.name + "d"
+		return n, ts.sets[n], e
+	}
 	if !ts.gotoSets || e.v.kind != expr.VerdictJump {
 		return m.name, m, e
 	}
@@ -246,17 +250,41 @@ func (ts *tierState) target(e mapElem, main bool) (string, *mapSpec, mapElem) {
 // add stores e (of the main or fallback map) where it belongs, creating
 // its goto set when needed.
 func (ts *tierState) add(e mapElem, main bool) {
-	chain := e.v.chain
-	n, m, e := ts.target(e, main)
+	n, m, se := ts.target(e, main)
 	if m == nil {
-		kind := mapAddrProto
-		if main {
-			kind = mapAddrProtoPort
-		}
-		m = &mapSpec{name: n, v6: ts.v6, kind: kind, set: true, gotoChain: chain, elems: map[string]mapElem{}}
-		ts.sets[n] = m
+		m = ts.newSet(n, e.v, main)
 	}
-	m.add(e)
+	m.add(se)
+}
+
+// newSet creates the goto set or drop-log map n for elements of verdict
+// v of the main (or else the fallback) map.
+func (ts *tierState) newSet(n string, v verdict, main bool) *mapSpec {
+	kind := mapAddrProto
+	if main {
+		kind = mapAddrProtoPort
+	}
+	m := &mapSpec{name: n, v6: ts.v6, kind: kind, set: true, gotoChain: v.chain, elems: map[string]mapElem{}}
+	if v.logged() {
+		m.set, m.gotoChain, m.logDrop = false, "", "bh "+v.chain[5:7]
+	}
+	ts.sets[n] = m
+	return m
+}
+
+// logged reports whether v is a logged drop: a drop carrying the name
+// its rule's action chain would have (rule-D<dir>-<number>), which drop-log
+// maps and catch-all rules carry out without the chain.
+func (v verdict) logged() bool { return v.kind == expr.VerdictDrop && v.chain != "" }
+
+// ruleNumberOf returns the rule number in the name of an action chain.
+func ruleNumberOf(chain string) uint32 {
+	if i := strings.LastIndexByte(chain, '-'); i >= 0 {
+		if n, err := strconv.ParseUint(chain[i+1:], 16, 32); err == nil {
+			return uint32(n)
+		}
+	}
+	return 0
 }
 
 // familySpace returns the first and last address of the tier's family.

@@ -84,7 +84,7 @@ func lookupMaps(t *testing.T, maps []*mapSpec, addr netip.Addr, proto uint8, por
 					if e.v != (verdict{}) {
 						t.Fatalf("set %s: element with a verdict %+v", m.name, e.v)
 					}
-					hits = append(hits, verdict{kind: expr.VerdictGoto, chain: m.gotoChain})
+					hits = append(hits, verdict{kind: expr.VerdictJump, chain: m.gotoChain})
 				} else {
 					hits = append(hits, e.v)
 				}
@@ -155,7 +155,8 @@ func TestTierMapsAgreeWithEvaluate(t *testing.T) {
 		for _, d := range []ir.Direction{ir.Ingress, ir.Egress} {
 			for _, v6 := range []bool{false, true} {
 				actionChains := map[string]*chainSpec{}
-				maps := compileTier("t", rules, d, v6, o, map[uint32]string{}, cache.sets, actionChains)
+				ids := map[uint32]string{}
+				maps := compileTier("t", rules, d, v6, o, ids, cache.sets, actionChains)
 				for _, peer := range peers {
 					if peer.Is6() != v6 {
 						continue
@@ -167,7 +168,7 @@ func TestTierMapsAgreeWithEvaluate(t *testing.T) {
 								continue // conntrack drops those as invalid
 							}
 							v, ok := lookupMaps(t, maps, peer, pr.proto, pr.port, loads)
-							got := outcome(t, v, ok, actionChains)
+							got := outcome(t, v, ok, actionChains, ids)
 							if exp := expected(want, rules); got != exp {
 								t.Fatalf("round %d %s v6=%v peer %v proto %d port %d (port loads %v): maps decide %q, Evaluate %q (%+v)\nrules: %+v",
 									round, d, v6, peer, pr.proto, pr.port, loads, got, exp, want, rules)
@@ -199,9 +200,23 @@ func expected(v ir.Verdict, rules []ir.Rule) string {
 	return v.RuleID
 }
 
+// loggedRule names the rule of a drop verdict: its ID for a logged drop
+// (the rule number in the verdict's chain name), "drop" otherwise.
+func loggedRule(t *testing.T, v verdict, ids map[uint32]string) string {
+	t.Helper()
+	if !v.logged() {
+		return "drop"
+	}
+	id, ok := ids[ruleNumberOf(v.chain)]
+	if !ok {
+		t.Fatalf("logged drop %s: no rule has its number", v.chain)
+	}
+	return id
+}
+
 // outcome names what the maps make the tier chain do, in the terms of
 // expected.
-func outcome(t *testing.T, v verdict, ok bool, actions map[string]*chainSpec) string {
+func outcome(t *testing.T, v verdict, ok bool, actions map[string]*chainSpec, ids map[uint32]string) string {
 	t.Helper()
 	if !ok {
 		return ""
@@ -211,7 +226,9 @@ func outcome(t *testing.T, v verdict, ok bool, actions map[string]*chainSpec) st
 		return ""
 	case expr.VerdictAccept:
 		return "accept"
-	case expr.VerdictGoto:
+	case expr.VerdictDrop:
+		return loggedRule(t, v, ids)
+	case expr.VerdictJump:
 		c := actions[v.chain]
 		if c == nil {
 			t.Fatalf("goto %s: no such action chain", v.chain)
@@ -233,7 +250,7 @@ func outcome(t *testing.T, v verdict, ok bool, actions map[string]*chainSpec) st
 // the packet. It returns what decided, in the terms of expected, and
 // whether an Audit marked the connection. It fails the test when one
 // run's maps audit a packet and then decide it again.
-func runChain(t *testing.T, c *chainSpec, actions map[string]*chainSpec, addr netip.Addr, proto uint8, port uint16, portLoads bool) (string, bool) {
+func runChain(t *testing.T, c *chainSpec, actions map[string]*chainSpec, ids map[uint32]string, addr netip.Addr, proto uint8, port uint16, portLoads bool) (string, bool) {
 	t.Helper()
 	audited := false
 	auditedRun := ""
@@ -268,7 +285,10 @@ func runChain(t *testing.T, c *chainSpec, actions map[string]*chainSpec, addr ne
 		case expr.VerdictAccept:
 			return "accept", audited
 		case expr.VerdictDrop:
-			return "drop", audited
+			if r.lookup != nil && (r.lookup.logDrop != "") != v.logged() {
+				t.Fatalf("%s: map %s (drop-log %q) holds verdict %+v", c.name, r.lookup.name, r.lookup.logDrop, v)
+			}
+			return loggedRule(t, v, ids), audited
 		case expr.VerdictJump:
 			ac := actions[v.chain]
 			if ac == nil {
@@ -347,7 +367,8 @@ func TestEndpointChainsAgreeWithEvaluate(t *testing.T) {
 		}
 		for _, d := range []ir.Direction{ir.Ingress, ir.Egress} {
 			for _, v6 := range []bool{false, true} {
-				chains, maps, _, open := endpointChains("ns/p", d, v6, &chain, o, map[uint32]string{}, cache)
+				ids := map[uint32]string{}
+				chains, maps, _, open := endpointChains("ns/p", d, v6, &chain, o, ids, cache)
 				top := openChain()
 				acts := map[string]*chainSpec{}
 				if !open {
@@ -374,7 +395,7 @@ func TestEndpointChainsAgreeWithEvaluate(t *testing.T) {
 							if !loads && isPortProto(int(pr.proto)) {
 								continue // conntrack drops those as invalid
 							}
-							got, audited := runChain(t, top, acts, peer, pr.proto, pr.port, loads)
+							got, audited := runChain(t, top, acts, ids, peer, pr.proto, pr.port, loads)
 							if got != exp || audited != want.Audited {
 								t.Fatalf("round %d %s v6=%v peer %v proto %d port %d (port loads %v): chain decides %q audited %v, Evaluate %q audited %v (%+v)\ntiers: %+v",
 									round, d, v6, peer, pr.proto, pr.port, loads, got, audited, exp, want.Audited, want, chain.Tiers)

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
@@ -135,7 +136,14 @@ func (b *Backend) verifyLocked(st *state) error {
 		}
 		got := map[string]verdict{}
 		for _, e := range els {
-			got[elemID(mapElem{key: e.Key, keyEnd: e.KeyEnd})] = elemVerdict(e)
+			v := elemVerdict(e)
+			if m.logDrop != "" {
+				v = verdict{}
+				if len(e.Val) == 4 {
+					v = verdict{kind: expr.VerdictDrop, chain: fmt.Sprintf("rule-D%c-%08x", m.logDrop[4], binaryutil.BigEndian.Uint32(e.Val))}
+				}
+			}
+			got[elemID(mapElem{key: e.Key, keyEnd: e.KeyEnd})] = v
 		}
 		if len(got) != len(m.elems) {
 			errs = append(errs, fmt.Errorf("map %s has %d elements, want %d", n, len(got), len(m.elems)))
