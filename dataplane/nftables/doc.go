@@ -9,14 +9,19 @@
 // "ct state established,related accept" and "ct state invalid drop", so
 // only new connections are judged; an accept ends only its own base chain,
 // so both sides of a same-node flow are judged, and a drop is final.
-// Endpoint chains jump tier chains in order and end with accept (the
-// default allow). A tier chain is one lookup in a concatenated interval
-// verdict map keyed by peer address . l4proto . dport, whose elements are
-// the first-match resolution of the tier's rules (plus a peer . l4proto
-// fallback when rules match protocols without ports), so a packet's cost
-// does not grow with the rule count. Logged verdicts go to shared action
-// chains, one per rule and direction, that log to nflog and drop, accept
-// or (Audit) mark and return.
+// Each endpoint direction and family has one chain (directions no tier
+// restricts share "ep-open"): the tiers in order, then accept (the
+// default allow). Consecutive tiers form runs compiled into one
+// concatenated interval verdict map keyed by peer address . l4proto .
+// dport, whose elements are the first-match resolution of the run's
+// rules, where a Pass or no match in a tier leaves the packet to the next
+// (plus a peer . l4proto fallback when rules match protocols without
+// ports), so a packet's cost does not grow with the rule count. A tier
+// whose first rule matches everything is one rule. Logged drops go to a
+// drop-log data map per run whose rule sets the packet mark to the rule
+// number, logs to nflog and drops; logged accepts and audits jump to
+// shared action chains, one per rule and direction, through data-less
+// sets.
 //
 // Every Sync is one netlink transaction: a full rebuild (first Sync, after
 // a failure, after drift, or for a large change) or a delta of set

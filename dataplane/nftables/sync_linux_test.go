@@ -151,10 +151,12 @@ func TestSmallChangesAreDeltasThatEqualARebuild(t *testing.T) {
 			q := dptest.Tier(ir.TierQuarantine, dptest.Rule("Quarantine/ns/q", "", false, ir.Deny))
 			ep.Ingress.Tiers = append([]ir.Tier{q}, ep.Ingress.Tiers...)
 			ep.Egress.Tiers = []ir.Tier{q}
-			// Four quarantine tier chains with their lookups and eight
-			// one-element maps, two shared action chains, and the four
-			// endpoint chains rewritten with one more jump (each
-			// chain starts with the mid-stream TCP drop).
+			// The quarantine's catch-all Deny is one logging drop
+			// rule in each of the four endpoint chains, rewritten
+			// (each starts with the mid-stream TCP drop; the egress
+			// ones are new, the pod's egress had no tier), and the
+			// ingress tiers after it are no longer reachable: their
+			// maps go.
 		}, 54},
 		{"an endpoint leaves and another arrives", func(np *ir.NodePolicy) {
 			np.Endpoints = append(np.Endpoints[:5], np.Endpoints[6:]...)

@@ -15,27 +15,28 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
 )
 
-// A tier is compiled into at most two verdict maps, so that one lookup
-// decides it whatever its number of rules:
+// A run of tiers (see endpointChains) is compiled into at most two
+// verdict maps, so that one lookup decides it whatever its number of
+// rules, plus drop-log maps and goto sets for logged verdicts:
 //
-//   - "<tier chain>-m", keyed by peer address . l4proto . dport, holds
-//     every (address range, protocol range, port range) cell that some
-//     rule matches, with the verdict of the first rule that matches it.
-//     Protocols without ports appear with the whole port range.
-//   - "<tier chain>-o", keyed by peer address . l4proto, repeats the
-//     cells of protocols without ports. It is consulted only when the
-//     first lookup misses: a packet whose transport header is too short
-//     to read a port (the first lookup cannot load its key) must still
-//     meet the tier's catch-all rules. Protocols with ports are left out
-//     of it where the first map does not cover all their ports, so a
-//     TCP, UDP, SCTP or UDP-Lite packet that missed the first map misses
-//     this one too.
+//   - "<run>-m", keyed by peer address . l4proto . dport, holds every
+//     (address range, protocol range, port range) cell that some rule
+//     decides, with the verdict of the deciding rule. Protocols without
+//     ports appear with the whole port range.
+//   - "<run>-o", keyed by peer address . l4proto, repeats the cells of
+//     protocols without ports. It is consulted when the first lookup
+//     misses: a packet whose transport header is too short to read a port
+//     (the first lookup cannot load its key) must still meet the run's
+//     catch-all rules. Protocols with ports are left out of it where the
+//     first map does not cover all their ports with a final verdict, so a
+//     TCP, UDP, SCTP or UDP-Lite packet that missed the first map, or
+//     came back from an Audit, misses this one too.
 //
-// The cells are the first-match resolution of the tier's rules: the
+// The cells are the first-match resolution of the run's rules: the
 // address space of the family is cut at every boundary of the sets the
-// tier names, each piece gets the ordered list of rules whose peer matches
-// it, and the (protocol, port) plane of that list is cut the same way.
-// Adjacent pieces with equal cells merge.
+// run names, each piece gets the ordered list of rules whose peer matches
+// it, and the (protocol, port) plane of that list is cut the same way,
+// tier by tier (resolve). Adjacent pieces with equal cells merge.
 
 // portProtos are the protocols whose rules can name ports.
 var portProtos = [...]uint8{uint8(ir.TCP), uint8(ir.UDP), uint8(ir.SCTP), 136}
@@ -117,9 +118,9 @@ type piece struct {
 	key    string
 }
 
-// tierState is one compiled tier of one endpoint, direction and family:
-// its effective rules, the pieces of the address space with their
-// resolution, and the two maps built from them. It is kept between Syncs,
+// tierState is one compiled run of tiers of one endpoint, direction and
+// family: its effective rules, the pieces of the address space with their
+// resolution, and the maps built from them. It is kept between Syncs,
 // so that a change in the contents of a set the tier names recomputes
 // only the pieces around the changed addresses (patch).
 type tierState struct {
@@ -149,15 +150,17 @@ const maxGotoSets = 8
 // splitGotos: the kernel validates the whole table (every chain reachable
 // from the base chains, walking every element of every verdict map) when
 // a transaction adds a jump or goto verdict, about 20 ms of kernel time
-// at 10k rules. Adding a plain accept, drop or return, or an element of a
-// set without data, needs no validation. So cells whose verdict is a goto
-// to an action chain (a logged Deny, an Audit, a logged Accept) are kept
+// at 10k rules. Adding a plain accept or drop, or an element of a data
+// map or of a set without data, needs no validation. So cells whose
+// verdict jumps to an action chain (an Audit, a logged Accept) are kept
 // out of the verdict maps: each action chain gets a set of its own,
-// "<map>-<action chain suffix>", matched by a rule of the tier chain
-// "<key> @set goto <action chain>". The cells never overlap, so at most
-// one lookup of a tier matches, whatever the order. A packet pays one
-// lookup more per such set; tiers with more than maxGotoSets action
-// chains keep them in the verdict map instead.
+// "<map>-<action chain suffix>", matched by a rule of the endpoint chain
+// "<key> @set jump <action chain>". Logged drops go to the run's
+// drop-log maps "<map>d" instead, a data map of rule numbers (see
+// lookupRule). The cells never overlap, so at most one lookup of a run
+// decides, whatever the order. A packet pays one lookup more per such
+// set; runs with more than maxGotoSets action chains keep them in the
+// verdict map instead.
 
 // goSetName returns the name of the goto set of map m for action chain c.
 func goSetName(m, c string) string { return m + "-" + strings.TrimPrefix(c, "rule-") }
