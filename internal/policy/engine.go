@@ -292,26 +292,42 @@ func (e *Engine) SetZone(z *v1alpha1.Zone) error {
 	}
 	old := e.zones[z.Name]
 	e.zones[z.Name] = zi
-	if old != nil && sameZoneShape(old, zi) {
-		e.zoneMembersChanged()
-	} else {
-		e.zonesChanged()
-	}
+	e.zoneChanged(old, zi)
 	return nil
 }
 
-// sameZoneShape reports whether two versions of a zone differ at most in
-// their members: then no chain changes shape, and only the endpoints that
-// change zone and the sets of zone members need recomputing.
-func sameZoneShape(a, b *zoneInfo) bool {
-	return a.name == b.name && a.created.Equal(b.created) && a.mode == b.mode && a.intraDeny == b.intraDeny && a.pods == b.pods
+// DeleteZone removes a Zone.
+func (e *Engine) DeleteZone(name string) {
+	old, ok := e.zones[name]
+	if !ok {
+		return
+	}
+	delete(e.zones, name)
+	e.zoneChanged(old, nil)
 }
 
-// zoneMembersChanged follows a change of one zone's selectors or
-// networks.
-func (e *Engine) zoneMembersChanged() {
+// zoneChanged follows a change of one zone from old to cur (either may be
+// nil). A chain's zone boundary depends only on its endpoint's own zone
+// (and that zone's mode) and on whether any zone exists: the members of
+// other zones are in the shared sets ZoneMode/Enforce and
+// ZoneMode/AuditOrLearn. So besides the zone sets, which are rebuilt, only
+// these recompile: the endpoints that change zone; the zone's members when
+// it appears, goes, or changes mode or intra-zone posture; the endpoints of
+// the zones that ZonePolicies pair with it when it appears, goes or
+// changes mode (their rules name only existing zones and split Deny by
+// the peer zone's mode); and quarantined endpoints. The first zone to
+// appear or the last to go adds or removes the boundary rules of every
+// chain: then everything recompiles.
+func (e *Engine) zoneChanged(old, cur *zoneInfo) {
 	e.sortZones()
 	c := &e.c
+	if (old == nil) != (cur == nil) && len(e.zones) <= 1 {
+		for _, p := range e.pods {
+			e.assignZone(p)
+		}
+		e.globalChanged()
+		return
+	}
 	bulk := c.all && c.allStale
 	for _, p := range e.pods {
 		was := *p
@@ -330,23 +346,36 @@ func (e *Engine) zoneMembersChanged() {
 	for _, q := range c.quarPods {
 		c.dirty[q.key] = true
 	}
-}
-
-// DeleteZone removes a Zone.
-func (e *Engine) DeleteZone(name string) {
-	if _, ok := e.zones[name]; !ok {
+	z := cur
+	if z == nil {
+		z = old
+	}
+	existence := old == nil || cur == nil
+	modeChanged := existence || old.audit() != cur.audit()
+	if modeChanged || old.intraDeny != cur.intraDeny {
+		for _, p := range e.pods {
+			if p.zone == z.name {
+				c.dirty[p.key] = true
+			}
+		}
+	}
+	if !modeChanged {
 		return
 	}
-	delete(e.zones, name)
-	e.zonesChanged()
-}
-
-func (e *Engine) zonesChanged() {
-	e.sortZones()
-	for _, p := range e.pods {
-		e.assignZone(p)
+	var names []string
+	for _, zp := range e.zpList {
+		if slices.Contains(zp.from, z.name) || slices.Contains(zp.to, z.name) {
+			names = append(append(names, zp.from...), zp.to...)
+		}
 	}
-	e.globalChanged()
+	if len(names) == 0 {
+		return
+	}
+	for _, p := range e.pods {
+		if slices.Contains(names, p.zoneName()) {
+			c.dirty[p.key] = true
+		}
+	}
 }
 
 // sortZones orders the zones by age and carves the networks that older
