@@ -27,6 +27,9 @@ ENTRYPOINT ["/bulkhead-controller"]
 # this; docs/operations.md explains each.
 FROM gcr.io/distroless/static-debian12 AS agent
 COPY --from=build /out/bulkhead-agent /bulkhead-agent
+# The chained CNI plugin that gates new pods on the agent (docs/quarantine.md),
+# for an init container or a node installer to copy into /opt/cni/bin.
+COPY --from=build /out/bulkhead-cni /bulkhead-cni
 ENTRYPOINT ["/bulkhead-agent"]
 
 FROM gcr.io/distroless/static-debian12:nonroot AS cli

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"syscall"
 	"testing"
@@ -160,6 +162,15 @@ func BenchmarkPodUpdateToDelta(b *testing.B) {
 	partial := 0                         // samples where not every node got one
 	pub0, pubN0 := histogram(b, metrics.ComputeSeconds)
 	cpu0 := cpuTime()
+	var mem0 runtime.MemStats
+	runtime.ReadMemStats(&mem0)
+	if f := os.Getenv("BULKHEAD_BENCH_HEAP0"); f != "" {
+		// base for pprof -base, so that a -memprofile shows the timed
+		// part only; the profile is as of the last GC, so force one
+		runtime.GC()
+		writeHeapProfile(b, f)
+		runtime.ReadMemStats(&mem0)
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		n, p := i%benchNodes, (i*7)%benchPodsPer
@@ -211,6 +222,8 @@ func BenchmarkPodUpdateToDelta(b *testing.B) {
 	}
 	b.StopTimer()
 	cpu := cpuTime() - cpu0
+	var mem1 runtime.MemStats
+	runtime.ReadMemStats(&mem1)
 	pub1, pubN1 := histogram(b, metrics.ComputeSeconds)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	q := func(l []time.Duration, f float64) time.Duration {
@@ -232,6 +245,23 @@ func BenchmarkPodUpdateToDelta(b *testing.B) {
 	}
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(len(lat)), "cpu-ms/update")
 	b.ReportMetric(float64(wireBytes)/float64(len(lat)), "delta-bytes")
+	// Whole process, like the CPU: controller, stream server and agents.
+	b.ReportMetric(float64(mem1.TotalAlloc-mem0.TotalAlloc)/1024/float64(len(lat)), "alloc-KiB/update")
+	b.ReportMetric(float64(mem1.Mallocs-mem0.Mallocs)/float64(len(lat)), "mallocs/update")
+	b.ReportMetric(float64(mem1.NumGC-mem0.NumGC), "gcs")
+	b.ReportMetric(float64(mem1.PauseTotalNs-mem0.PauseTotalNs)/1e6, "gc-pause-ms")
+	b.ReportMetric(float64(mem1.HeapAlloc)/(1<<20), "heap-end-MiB")
+}
+
+func writeHeapProfile(tb testing.TB, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 func mustMarshal(m *pb.ControllerMessage) []byte {

@@ -177,7 +177,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (*Controller, error) 
 		return nil, err
 	}
 	blocked := &BlockedFlows{Notify: model.notifyRef}
-	sr := &StatusReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Model: model, Recorder: mgr.GetEventRecorder("bulkhead-controller"), Metrics: m, Blocked: blocked}
+	sr := &StatusReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Model: model, Recorder: mgr.GetEventRecorder("bulkhead-controller"), Metrics: m, Blocked: blocked, Upstream: upstream}
 	if err := sr.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

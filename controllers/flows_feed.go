@@ -323,7 +323,7 @@ func (f *FlowFeeder) OnFlows(node string, r *pb.FlowReport) {
 		}
 		edges = append(edges, attrib.AddrEdge{
 			Src: src.Unmap(), Dst: dst.Unmap(), Protocol: uint8(e.GetProtocol()), Port: uint16(e.GetPort()), Verdict: v,
-			Connections: int64(e.GetConnections()), Packets: int64(e.GetPackets()),
+			Connections: int64(e.GetConnections()), Packets: int64(e.GetPackets()), Bytes: int64(e.GetBytes()),
 			FirstSeen: time.Unix(0, e.GetFirstSeenUnixNano()), LastSeen: time.Unix(0, e.GetLastSeenUnixNano()),
 		})
 	}

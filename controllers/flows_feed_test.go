@@ -119,13 +119,16 @@ func TestFlowFeederSeesANewServiceAtTheNextReport(t *testing.T) {
 	report := func(dst netip.Addr, port uint32) {
 		f.OnFlows("node-1", &pb.FlowReport{Edges: []*pb.FlowEdge{{
 			Src: netip.MustParseAddr("10.244.9.9").AsSlice(), Dst: dst.AsSlice(), Protocol: 6, Port: port,
-			Verdict: dataplane.VerdictForwarded, Connections: 1, FirstSeenUnixNano: now, LastSeenUnixNano: now,
+			Verdict: dataplane.VerdictForwarded, Connections: 1, Packets: 4, Bytes: 512, FirstSeenUnixNano: now, LastSeenUnixNano: now,
 		}}})
 	}
 	// The first report builds the table, with no Service in it.
 	report(ip, 8080)
 	if len(edges.Edges()) != 1 {
 		t.Fatalf("first report kept %d edges, want 1: %+v", len(edges.Edges()), edges.Edges())
+	}
+	if e := edges.Edges()[0]; e.Packets != 4 || e.Bytes != 512 {
+		t.Errorf("first edge carries %d packets and %d bytes, want the report's 4 and 512", e.Packets, e.Bytes)
 	}
 
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: "app"},

@@ -373,6 +373,8 @@ func refOfRuleID(id string) (policy.ObjectRef, bool) {
 		return policy.ObjectRef{Kind: KindZone, Name: first}, true
 	case KindZonePolicy:
 		return policy.ObjectRef{Kind: KindZonePolicy, Name: first}, true
+	case policy.KindClusterNetworkPolicy, policy.KindAdminNetworkPolicy, policy.KindBaselineAdminNetworkPolicy:
+		return policy.ObjectRef{Kind: kind, Name: first}, true
 	case KindNetworkPolicy, KindQuarantine:
 		if !more {
 			return policy.ObjectRef{}, false

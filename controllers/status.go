@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -52,7 +53,14 @@ type StatusReconciler struct {
 	Metrics  *Metrics
 	// Blocked, when set, supplies the quarantines' refused flow records.
 	Blocked *BlockedFlows
-	now     func() time.Time
+	// Upstream are the served upstream admin policy kinds (from
+	// DiscoverUpstream), one empty object each; their status gets
+	// Bulkhead's prefixed conditions.
+	Upstream []client.Object
+	now      func() time.Time
+
+	// upstream maps an upstream kind to its object, for enqueue.
+	upstream map[string]client.Object
 
 	chans map[string]chan event.GenericEvent
 	// npSeen remembers the last NetworkPolicy summary reported as an
@@ -76,6 +84,19 @@ func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		{KindZonePolicy, &v1alpha1.ZonePolicy{}, r.reconcileZonePolicy},
 		{KindQuarantine, &v1alpha1.Quarantine{}, r.reconcileQuarantine},
 		{KindNetworkPolicy, &networkingv1.NetworkPolicy{}, r.reconcileNetworkPolicy},
+	}
+	r.upstream = map[string]client.Object{}
+	for _, o := range r.Upstream {
+		kind, _, ok := upstreamConditions(o)
+		if !ok {
+			return fmt.Errorf("status for %T: not an upstream admin policy", o)
+		}
+		r.upstream[kind] = o
+		kinds = append(kinds, struct {
+			kind string
+			obj  client.Object
+			fn   reconcile.Func
+		}{kind, o, r.reconcileUpstream(o)})
 	}
 	for _, k := range kinds {
 		ch := make(chan event.GenericEvent, 4096)
@@ -107,8 +128,14 @@ func (r *StatusReconciler) enqueue(ref policy.ObjectRef) {
 		obj = &v1alpha1.ZonePolicy{}
 	case KindQuarantine:
 		obj = &v1alpha1.Quarantine{}
-	default:
+	case KindNetworkPolicy:
 		obj = &networkingv1.NetworkPolicy{}
+	default:
+		o := r.upstream[ref.Kind]
+		if o == nil {
+			return
+		}
+		obj = o.DeepCopyObject().(client.Object)
 	}
 	obj.SetNamespace(ref.Namespace)
 	obj.SetName(ref.Name)
@@ -170,16 +197,21 @@ func realization(s summary) *v1alpha1.Realization {
 // setConditions sets Accepted and Enforced; it returns the previous
 // Enforced condition for event decisions.
 func setConditions(conds *[]metav1.Condition, gen int64, s summary) (prev metav1.Condition) {
-	if c := meta.FindStatusCondition(*conds, v1alpha1.ConditionEnforced); c != nil {
+	return setConditionTypes(conds, gen, s, v1alpha1.ConditionAccepted, v1alpha1.ConditionEnforced)
+}
+
+// setConditionTypes is setConditions with the two condition types named.
+func setConditionTypes(conds *[]metav1.Condition, gen int64, s summary, accepted, enforced string) (prev metav1.Condition) {
+	if c := meta.FindStatusCondition(*conds, enforced); c != nil {
 		prev = *c
 	}
 	if s.real.AcceptErr != "" {
-		meta.SetStatusCondition(conds, metav1.Condition{Type: v1alpha1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: "Invalid", Message: s.real.AcceptErr, ObservedGeneration: gen})
-		meta.SetStatusCondition(conds, metav1.Condition{Type: v1alpha1.ConditionEnforced, Status: metav1.ConditionFalse, Reason: "NotAccepted", Message: "the engine refused the object", ObservedGeneration: gen})
+		meta.SetStatusCondition(conds, metav1.Condition{Type: accepted, Status: metav1.ConditionFalse, Reason: "Invalid", Message: s.real.AcceptErr, ObservedGeneration: gen})
+		meta.SetStatusCondition(conds, metav1.Condition{Type: enforced, Status: metav1.ConditionFalse, Reason: "NotAccepted", Message: "the engine refused the object", ObservedGeneration: gen})
 		return prev
 	}
-	meta.SetStatusCondition(conds, metav1.Condition{Type: v1alpha1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: "Accepted", Message: "the engine accepted the object", ObservedGeneration: gen})
-	c := metav1.Condition{Type: v1alpha1.ConditionEnforced, Status: metav1.ConditionTrue, Reason: "Enforced", Message: s.message, ObservedGeneration: gen}
+	meta.SetStatusCondition(conds, metav1.Condition{Type: accepted, Status: metav1.ConditionTrue, Reason: "Accepted", Message: "the engine accepted the object", ObservedGeneration: gen})
+	c := metav1.Condition{Type: enforced, Status: metav1.ConditionTrue, Reason: "Enforced", Message: s.message, ObservedGeneration: gen}
 	switch {
 	case len(s.real.Failed) > 0:
 		c.Status, c.Reason = metav1.ConditionFalse, "NodeFailed"
@@ -465,6 +497,32 @@ func (r *StatusReconciler) writeQuarantine(ctx context.Context, q *v1alpha1.Quar
 	}
 	log.FromContext(ctx).V(1).Info("quarantine status", "phase", st.Phase, "requeue", res.RequeueAfter)
 	return res, nil
+}
+
+// reconcileUpstream writes Bulkhead's conditions on one upstream admin
+// policy kind (its object is proto) and records events when they change.
+func (r *StatusReconciler) reconcileUpstream(proto client.Object) reconcile.Func {
+	return func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+		return withFreshRetry(ctx, r, req, func() client.Object { return proto.DeepCopyObject().(client.Object) }, nil, r.writeUpstream)
+	}
+}
+
+func (r *StatusReconciler) writeUpstream(ctx context.Context, obj client.Object) (reconcile.Result, error) {
+	kind, conds, _ := upstreamConditions(obj)
+	real := r.Model.Realization(policy.ObjectRef{Kind: kind, Name: obj.GetName()})
+	if !real.Reportable() {
+		return reconcile.Result{RequeueAfter: pollWhilePending}, nil
+	}
+	s := summarize(real)
+	before := slices.Clone(*conds)
+	prev := setConditionTypes(conds, obj.GetGeneration(), s, UpstreamConditionAccepted, UpstreamConditionEnforced)
+	if !equality.Semantic.DeepEqual(before, *conds) {
+		if err := r.writeStatus(ctx, kind, obj); err != nil {
+			return reconcile.Result{}, err
+		}
+		r.emit(obj, prev, s)
+	}
+	return requeue(s), nil
 }
 
 // reconcileNetworkPolicy reports a NetworkPolicy's realization through

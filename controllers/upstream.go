@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
@@ -11,9 +12,20 @@ import (
 	anpv1alpha1 "sigs.k8s.io/network-policy-api/apis/v1alpha1"
 	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 	cnpv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
 )
 
 // +kubebuilder:rbac:groups=policy.networking.k8s.io,resources=clusternetworkpolicies;adminnetworkpolicies;baselineadminnetworkpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=policy.networking.k8s.io,resources=clusternetworkpolicies/status;adminnetworkpolicies/status;baselineadminnetworkpolicies/status,verbs=get;update;patch
+
+// Condition types on upstream admin policies. The objects' status is shared
+// by every implementation in the cluster, so Bulkhead's conditions carry
+// its API group as a prefix and leave the others' conditions alone.
+const (
+	UpstreamConditionAccepted = "segmentation.bulkhead.dev/Accepted"
+	UpstreamConditionEnforced = "segmentation.bulkhead.dev/Enforced"
+)
 
 const upstreamGroup = "policy.networking.k8s.io"
 
@@ -70,9 +82,25 @@ func DiscoverUpstream(cfg *rest.Config, log logr.Logger) ([]client.Object, error
 	return out, nil
 }
 
+// upstreamConditions returns the kind of an upstream admin policy and its
+// status conditions; ok is false for other objects.
+func upstreamConditions(obj any) (kind string, conds *[]metav1.Condition, ok bool) {
+	switch o := obj.(type) {
+	case *cnpv1beta1.ClusterNetworkPolicy:
+		return policy.KindClusterNetworkPolicy, &o.Status.Conditions, true
+	case *cnpv1alpha2.ClusterNetworkPolicy:
+		return policy.KindClusterNetworkPolicy, &o.Status.Conditions, true
+	case *anpv1alpha1.AdminNetworkPolicy:
+		return policy.KindAdminNetworkPolicy, &o.Status.Conditions, true
+	case *anpv1alpha1.BaselineAdminNetworkPolicy:
+		return policy.KindBaselineAdminNetworkPolicy, &o.Status.Conditions, true
+	}
+	return "", nil, false
+}
+
 // upsertUpstream feeds an upstream admin policy into the engine; it
-// reports false for other types. Invalid objects are logged (upstream
-// status conditions are not written).
+// reports false for other types. The engine's verdict on the object is
+// tracked like a ZonePolicy's, for its status conditions and events.
 func (m *Model) upsertUpstream(obj any) bool {
 	var err error
 	var kind, name string
@@ -91,21 +119,28 @@ func (m *Model) upsertUpstream(obj any) bool {
 	if err != nil {
 		m.log.Error(err, "rejected upstream admin policy", "kind", kind, "name", name)
 	}
+	m.track(policy.ObjectRef{Kind: kind, Name: name}, err)
 	return true
 }
 
 func (m *Model) deleteUpstream(obj any) bool {
+	var kind, name string
 	switch o := obj.(type) {
 	case *cnpv1beta1.ClusterNetworkPolicy:
+		kind, name = policy.KindClusterNetworkPolicy, o.Name
 		m.eng.DeleteClusterNetworkPolicy(o.Name)
 	case *cnpv1alpha2.ClusterNetworkPolicy:
+		kind, name = policy.KindClusterNetworkPolicy, o.Name
 		m.eng.DeleteClusterNetworkPolicy(o.Name)
 	case *anpv1alpha1.AdminNetworkPolicy:
+		kind, name = policy.KindAdminNetworkPolicy, o.Name
 		m.eng.DeleteAdminNetworkPolicy(o.Name)
 	case *anpv1alpha1.BaselineAdminNetworkPolicy:
+		kind, name = policy.KindBaselineAdminNetworkPolicy, o.Name
 		m.eng.DeleteBaselineAdminNetworkPolicy(o.Name)
 	default:
 		return false
 	}
+	delete(m.objs, policy.ObjectRef{Kind: kind, Name: name})
 	return true
 }

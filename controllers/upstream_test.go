@@ -3,11 +3,18 @@ package controllers_test
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/retry"
+	crclient "sigs.k8s.io/controller-runtime/pkg/client"
+	anpv1alpha1 "sigs.k8s.io/network-policy-api/apis/v1alpha1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/bulkhead-dev/bulkhead/controllers"
 	"github.com/bulkhead-dev/bulkhead/internal/ir"
 )
 
@@ -60,6 +67,54 @@ spec:
 			return fmt.Errorf("TCP/80 from other/client: %+v", v)
 		}
 		return nil
+	})
+	// Status: Bulkhead's prefixed conditions, next to another
+	// implementation's condition, which stays; and an event.
+	uc, err := crclient.New(k.env.Config, crclient.Options{Scheme: controllers.Scheme()})
+	k.must(err)
+	other := metav1.Condition{Type: "example.net/Ready", Status: metav1.ConditionTrue, Reason: "Programmed", Message: "another implementation", LastTransitionTime: metav1.Now()}
+	k.must(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var p anpv1alpha1.AdminNetworkPolicy
+		if err := uc.Get(k.ctx, crclient.ObjectKey{Name: "web-no-other"}, &p); err != nil {
+			return err
+		}
+		meta.SetStatusCondition(&p.Status.Conditions, other)
+		return uc.Status().Update(k.ctx, &p)
+	}))
+	eventually(t, "the AdminNetworkPolicy's status enforced on 1/1 nodes", func() error {
+		var p anpv1alpha1.AdminNetworkPolicy
+		if err := uc.Get(k.ctx, crclient.ObjectKey{Name: "web-no-other"}, &p); err != nil {
+			return err
+		}
+		acc := meta.FindStatusCondition(p.Status.Conditions, controllers.UpstreamConditionAccepted)
+		enf := meta.FindStatusCondition(p.Status.Conditions, controllers.UpstreamConditionEnforced)
+		if acc == nil || acc.Status != metav1.ConditionTrue || enf == nil || enf.Status != metav1.ConditionTrue || !strings.Contains(enf.Message, "enforced on 1/1 nodes") {
+			return fmt.Errorf("conditions %+v", p.Status.Conditions)
+		}
+		if meta.FindStatusCondition(p.Status.Conditions, other.Type) == nil {
+			return fmt.Errorf("the other implementation's condition is gone: %+v", p.Status.Conditions)
+		}
+		return findEvent(k, "web-no-other", "Enforced", "enforced on 1/1 nodes")
+	})
+	create(`
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: BaselineAdminNetworkPolicy
+metadata: {name: default}
+spec:
+  subject: {namespaces: {matchExpressions: [{key: team, operator: Sometimes, values: [a]}]}}
+  ingress:
+  - {action: Deny, from: [{namespaces: {}}]}
+`)
+	eventually(t, "the invalid BaselineAdminNetworkPolicy not accepted, naming the field", func() error {
+		var p anpv1alpha1.BaselineAdminNetworkPolicy
+		if err := uc.Get(k.ctx, crclient.ObjectKey{Name: "default"}, &p); err != nil {
+			return err
+		}
+		acc := meta.FindStatusCondition(p.Status.Conditions, controllers.UpstreamConditionAccepted)
+		if acc == nil || acc.Status != metav1.ConditionFalse || acc.Reason != "Invalid" || !strings.Contains(acc.Message, "spec.subject") {
+			return fmt.Errorf("conditions %+v", p.Status.Conditions)
+		}
+		return findEvent(k, "default", "Invalid", "spec.subject")
 	})
 	create(`
 apiVersion: policy.networking.k8s.io/v1beta1

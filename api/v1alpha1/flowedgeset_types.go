@@ -73,6 +73,9 @@ type FlowEdge struct {
 	// Packets is the number of packets observed.
 	// +optional
 	Packets int64 `json:"packets,omitempty"`
+	// Bytes is the number of IP bytes observed, both directions.
+	// +optional
+	Bytes int64 `json:"bytes,omitempty"`
 	// SourcePodCount is the number of distinct source pods.
 	// +optional
 	SourcePodCount int32 `json:"sourcePodCount,omitempty"`

@@ -232,9 +232,9 @@ func writeEdges(w io.Writer, edges []v1alpha1.FlowEdge, output string) error {
 		return enc.Encode(edges)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SOURCE\tDESTINATION\tPORT\tVERDICT\tCONNECTIONS\tLAST SEEN")
+	fmt.Fprintln(tw, "SOURCE\tDESTINATION\tPORT\tVERDICT\tCONNECTIONS\tPACKETS\tBYTES\tLAST SEEN")
 	for _, e := range edges {
-		fmt.Fprintf(tw, "%s\t%s\t%s/%d\t%s\t%d\t%s\n", edgeEnd(e.Source), edgeEnd(e.Destination), e.Protocol, e.Port, e.Verdict, e.Connections, e.LastSeen.UTC().Format(time.RFC3339))
+		fmt.Fprintf(tw, "%s\t%s\t%s/%d\t%s\t%d\t%d\t%d\t%s\n", edgeEnd(e.Source), edgeEnd(e.Destination), e.Protocol, e.Port, e.Verdict, e.Connections, e.Packets, e.Bytes, e.LastSeen.UTC().Format(time.RFC3339))
 	}
 	return tw.Flush()
 }

@@ -203,7 +203,7 @@ func (p *flowPipe) report() *pb.FlowReport {
 	for _, e := range edges {
 		r.Edges = append(r.Edges, &pb.FlowEdge{
 			Src: e.Src.AsSlice(), Dst: e.Dst.AsSlice(), Protocol: uint32(e.Protocol), Port: uint32(e.Port),
-			Verdict: e.Verdict, Connections: e.Connections, Packets: e.Packets,
+			Verdict: e.Verdict, Connections: e.Connections, Packets: e.Packets, Bytes: e.Bytes,
 			FirstSeenUnixNano: e.FirstSeen.UnixNano(), LastSeenUnixNano: e.LastSeen.UnixNano(),
 		})
 	}

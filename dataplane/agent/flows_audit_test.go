@@ -93,15 +93,15 @@ func TestClosedRecordsReachEdgesOnce(t *testing.T) {
 		p.add(r, m)
 	}
 	rep := p.report()
-	type cp struct{ conns, pkts uint64 }
+	type cp struct{ conns, pkts, bytes uint64 }
 	got := map[string]cp{}
 	for _, e := range rep.GetEdges() {
 		c := got[e.GetVerdict()]
-		got[e.GetVerdict()] = cp{c.conns + e.GetConnections(), c.pkts + e.GetPackets()}
+		got[e.GetVerdict()] = cp{c.conns + e.GetConnections(), c.pkts + e.GetPackets(), c.bytes + e.GetBytes()}
 	}
-	want := map[string]cp{dataplane.VerdictForwarded: {1, 7}, dataplane.VerdictAudit: {1, 11}}
+	want := map[string]cp{dataplane.VerdictForwarded: {1, 7, 700}, dataplane.VerdictAudit: {1, 11, 1100}}
 	if len(got) != len(want) || got[dataplane.VerdictForwarded] != want[dataplane.VerdictForwarded] || got[dataplane.VerdictAudit] != want[dataplane.VerdictAudit] {
-		t.Errorf("edges (connections, packets) by verdict %v, want %v", got, want)
+		t.Errorf("edges (connections, packets, bytes) by verdict %v, want %v", got, want)
 	}
 	if n := len(rep.GetRecords()); n != 4 {
 		t.Errorf("%d records streamed, want 4 (two opened, two closed)", n)

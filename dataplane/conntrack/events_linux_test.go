@@ -13,7 +13,6 @@ import (
 	"github.com/bulkhead-dev/bulkhead/dataplane/conntrack"
 	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
 	"github.com/bulkhead-dev/bulkhead/dataplane/nftables"
-	"github.com/bulkhead-dev/bulkhead/internal/ir"
 )
 
 // TestWatchReportsExistingAndNewAcceptedConnections runs the nftables
@@ -24,8 +23,7 @@ func TestWatchReportsExistingAndNewAcceptedConnections(t *testing.T) {
 	topo := dptest.NewTopology(t, 3)
 	a, b, c := topo.Pods[0], topo.Pods[1], topo.Pods[2]
 	be := nftBackend(t, topo, 31)
-	np := topo.Policy(dptest.Set("sel-a", a.Prefixes()...))
-	np.Endpoints[1].Ingress.Tiers = []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("ZonePolicy/deny-a", "sel-a", false, ir.Deny))}
+	np := topo.DenyAToB()
 	if err := be.Sync(context.Background(), np); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/dataplane/conntrack"
 	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
-	"github.com/bulkhead-dev/bulkhead/internal/ir"
 	"github.com/bulkhead-dev/bulkhead/internal/netns"
 )
 
@@ -73,8 +72,7 @@ func TestRevokeDeletesOnlyDeniedEntries(t *testing.T) {
 			t.Fatalf("no conntrack entry %s -> %s before Revoke", x.from.Name, x.to.Name)
 		}
 	}
-	np := topo.Policy(dptest.Set("sel-a", a.Prefixes()...))
-	np.Endpoints[1].Ingress.Tiers = []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("ZonePolicy/deny-a", "sel-a", false, ir.Deny))}
+	np := topo.DenyAToB()
 	// Only b is asked about: a -> c is untouched even if a policy of c
 	// would deny it.
 	np.Endpoints[2].Ingress.Tiers = np.Endpoints[1].Ingress.Tiers

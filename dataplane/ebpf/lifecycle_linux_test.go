@@ -110,8 +110,7 @@ func TestUninstallRemovesLinksAndPins(t *testing.T) {
 	topo := dptest.NewTopology(t, 2)
 	a, b := topo.Pods[0], topo.Pods[1]
 	be := newBackend(t, topo.NodePath, Options{})
-	np := topo.Policy(dptest.Set("sel-a", a.Prefixes()...))
-	np.Endpoints[1].Ingress.Tiers = []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("ZonePolicy/deny-a", "sel-a", false, ir.Deny))}
+	np := topo.DenyAToB()
 	if err := be.Sync(context.Background(), np); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}

@@ -84,7 +84,11 @@ func TestFlowReaderReportsDropsAndAudits(t *testing.T) {
 		}
 	}
 
-	// The audited connection carries the audit mark in conntrack.
+	// The audited connection carries the audit mark in conntrack. Only
+	// the probed tuples are checked: the topology's warm-up connections ran
+	// before the table existed, and a late packet of one of them can be
+	// tracked mid-stream while the first commit registers the conntrack
+	// hooks, before any chain of the table judges it.
 	marked := 0
 	h, err := netns.Open(topo.NodePath)
 	if err != nil {
@@ -101,13 +105,14 @@ func TestFlowReaderReportsDropsAndAudits(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range flows {
-		if f.TupleOrig.IP.SourceAddress == c.IP6 && f.TupleOrig.IP.DestinationAddress == b.IP6 {
+		o := f.TupleOrig
+		if o.IP.SourceAddress == c.IP6 && o.IP.DestinationAddress == b.IP6 && o.Proto.Protocol == 17 && o.Proto.DestinationPort == 53 {
 			if f.Mark&AuditMark != AuditMark {
 				t.Errorf("audited connection has mark %#x, want bit %#x", f.Mark, AuditMark)
 			}
 			marked++
 		}
-		if f.TupleOrig.IP.SourceAddress == a.IP4 && f.TupleOrig.IP.DestinationAddress == c.IP4 && f.Mark&AuditMark != 0 {
+		if o.IP.SourceAddress == a.IP4 && o.IP.DestinationAddress == c.IP4 && o.Proto.Protocol == 6 && o.Proto.DestinationPort == 443 && f.Mark&AuditMark != 0 {
 			t.Errorf("unaudited connection has the audit mark")
 		}
 	}

@@ -20,6 +20,7 @@ type AddrEdge struct {
 	Verdict     v1alpha1.FlowVerdict
 	Connections int64
 	Packets     int64
+	Bytes       int64
 	FirstSeen   time.Time
 	LastSeen    time.Time
 }
@@ -159,6 +160,7 @@ func (a *Attributor) Attribute(e AddrEdge) (v1alpha1.FlowEdge, bool) {
 		Verdict:     e.Verdict,
 		Connections: e.Connections,
 		Packets:     e.Packets,
+		Bytes:       e.Bytes,
 		FirstSeen:   metaTime(e.FirstSeen),
 		LastSeen:    metaTime(e.LastSeen),
 		Samples:     []string{fmt.Sprintf("%s -> %s %s/%d", e.Src, e.Dst, proto, e.Port)},

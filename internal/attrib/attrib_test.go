@@ -162,7 +162,7 @@ func TestAttributeMapsAddressesToWorkloads(t *testing.T) {
 	a := newWorld()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e, ok := a.Attribute(AddrEdge{Src: ip("10.244.1.10"), Dst: ip(tt.dst), Protocol: tt.proto, Port: tt.port, Verdict: v1alpha1.VerdictForwarded, Connections: 2, Packets: 9, FirstSeen: t0.Add(time.Second), LastSeen: t0.Add(5 * time.Second)})
+			e, ok := a.Attribute(AddrEdge{Src: ip("10.244.1.10"), Dst: ip(tt.dst), Protocol: tt.proto, Port: tt.port, Verdict: v1alpha1.VerdictForwarded, Connections: 2, Packets: 9, Bytes: 1300, FirstSeen: t0.Add(time.Second), LastSeen: t0.Add(5 * time.Second)})
 			if !ok {
 				t.Fatal("Attribute refused the edge")
 			}
@@ -174,6 +174,7 @@ func TestAttributeMapsAddressesToWorkloads(t *testing.T) {
 				Verdict:        v1alpha1.VerdictForwarded,
 				Connections:    2,
 				Packets:        9,
+				Bytes:          1300,
 				SourcePodCount: 1,
 				SourcePods:     []string{"shop/web-7d9f-abc"},
 				FirstSeen:      metav1.NewTime(t0.Add(time.Second)),

@@ -83,6 +83,7 @@ func (s *Store) Merge(e v1alpha1.FlowEdge) bool {
 	}
 	cur.Connections += e.Connections
 	cur.Packets += e.Packets
+	cur.Bytes += e.Bytes
 	if e.FirstSeen.Before(&cur.FirstSeen) {
 		cur.FirstSeen = e.FirstSeen
 	}

@@ -20,6 +20,7 @@ func edge(src, dst string, port int32, verdict v1alpha1.FlowVerdict, pod string,
 		Verdict:        verdict,
 		Connections:    1,
 		Packets:        3,
+		Bytes:          240,
 		SourcePodCount: 1,
 		SourcePods:     []string{pod},
 		FirstSeen:      metav1.NewTime(t0.Add(first)),
@@ -49,7 +50,7 @@ func TestStoreMergesEdgesOfOneWorkloadPair(t *testing.T) {
 		t.Fatal("no forwarded 5432 edge")
 	}
 	want := edge("web", "db", 5432, v1alpha1.VerdictForwarded, "ns/web-1", 5*time.Second, 40*time.Second)
-	want.Connections, want.Packets = 3, 9
+	want.Connections, want.Packets, want.Bytes = 3, 9, 720
 	want.SourcePodCount, want.SourcePods = 2, []string{"ns/web-1", "ns/web-2"}
 	want.Samples = []string{"s-ns/web-1", "s-ns/web-2"}
 	if diff := cmp.Diff(want, *fwd); diff != "" {

@@ -1,9 +1,12 @@
 package lab
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -19,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/bulkhead-dev/bulkhead/dataplane/agent/endpointapi"
+	"github.com/bulkhead-dev/bulkhead/internal/cni"
 	"github.com/bulkhead-dev/bulkhead/internal/netns"
 )
 
@@ -122,7 +126,10 @@ func AgentEndpointSocket(dir, node string) string {
 	return filepath.Join(Layout{dir}.AgentState(node), endpointapi.SocketName)
 }
 
-// admitPod is the CNI's call to the node agent (see package endpointapi).
+// admitPod is the CNI's call to the node agent: the lab runs the
+// bulkhead-cni plugin's ADD (package cni) in process, with the CNI
+// environment and a prevResult holding the pod's addresses, as a runtime
+// runs the chained plugin after the interface and IPAM plugins.
 func admitPod(ctx context.Context, dir string, st *State, pp PodPlan) error {
 	if st.NoEnforcement != "" {
 		return nil
@@ -131,12 +138,25 @@ func admitPod(ctx context.Context, dir string, st *State, pp PodPlan) error {
 		return nil // the lab runs no agents
 	}
 	start := time.Now()
-	_, err := endpointapi.Admit(ctx, AgentEndpointSocket(dir, pp.NodeName), endpointapi.Request{
-		Namespace: pp.Namespace, Name: pp.Name, IPs: []string{pp.IP.String(), pp.IP6.String()},
-		TimeoutSeconds: AdmitTimeout.Seconds(),
+	conf, err := json.Marshal(map[string]any{
+		"cniVersion": "1.1.0", "name": "lab", "type": cni.PluginType,
+		"socket": AgentEndpointSocket(dir, pp.NodeName), "timeoutSeconds": AdmitTimeout.Seconds(),
+		"prevResult": map[string]any{
+			"cniVersion": "1.1.0",
+			"interfaces": []map[string]any{{"name": "eth0", "sandbox": pp.Netns}},
+			"ips": []map[string]any{
+				{"address": netip.PrefixFrom(pp.IP, 32).String(), "interface": 0},
+				{"address": netip.PrefixFrom(pp.IP6, 128).String(), "interface": 0},
+			},
+		},
 	})
 	if err != nil {
-		return fmt.Errorf("pod %s: its network stays down (fail closed): %w", pp.Key(), err)
+		return fmt.Errorf("pod %s: encoding the CNI configuration: %w", pp.Key(), err)
+	}
+	env := cni.Env{Command: "ADD", ContainerID: pp.Namespace + "_" + pp.Name, Netns: pp.Netns, IfName: "eth0",
+		Args: "K8S_POD_NAMESPACE=" + pp.Namespace + ";K8S_POD_NAME=" + pp.Name}
+	if err := cni.Run(ctx, env, bytes.NewReader(conf), io.Discard); err != nil {
+		return fmt.Errorf("CNI ADD (fail closed): %w", err)
 	}
 	if OnAdmitted != nil {
 		OnAdmitted(pp.Key(), time.Since(start))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -126,6 +127,10 @@ func isExec(p string) bool {
 
 // freeAddrs returns n distinct, currently unused addresses on 127.0.0.1.
 func freeAddrs(n int) ([]string, error) {
+	// Ports come from below the kernel's ephemeral range: a port in it can
+	// be taken as the source port of any outgoing connection between the
+	// choice and the daemon's bind, which then fails with EADDRINUSE.
+	lo, hi := listenPortRange()
 	// Hold every listener until all ports are chosen so none repeats.
 	var ls []net.Listener
 	defer func() {
@@ -134,15 +139,34 @@ func freeAddrs(n int) ([]string, error) {
 		}
 	}()
 	var out []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 1000 {
+			return nil, fmt.Errorf("picking a free port in %d-%d: none free after %d tries", lo, hi, tries)
+		}
+		port := lo + rand.IntN(hi-lo+1)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
-			return nil, fmt.Errorf("picking a free port: %w", err)
+			continue
 		}
 		ls = append(ls, l)
-		out = append(out, "127.0.0.1:"+strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+		out = append(out, "127.0.0.1:"+strconv.Itoa(port))
 	}
 	return out, nil
+}
+
+// listenPortRange is the range freeAddrs picks from: the 10,000 ports
+// below net.ipv4.ip_local_port_range (default 32768-60999), or 20000-29999
+// when that cannot be read or leaves too little room.
+func listenPortRange() (int, int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if low, err := strconv.Atoi(f[0]); err == nil && low > 11024 {
+				return low - 10000, low - 1
+			}
+		}
+	}
+	return 20000, 29999
 }
 
 // startBulkhead starts the controller, waits for its CA ConfigMap, and

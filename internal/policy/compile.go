@@ -64,6 +64,7 @@ type nodeState struct {
 	// changed; without it only set contents did, and NodePolicy reuses
 	// the previous endpoint slice and set order.
 	epsStale bool
+	sets     *nodeSetList // the node's set list, shared with nodes naming the same sets
 }
 
 type compileState struct {
@@ -103,6 +104,14 @@ type compileState struct {
 	// scanning every pod. Valid while zoneAddrsOK.
 	zoneAddrs   map[string][]netip.Addr
 	zoneAddrsOK bool
+	// zoneMoved holds the addresses of pods that changed zone or
+	// addresses since the last flush: built zone sets (setZones) that are
+	// not stale for another reason are patched at these addresses only.
+	zoneMoved []netip.Addr
+	// round counts the flushes that had work: set contents change only
+	// then. setLists holds the set lists of nodes, by their set names.
+	round    uint64
+	setLists map[string]*nodeSetList
 }
 
 func (c *compileState) init() {
@@ -129,6 +138,7 @@ func (c *compileState) init() {
 	c.dirtyNodes = map[string]bool{}
 	c.qRefs = map[string]map[string]bool{}
 	c.qSets = map[string]map[string]bool{}
+	c.setLists = map[string]*nodeSetList{}
 }
 
 func addTo[K comparable, V comparable](m map[K]map[V]bool, k K, v V) {
@@ -212,7 +222,16 @@ func (e *Engine) markPodChanged(old, cur *podInfo, key string, addrChanged, port
 	if addrChanged || old.zone != cur.zone {
 		e.patchZoneAddrs(old, cur)
 		for s := range c.zoneSets {
-			c.staleSets[s] = true
+			if c.sets[s].desc.kind != setZones {
+				c.staleSets[s] = true
+			}
+		}
+		// zone sets change at these addresses only (patchZoneSet)
+		if old != nil {
+			c.zoneMoved = append(c.zoneMoved, old.ips...)
+		}
+		if cur != nil {
+			c.zoneMoved = append(c.zoneMoved, cur.ips...)
 		}
 	}
 	if addrChanged || portsChanged || old.zone != cur.zone {
@@ -820,9 +839,10 @@ func (e *Engine) flush() {
 		}
 		c.allStale = false
 	}
-	if len(c.dirty) == 0 && len(c.staleSets) == 0 {
+	if len(c.dirty) == 0 && len(c.staleSets) == 0 && len(c.zoneMoved) == 0 {
 		return
 	}
+	c.round++
 	c.quarPods = c.quarPods[:0]
 	for _, p := range e.pods {
 		if len(p.quar) > 0 {
@@ -916,6 +936,24 @@ func (e *Engine) flush() {
 			e.dropSet(s)
 		}
 	}
+	if len(c.zoneMoved) > 0 {
+		slices.SortFunc(c.zoneMoved, netip.Addr.Compare)
+		c.zoneMoved = slices.Compact(c.zoneMoved)
+		for name := range c.zoneSets {
+			s := c.sets[name]
+			if s.desc.kind != setZones || !s.built || c.staleSets[name] {
+				continue // rebuilt below
+			}
+			e.stats.SetsPatched++
+			if p := e.patchZoneSet(s, c.zoneMoved); !samePrefixSlice(p, s.prefixes) {
+				s.prefixes = p
+				for node := range s.users {
+					e.nodeSetsDirty(node)
+				}
+			}
+		}
+		c.zoneMoved = c.zoneMoved[:0]
+	}
 	for name := range c.staleSets {
 		s := c.sets[name]
 		if s == nil {
@@ -982,8 +1020,8 @@ func (e *Engine) NodePolicy(node string) *ir.NodePolicy {
 		return ns.np
 	}
 	e.stats.NodesRebuilt++
-	if ns != nil && !ns.epsStale {
-		if sets, ok := e.refreshSets(ns.np.Sets); ok {
+	if ns != nil && !ns.epsStale && ns.sets != nil {
+		if sets, ok := e.currentSets(ns.sets); ok {
 			np := &ir.NodePolicy{Node: node, Endpoints: ns.np.Endpoints, Sets: sets}
 			ns.np, ns.stale = np, false
 			return np
@@ -1008,18 +1046,23 @@ func (e *Engine) NodePolicy(node string) *ir.NodePolicy {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	np.Sets = make([]ir.AddressSet, 0, len(names))
-	for _, n := range names {
-		p := e.c.sets[n].prefixes
-		if p == nil {
-			p = []netip.Prefix{}
-		}
-		np.Sets = append(np.Sets, ir.AddressSet{Name: n, Prefixes: p})
-	}
 	if node == "" {
+		np.Sets = make([]ir.AddressSet, 0, len(names))
+		for _, n := range names {
+			p := e.c.sets[n].prefixes
+			if p == nil {
+				p = []netip.Prefix{}
+			}
+			np.Sets = append(np.Sets, ir.AddressSet{Name: n, Prefixes: p})
+		}
 		return np
 	}
-	e.c.nodes[node] = &nodeState{np: np}
+	if ns == nil {
+		ns = &nodeState{}
+		e.c.nodes[node] = ns
+	}
+	np.Sets = e.nodeSets(ns, names)
+	ns.np, ns.stale, ns.epsStale = np, false, false
 	return np
 }
 

@@ -21,6 +21,9 @@ type Stats struct {
 	EndpointsCompiled int
 	// SetsRebuilt counts address set content computations.
 	SetsRebuilt int
+	// SetsPatched counts zone sets patched at the addresses of pods that
+	// changed zone, instead of rebuilt.
+	SetsPatched int
 	// SelectorEvaluations counts pod selector matches against one pod.
 	SelectorEvaluations int
 	// NodesRebuilt counts NodePolicy assemblies.

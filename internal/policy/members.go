@@ -79,8 +79,9 @@ func cmpAddrPod(a, b addrPod) int {
 }
 
 // selList is a selector's members in address order, built once and shared
-// by every set and named-port group that reads the selector. It is
-// immutable: a membership change replaces it (see memberList).
+// by every set and named-port group that reads the selector. A membership
+// change patches it (patchMemberList): the entries in place, the prefixes
+// by a new slice.
 type selList struct {
 	// ents holds every (address, pod) pair, sorted by address then pod
 	// key; two pods may share an address.
@@ -91,14 +92,7 @@ type selList struct {
 }
 
 func newSelList(ents []addrPod) *selList {
-	l := &selList{ents: ents, prefixes: make([]netip.Prefix, 0, len(ents))}
-	for i, x := range ents {
-		if i > 0 && ents[i-1].addr == x.addr {
-			continue
-		}
-		l.prefixes = append(l.prefixes, hostPrefix(x.addr))
-	}
-	return l
+	return &selList{ents: ents, prefixes: hostsOfEnts(ents)}
 }
 
 // memberList returns the selector's members in address order; the
@@ -123,40 +117,75 @@ func (e *Engine) memberList(s *podSel) *selList {
 
 // patchMemberList updates a built member list for one pod's change
 // instead of sorting it again: old is the member before (nil if it was
-// none), cur the member now (nil if it is none).
+// none), cur the member now (nil if it is none). The entries are patched
+// in place (only the engine reads them, during a flush); the prefixes are
+// replaced by a new slice when they change, since sets and published
+// policies share them.
 func (e *Engine) patchMemberList(s *podSel, old, cur *podInfo) {
 	c := &e.c
 	l := c.selSorted[s]
 	if l == nil {
 		return
 	}
-	ents := make([]addrPod, 0, len(l.ents)+2)
 	key := ""
 	if old != nil {
 		key = old.key
 	} else if cur != nil {
 		key = cur.key
 	}
-	var add []addrPod
+	n := len(l.ents)
+	ents := l.ents[:0]
+	for _, x := range l.ents {
+		if x.pod.key != key {
+			ents = append(ents, x)
+		}
+	}
+	clear(l.ents[len(ents):n]) // drop the pointers to the old pod
 	if cur != nil {
 		for _, a := range cur.ips {
-			add = append(add, addrPod{a, cur})
+			x := addrPod{a, cur}
+			i, _ := slices.BinarySearchFunc(ents, x, cmpAddrPod)
+			ents = slices.Insert(ents, i, x)
 		}
-		slices.SortFunc(add, cmpAddrPod)
 	}
+	l.ents = ents
+	if !sameHosts(ents, l.prefixes) {
+		l.prefixes = hostsOfEnts(ents)
+	}
+}
+
+// hostsOfEnts returns the distinct addresses of sorted entries as host
+// prefixes.
+func hostsOfEnts(ents []addrPod) []netip.Prefix {
+	n := 0
+	for i, x := range ents {
+		if i == 0 || ents[i-1].addr != x.addr {
+			n++
+		}
+	}
+	out := make([]netip.Prefix, 0, n)
+	for i, x := range ents {
+		if i == 0 || ents[i-1].addr != x.addr {
+			out = append(out, hostPrefix(x.addr))
+		}
+	}
+	return out
+}
+
+// sameHosts reports whether ps are the distinct addresses of the sorted
+// entries as host prefixes.
+func sameHosts(ents []addrPod, ps []netip.Prefix) bool {
 	j := 0
-	for _, x := range l.ents {
-		if x.pod.key == key {
+	for i, x := range ents {
+		if i > 0 && ents[i-1].addr == x.addr {
 			continue
 		}
-		for j < len(add) && cmpAddrPod(add[j], x) < 0 {
-			ents = append(ents, add[j])
-			j++
+		if j >= len(ps) || ps[j] != hostPrefix(x.addr) {
+			return false
 		}
-		ents = append(ents, x)
+		j++
 	}
-	ents = append(ents, add[j:]...)
-	c.selSorted[s] = newSelList(ents)
+	return j == len(ps)
 }
 
 // mergePrefixes returns the sorted union of sorted, duplicate-free host

@@ -81,6 +81,18 @@ func shortPath(path string) (string, func(), error) {
 	return fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path)), func() { dir.Close() }, nil
 }
 
+// Dial connects to the agent socket at path, also when path is longer
+// than a sockaddr_un holds.
+func Dial(ctx context.Context, path string) (net.Conn, error) {
+	addr, done, err := shortPath(path)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", addr)
+}
+
 // Admit sends req to the agent socket at path and waits for the answer.
 // It returns an error wrapping ErrNotAdmitted when the agent refused or
 // timed out, and another error when the agent could not be reached.
@@ -97,13 +109,7 @@ func Admit(ctx context.Context, path string, req Request) (Response, error) {
 		return Response{}, fmt.Errorf("encoding request for %s: %w", key, err)
 	}
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		addr, done, err := shortPath(path)
-		if err != nil {
-			return nil, err
-		}
-		defer done()
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", addr)
+		return Dial(ctx, path)
 	}}
 	defer tr.CloseIdleConnections()
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent"+Path, bytes.NewReader(body))

@@ -393,8 +393,10 @@ type FlowEdge struct {
 	Packets           uint64 `protobuf:"varint,7,opt,name=packets,proto3" json:"packets,omitempty"`
 	FirstSeenUnixNano int64  `protobuf:"varint,8,opt,name=first_seen_unix_nano,json=firstSeenUnixNano,proto3" json:"first_seen_unix_nano,omitempty"`
 	LastSeenUnixNano  int64  `protobuf:"varint,9,opt,name=last_seen_unix_nano,json=lastSeenUnixNano,proto3" json:"last_seen_unix_nano,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// bytes counts the IP bytes of the connections' packets, both ways.
+	Bytes         uint64 `protobuf:"varint,10,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FlowEdge) Reset() {
@@ -486,6 +488,13 @@ func (x *FlowEdge) GetFirstSeenUnixNano() int64 {
 func (x *FlowEdge) GetLastSeenUnixNano() int64 {
 	if x != nil {
 		return x.LastSeenUnixNano
+	}
+	return 0
+}
+
+func (x *FlowEdge) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
 	}
 	return 0
 }
@@ -1814,7 +1823,7 @@ const file_stream_proto_rawDesc = "" +
 	"FlowReport\x122\n" +
 	"\x05edges\x18\x01 \x03(\v2\x1c.bulkhead.stream.v1.FlowEdgeR\x05edges\x122\n" +
 	"\arecords\x18\x02 \x03(\v2\x18.bulkhead.stream.v1.FlowR\arecords\x12\x18\n" +
-	"\adropped\x18\x03 \x01(\x04R\adropped\"\x94\x02\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\"\xaa\x02\n" +
 	"\bFlowEdge\x12\x10\n" +
 	"\x03src\x18\x01 \x01(\fR\x03src\x12\x10\n" +
 	"\x03dst\x18\x02 \x01(\fR\x03dst\x12\x1a\n" +
@@ -1824,7 +1833,9 @@ const file_stream_proto_rawDesc = "" +
 	"\vconnections\x18\x06 \x01(\x04R\vconnections\x12\x18\n" +
 	"\apackets\x18\a \x01(\x04R\apackets\x12/\n" +
 	"\x14first_seen_unix_nano\x18\b \x01(\x03R\x11firstSeenUnixNano\x12-\n" +
-	"\x13last_seen_unix_nano\x18\t \x01(\x03R\x10lastSeenUnixNano\"\x1a\n" +
+	"\x13last_seen_unix_nano\x18\t \x01(\x03R\x10lastSeenUnixNano\x12\x14\n" +
+	"\x05bytes\x18\n" +
+	" \x01(\x04R\x05bytes\"\x1a\n" +
 	"\x04Flow\x12\x12\n" +
 	"\x04json\x18\x01 \x01(\tR\x04json\"l\n" +
 	"\fFlowsRequest\x12\x1c\n" +
