@@ -316,15 +316,17 @@ func (e *Engine) DeleteZone(name string) {
 // ZoneMode/AuditOrLearn. So besides the zone sets, which are rebuilt, only
 // these recompile: the endpoints that change zone; the zone's members when
 // it appears, goes, or changes mode or intra-zone posture; the endpoints of
-// the zones that ZonePolicies pair with it when it appears, goes or
-// changes mode (their rules name only existing zones and split Deny by
-// the peer zone's mode); and quarantined endpoints. The first zone to
+// the zones that ZonePolicies pair with it when it appears or goes (their
+// rules name only existing zones), or, when it changes mode, the unzoned
+// endpoints and those of Audit/Learn zones that Deny ZonePolicies pair
+// with it (their rules split by the flow's effective mode, see
+// zpInfo.splitsByMode); and quarantined endpoints. The first zone to
 // appear or the last to go adds or removes the boundary rules of every
 // chain: then everything recompiles.
 func (e *Engine) zoneChanged(old, cur *zoneInfo) {
 	e.sortZones()
 	c := &e.c
-	if (old == nil) != (cur == nil) && len(e.zones) <= 1 {
+	if old == nil && len(e.zones) == 1 || cur == nil && len(e.zones) == 0 {
 		for _, p := range e.pods {
 			e.assignZone(p)
 		}
@@ -367,6 +369,9 @@ func (e *Engine) zoneChanged(old, cur *zoneInfo) {
 	}
 	var names []string
 	for _, zp := range e.zpList {
+		if !existence && !zp.splitsByMode() {
+			continue
+		}
 		if slices.Contains(zp.from, z.name) || slices.Contains(zp.to, z.name) {
 			names = append(append(names, zp.from...), zp.to...)
 		}
@@ -375,9 +380,15 @@ func (e *Engine) zoneChanged(old, cur *zoneInfo) {
 		return
 	}
 	for _, p := range e.pods {
-		if slices.Contains(names, p.zoneName()) {
-			c.dirty[p.key] = true
+		if !slices.Contains(names, p.zoneName()) {
+			continue
 		}
+		if pz := e.zones[p.zone]; !existence && pz != nil && !pz.audit() {
+			// the flows of an endpoint in an Enforce zone are enforced
+			// whatever the peer zone's mode
+			continue
+		}
+		c.dirty[p.key] = true
 	}
 }
 
