@@ -658,7 +658,10 @@ func (r ObjectRef) prefix() string {
 }
 
 // ObjectNodes returns the sorted nodes whose NodePolicy contains rules
-// derived from the object.
+// derived from the object. A Zone's are the nodes holding rules or sets
+// named after it and every node holding zone boundary rules: the boundary
+// of an endpoint outside the zone judges the zone's members through the
+// ZoneMode/* sets or a negated set of its own zone, without naming it.
 func (e *Engine) ObjectNodes(ref ObjectRef) []string {
 	e.flush()
 	var ids []string
@@ -680,6 +683,9 @@ func (e *Engine) ObjectNodes(ref ObjectRef) []string {
 			for _, t := range ch.Tiers {
 				for _, r := range t.Rules {
 					if strings.HasPrefix(r.ID+"/", pre) || slices.Contains(ids, r.ID) {
+						found = true
+					}
+					if ref.Kind == "Zone" && (r.ID == boundaryAnyID || strings.HasPrefix(r.ID, boundaryAnyID+"/")) {
 						found = true
 					}
 				}
