@@ -105,8 +105,9 @@ type compileState struct {
 	zoneAddrs   map[string][]netip.Addr
 	zoneAddrsOK bool
 	// zoneMoved holds the addresses of pods that changed zone or
-	// addresses since the last flush: built zone sets (setZones) that are
-	// not stale for another reason are patched at these addresses only.
+	// addresses since the last flush: built zone sets (setZones,
+	// setZoneMode) that are not stale for another reason are patched at
+	// these addresses only.
 	zoneMoved []netip.Addr
 	// round counts the flushes that had work: set contents change only
 	// then. setLists holds the set lists of nodes, by their set names.
@@ -221,12 +222,8 @@ func (e *Engine) markPodChanged(old, cur *podInfo, key string, addrChanged, port
 	c.dirty[key] = true
 	if addrChanged || old.zone != cur.zone {
 		e.patchZoneAddrs(old, cur)
-		for s := range c.zoneSets {
-			if c.sets[s].desc.kind != setZones {
-				c.staleSets[s] = true
-			}
-		}
-		// zone sets change at these addresses only (patchZoneSet)
+		// zone sets (c.zoneSets) change at these addresses only
+		// (patchZoneSet)
 		if old != nil {
 			c.zoneMoved = append(c.zoneMoved, old.ips...)
 		}
@@ -941,7 +938,7 @@ func (e *Engine) flush() {
 		c.zoneMoved = slices.Compact(c.zoneMoved)
 		for name := range c.zoneSets {
 			s := c.sets[name]
-			if s.desc.kind != setZones || !s.built || c.staleSets[name] {
+			if !s.built || c.staleSets[name] {
 				continue // rebuilt below
 			}
 			e.stats.SetsPatched++
