@@ -569,6 +569,56 @@ func TestController(t *testing.T) {
 			return nil
 		})
 	})
+
+	// The chains of an endpoint outside a zone judge the zone's members
+	// through the shared ZoneMode/* sets (docs/policy-model.md
+	// "Compilation to the IR"), not by the zone's name: a node whose
+	// endpoints are all unzoned still enforces every zone's boundary.
+	t.Run("a zone is enforced on every node with endpoints, also one with only unzoned endpoints", func(t *testing.T) {
+		nodeC := k.node("node-c")
+		agentC := k.agent("node-c", k.token("bulkhead-agent", nodeC), addr)
+		k.pod("dev", "misc-c", "node-c", "10.244.3.10", map[string]string{"app": "misc"})
+		inSet := func(set, addr string) func() error {
+			return func() error {
+				np := agentC.be.Current()
+				if np == nil || np.Endpoint("dev/misc-c") == nil {
+					return fmt.Errorf("no endpoint dev/misc-c on node-c: %+v", np)
+				}
+				if v := viewOf(np, set); !slices.Contains(v.Sets[set], addr) {
+					return fmt.Errorf("%s = %v, want it to hold %s", set, v.Sets[set], addr)
+				}
+				return nil
+			}
+		}
+		zoneEnforcedOn := func(name string, nodes int) {
+			t.Helper()
+			eventually(t, "zone "+name+" enforced on every node", func() error {
+				var z v1alpha1.Zone
+				k.must(k.c.Get(k.ctx, client.ObjectKey{Name: name}, &z))
+				c := meta.FindStatusCondition(z.Status.Conditions, v1alpha1.ConditionEnforced)
+				r := z.Status.Realization
+				if c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != z.Generation || r == nil || r.NodesDesired != int32(nodes) || r.NodesEnforced != int32(nodes) {
+					return fmt.Errorf("status %+v", z.Status)
+				}
+				if want := fmt.Sprintf("enforced on %d/%d nodes", nodes, nodes); !strings.Contains(c.Message, want) {
+					return fmt.Errorf("message %q, want %q", c.Message, want)
+				}
+				return nil
+			})
+		}
+		eventually(t, "node-c's view", inSet("ZoneMode/Enforce", "10.244.2.10"))
+		zoneEnforcedOn("db", 3)
+		zoneEnforcedOn("web", 3)
+
+		// A mode change reaches node-c as set members only; its status
+		// waits for that generation.
+		var z v1alpha1.Zone
+		k.must(k.c.Get(k.ctx, client.ObjectKey{Name: "db"}, &z))
+		z.Spec.Mode = v1alpha1.ZoneModeAudit
+		k.must(k.c.Update(k.ctx, &z))
+		eventually(t, "db's member in node-c's ZoneMode/AuditOrLearn", inSet("ZoneMode/AuditOrLearn", "10.244.2.10"))
+		zoneEnforcedOn("db", 3)
+	})
 }
 
 func ptrInt(i int) *intstr.IntOrString { v := intstr.FromInt32(int32(i)); return &v }

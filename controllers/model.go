@@ -51,7 +51,10 @@ type Model struct {
 	// node policy holds (derived from rule IDs and zone set names).
 	nodeRefs map[string]map[policy.ObjectRef]struct{}
 	refNodes map[policy.ObjectRef]map[string]struct{}
-	nodeGen  map[string]uint64
+	// zones are the tracked Zones: every one of them is enforced on the
+	// nodes of boundaryRef besides its own (see refsOf).
+	zones   map[policy.ObjectRef]struct{}
+	nodeGen map[string]uint64
 	// waiting holds, per node, the objects whose required generation on
 	// it (objTrack.required) the node has not acknowledged yet, so an
 	// ack notifies only the objects whose enforcement it can change.
@@ -87,7 +90,7 @@ func NewModel(hub *stream.Hub, debounce time.Duration, m *Metrics, log logr.Logg
 	md := &Model{
 		log: log.WithName("model"), hub: hub, debounce: debounce, metrics: m, now: time.Now,
 		eng: policy.New(), objs: map[policy.ObjectRef]*objTrack{}, changedObjs: map[policy.ObjectRef]struct{}{}, k8sNode: map[string]bool{}, pending: map[string]bool{}, podNodes: map[string]bool{},
-		nodeRefs: map[string]map[policy.ObjectRef]struct{}{}, refNodes: map[policy.ObjectRef]map[string]struct{}{}, nodeGen: map[string]uint64{}, waiting: map[string]map[policy.ObjectRef]uint64{},
+		nodeRefs: map[string]map[policy.ObjectRef]struct{}{}, refNodes: map[policy.ObjectRef]map[string]struct{}{}, zones: map[policy.ObjectRef]struct{}{}, nodeGen: map[string]uint64{}, waiting: map[string]map[policy.ObjectRef]uint64{},
 		hints: map[string]podHint{}, bare: map[string]*corev1.Pod{},
 		kick: make(chan struct{}, 1),
 	}
@@ -160,7 +163,9 @@ func (m *Model) Upsert(obj any) {
 	case *networkingv1.NetworkPolicy:
 		m.track(policy.ObjectRef{Kind: KindNetworkPolicy, Namespace: o.Namespace, Name: o.Name}, m.eng.SetNetworkPolicy(o))
 	case *v1alpha1.Zone:
-		m.track(policy.ObjectRef{Kind: KindZone, Name: o.Name}, m.eng.SetZone(o))
+		ref := policy.ObjectRef{Kind: KindZone, Name: o.Name}
+		m.zones[ref] = struct{}{}
+		m.track(ref, m.eng.SetZone(o))
 	case *v1alpha1.ZonePolicy:
 		m.track(policy.ObjectRef{Kind: KindZonePolicy, Name: o.Name}, m.eng.SetZonePolicy(o))
 	case *v1alpha1.Quarantine:
@@ -195,6 +200,7 @@ func (m *Model) Delete(obj any) {
 	case *v1alpha1.Zone:
 		m.eng.DeleteZone(o.Name)
 		delete(m.objs, policy.ObjectRef{Kind: KindZone, Name: o.Name})
+		delete(m.zones, policy.ObjectRef{Kind: KindZone, Name: o.Name})
 	case *v1alpha1.ZonePolicy:
 		m.eng.DeleteZonePolicy(o.Name)
 		delete(m.objs, policy.ObjectRef{Kind: KindZonePolicy, Name: o.Name})
@@ -326,11 +332,21 @@ func (m *Model) publishLocked(node string, np *ir.NodePolicy, touched map[policy
 	}
 }
 
+// boundaryRef stands for the zone boundary in refsOf: a node whose chains
+// hold boundary rules enforces every zone's boundary. The boundary rules
+// of an endpoint outside a zone name that zone nowhere: they judge its
+// members through the sets of all zones of a mode (ZoneMode/Enforce,
+// ZoneMode/AuditOrLearn) or of everything outside the endpoint's own zone
+// (a negated Zones/<own zone>). It is no object: retrackLocked adds its
+// nodes to every Zone's.
+var boundaryRef = policy.ObjectRef{Kind: "ZoneBoundary"}
+
 // refsOf returns the objects whose rules a node policy holds, from the
 // rule IDs ("Kind/[namespace/]name/...", "ZoneBoundary/zone",
-// "ZoneBaseline/zone") and the zone membership sets ("Zones/zone") it
-// references. It mirrors policy.Engine.ObjectNodes without scanning every
-// endpoint of the cluster.
+// "ZoneBaseline/zone"; any zone boundary rule adds boundaryRef) and the
+// zone membership sets ("Zones/zone") it references. It mirrors
+// policy.Engine.ObjectNodes without scanning every endpoint of the
+// cluster.
 func refsOf(np *ir.NodePolicy) map[policy.ObjectRef]struct{} {
 	out := map[policy.ObjectRef]struct{}{}
 	if np == nil {
@@ -348,6 +364,9 @@ func refsOf(np *ir.NodePolicy) map[policy.ObjectRef]struct{} {
 					if ref, ok := refOfRuleID(r.ID); ok {
 						out[ref] = struct{}{}
 					}
+					if isBoundaryRuleID(r.ID) {
+						out[boundaryRef] = struct{}{}
+					}
 				}
 			}
 		}
@@ -358,6 +377,13 @@ func refsOf(np *ir.NodePolicy) map[policy.ObjectRef]struct{} {
 		}
 	}
 	return out
+}
+
+// isBoundaryRuleID reports whether id is a zone boundary rule's:
+// "ZoneBoundary" (an endpoint outside every zone) or "ZoneBoundary/<zone>".
+func isBoundaryRuleID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "ZoneBoundary")
+	return ok && (rest == "" || rest[0] == '/')
 }
 
 // refOfRuleID parses a rule ID without allocating: it runs for every
@@ -395,12 +421,20 @@ func (m *Model) retrackLocked(touched map[policy.ObjectRef]bool) []policy.Object
 		touched[ref] = true
 	}
 	clear(m.changedObjs)
+	if touched[boundaryRef] {
+		for ref := range m.zones {
+			touched[ref] = true
+		}
+	}
 	for ref := range touched {
 		t := m.objs[ref]
 		if t == nil {
 			continue
 		}
 		want := m.refNodes[ref]
+		if ref.Kind == KindZone {
+			want = m.zoneNodesLocked(ref)
+		}
 		moved := t.changed
 		for n := range want {
 			g := m.hub.Generation(n)
@@ -423,6 +457,26 @@ func (m *Model) retrackLocked(touched map[policy.ObjectRef]bool) []policy.Object
 		if moved {
 			out = append(out, ref)
 		}
+	}
+	return out
+}
+
+// zoneNodesLocked returns the nodes that enforce a zone: those holding
+// its rules or sets by name, and those holding any zone boundary rule.
+func (m *Model) zoneNodesLocked(ref policy.ObjectRef) map[string]struct{} {
+	own, all := m.refNodes[ref], m.refNodes[boundaryRef]
+	if len(own) == 0 {
+		return all
+	}
+	if len(all) == 0 {
+		return own
+	}
+	out := make(map[string]struct{}, len(all)+len(own))
+	for n := range all {
+		out[n] = struct{}{}
+	}
+	for n := range own {
+		out[n] = struct{}{}
 	}
 	return out
 }

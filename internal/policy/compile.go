@@ -12,14 +12,15 @@ import (
 
 // Set kinds.
 const (
-	setNPRule  = iota // peers of one NetworkPolicy rule
-	setNPNamed        // pods of one egress NetworkPolicy rule resolving a named port to one number
-	setZones          // members of a list of zones (with "world": the complement, negated)
-	setZPNamed        // pods of a zone list resolving a ZonePolicy named port to one number
-	setQEntry         // one quarantine allow-list entry (cidr or pods)
-	setPod            // one pod's addresses
-	setDNS            // kube-dns pods
-	setNodes          // addresses of nodes matching a selector
+	setNPRule   = iota // peers of one NetworkPolicy rule
+	setNPNamed         // pods of one egress NetworkPolicy rule resolving a named port to one number
+	setZones           // members of a list of zones (with "world": the complement, negated)
+	setZPNamed         // pods of a zone list resolving a ZonePolicy named port to one number
+	setQEntry          // one quarantine allow-list entry (cidr or pods)
+	setPod             // one pod's addresses
+	setDNS             // kube-dns pods
+	setNodes           // addresses of nodes matching a selector
+	setZoneMode        // members of every zone in Enforce mode, or in Audit/Learn mode
 )
 
 type setDesc struct {
@@ -35,6 +36,7 @@ type setDesc struct {
 	podKey  string
 	qKey    string
 	nodeSel *nodeSel
+	audit   bool // setZoneMode: Audit/Learn zones
 }
 
 type setState struct {
@@ -103,8 +105,9 @@ type compileState struct {
 	zoneAddrs   map[string][]netip.Addr
 	zoneAddrsOK bool
 	// zoneMoved holds the addresses of pods that changed zone or
-	// addresses since the last flush: built zone sets (setZones) that are
-	// not stale for another reason are patched at these addresses only.
+	// addresses since the last flush: built zone sets (setZones,
+	// setZoneMode) that are not stale for another reason are patched at
+	// these addresses only.
 	zoneMoved []netip.Addr
 	// round counts the flushes that had work: set contents change only
 	// then. setLists holds the set lists of nodes, by their set names.
@@ -219,12 +222,8 @@ func (e *Engine) markPodChanged(old, cur *podInfo, key string, addrChanged, port
 	c.dirty[key] = true
 	if addrChanged || old.zone != cur.zone {
 		e.patchZoneAddrs(old, cur)
-		for s := range c.zoneSets {
-			if c.sets[s].desc.kind != setZones {
-				c.staleSets[s] = true
-			}
-		}
-		// zone sets change at these addresses only (patchZoneSet)
+		// zone sets (c.zoneSets) change at these addresses only
+		// (patchZoneSet)
 		if old != nil {
 			c.zoneMoved = append(c.zoneMoved, old.ips...)
 		}
@@ -421,7 +420,7 @@ func (e *Engine) useSet(name string, d setDesc) *setState {
 		addTo(c.selUsers, sel, name)
 	}
 	switch d.kind {
-	case setZones:
+	case setZones, setZoneMode:
 		c.zoneSets[name] = true
 	case setNPNamed:
 		if d.rule.allPeers || !d.rule.selOnly() {
@@ -659,6 +658,8 @@ func (e *Engine) buildSet(s *setState) []netip.Prefix {
 		return e.memberList(e.dnsSel).prefixes
 	case setNodes:
 		return e.nodeSetPrefixes(d.nodeSel)
+	case setZoneMode:
+		return e.zoneModePrefixes(d.audit)
 	}
 	return nil
 }
@@ -937,7 +938,7 @@ func (e *Engine) flush() {
 		c.zoneMoved = slices.Compact(c.zoneMoved)
 		for name := range c.zoneSets {
 			s := c.sets[name]
-			if s.desc.kind != setZones || !s.built || c.staleSets[name] {
+			if !s.built || c.staleSets[name] {
 				continue // rebuilt below
 			}
 			e.stats.SetsPatched++
@@ -1477,35 +1478,68 @@ func (b *epBuilder) adminRules(egress bool) []ir.Rule {
 			}
 		}
 	}
-	// zone boundary
+	return append(rules, b.boundaryRules(lz)...)
+}
+
+// boundaryAnyID is the rule ID of the zone boundary in the chains of
+// unzoned endpoints, whose peers are the members of every zone of a mode.
+const boundaryAnyID = "ZoneBoundary"
+
+// boundaryRules returns the zone boundary of a chain of an endpoint in zone
+// lz (nil: unzoned). The rules depend only on lz, its mode, and whether any
+// zone exists; the members of the other zones come from the shared sets
+// of all Enforce and all Audit/Learn zones, so a zone that appears, goes
+// or changes mode patches those sets instead of every chain. The rule ID
+// names the endpoint's own zone (Evaluate's Decision.Rule names the
+// destination's zone when it is a real zone, see docs/policy-model.md).
+func (b *epBuilder) boundaryRules(lz *zoneInfo) []ir.Rule {
+	if len(b.e.zoneList) == 0 {
+		return nil
+	}
+	if lz == nil {
+		// an unzoned end: the flow's mode is the other end's zone's
+		return []ir.Rule{
+			{ID: boundaryAnyID, Peer: b.zoneMode(false), Action: ir.Deny},
+			{ID: boundaryAnyID, Peer: b.zoneMode(true), Action: ir.Audit},
+		}
+	}
+	id := "ZoneBoundary/" + lz.name
+	var rules []ir.Rule
+	act := ir.Deny
+	if lz.audit() {
+		// the strictest mode wins: Enforce zones still deny
+		rules = append(rules, ir.Rule{ID: id, Peer: b.zoneMode(false), Action: ir.Deny})
+		act = ir.Audit
+	}
+	pm := b.zones([]string{lz.name})
+	pm.Negate = true
+	return append(rules, ir.Rule{ID: id, Peer: pm, Action: act})
+}
+
+// zoneMode references the members of every zone in Audit or Learn mode
+// (audit), or of every zone in Enforce mode.
+func (b *epBuilder) zoneMode(audit bool) ir.PeerMatch {
+	return b.use(zoneModeSetName(audit), setDesc{kind: setZoneMode, audit: audit})
+}
+
+func zoneModeSetName(audit bool) string {
+	if audit {
+		return "ZoneMode/AuditOrLearn"
+	}
+	return "ZoneMode/Enforce"
+}
+
+// zoneModePrefixes returns the members of every zone in Audit or Learn
+// mode (audit), or of every zone in Enforce mode.
+func (e *Engine) zoneModePrefixes(audit bool) []netip.Prefix {
+	podRanges := e.allPodRanges()
+	var rs []ipRange
 	for _, z := range e.zoneList {
-		if z == lz {
-			continue
+		if z.audit() == audit {
+			rs = append(rs, e.zoneMembers(z.name, podRanges)...)
 		}
-		act := ir.Deny
-		if effectiveAudit(lz, z) {
-			act = ir.Audit
-		}
-		id := "ZoneBoundary/" + z.name
-		if !egress && lz != nil {
-			// same ID and action as the catch-all rule below: redundant
-			if (act == ir.Audit) == lz.audit() {
-				continue
-			}
-			id = "ZoneBoundary/" + lz.name
-		}
-		rules = append(rules, ir.Rule{ID: id, Peer: b.zones([]string{z.name}), Action: act})
 	}
-	if lz != nil {
-		act := ir.Deny
-		if lz.audit() {
-			act = ir.Audit
-		}
-		pm := b.zones([]string{lz.name})
-		pm.Negate = true
-		rules = append(rules, ir.Rule{ID: "ZoneBoundary/" + lz.name, Peer: pm, Action: act})
-	}
-	return rules
+	return toPrefixes(normalize(rs))
 }
 
 func (b *epBuilder) npRules(egress bool) ([]ir.Rule, bool) {

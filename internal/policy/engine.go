@@ -295,26 +295,44 @@ func (e *Engine) SetZone(z *v1alpha1.Zone) error {
 	}
 	old := e.zones[z.Name]
 	e.zones[z.Name] = zi
-	if old != nil && sameZoneShape(old, zi) {
-		e.zoneMembersChanged()
-	} else {
-		e.zonesChanged()
-	}
+	e.zoneChanged(old, zi)
 	return nil
 }
 
-// sameZoneShape reports whether two versions of a zone differ at most in
-// their members: then no chain changes shape, and only the endpoints that
-// change zone and the sets of zone members need recomputing.
-func sameZoneShape(a, b *zoneInfo) bool {
-	return a.name == b.name && a.created.Equal(b.created) && a.mode == b.mode && a.intraDeny == b.intraDeny && a.pods == b.pods
+// DeleteZone removes a Zone.
+func (e *Engine) DeleteZone(name string) {
+	old, ok := e.zones[name]
+	if !ok {
+		return
+	}
+	delete(e.zones, name)
+	e.zoneChanged(old, nil)
 }
 
-// zoneMembersChanged follows a change of one zone's selectors or
-// networks.
-func (e *Engine) zoneMembersChanged() {
+// zoneChanged follows a change of one zone from old to cur (either may be
+// nil). A chain's zone boundary depends only on its endpoint's own zone
+// (and that zone's mode) and on whether any zone exists: the members of
+// other zones are in the shared sets ZoneMode/Enforce and
+// ZoneMode/AuditOrLearn. So besides the zone sets, which are rebuilt, only
+// these recompile: the endpoints that change zone; the zone's members when
+// it appears, goes, or changes mode or intra-zone posture; the endpoints of
+// the zones that ZonePolicies pair with it when it appears or goes (their
+// rules name only existing zones), or, when it changes mode, the unzoned
+// endpoints and those of Audit/Learn zones that Deny ZonePolicies pair
+// with it (their rules split by the flow's effective mode, see
+// zpInfo.splitsByMode); and quarantined endpoints. The first zone to
+// appear or the last to go adds or removes the boundary rules of every
+// chain: then everything recompiles.
+func (e *Engine) zoneChanged(old, cur *zoneInfo) {
 	e.sortZones()
 	c := &e.c
+	if old == nil && len(e.zones) == 1 || cur == nil && len(e.zones) == 0 {
+		for _, p := range e.pods {
+			e.assignZone(p)
+		}
+		e.globalChanged()
+		return
+	}
 	bulk := c.all && c.allStale
 	for _, p := range e.pods {
 		was := *p
@@ -333,23 +351,45 @@ func (e *Engine) zoneMembersChanged() {
 	for _, q := range c.quarPods {
 		c.dirty[q.key] = true
 	}
-}
-
-// DeleteZone removes a Zone.
-func (e *Engine) DeleteZone(name string) {
-	if _, ok := e.zones[name]; !ok {
+	z := cur
+	if z == nil {
+		z = old
+	}
+	existence := old == nil || cur == nil
+	modeChanged := existence || old.audit() != cur.audit()
+	if modeChanged || old.intraDeny != cur.intraDeny {
+		for _, p := range e.pods {
+			if p.zone == z.name {
+				c.dirty[p.key] = true
+			}
+		}
+	}
+	if !modeChanged {
 		return
 	}
-	delete(e.zones, name)
-	e.zonesChanged()
-}
-
-func (e *Engine) zonesChanged() {
-	e.sortZones()
-	for _, p := range e.pods {
-		e.assignZone(p)
+	var names []string
+	for _, zp := range e.zpList {
+		if !existence && !zp.splitsByMode() {
+			continue
+		}
+		if slices.Contains(zp.from, z.name) || slices.Contains(zp.to, z.name) {
+			names = append(append(names, zp.from...), zp.to...)
+		}
 	}
-	e.globalChanged()
+	if len(names) == 0 {
+		return
+	}
+	for _, p := range e.pods {
+		if !slices.Contains(names, p.zoneName()) {
+			continue
+		}
+		if pz := e.zones[p.zone]; !existence && pz != nil && !pz.audit() {
+			// the flows of an endpoint in an Enforce zone are enforced
+			// whatever the peer zone's mode
+			continue
+		}
+		c.dirty[p.key] = true
+	}
 }
 
 // sortZones orders the zones by age and carves the networks that older
@@ -618,7 +658,10 @@ func (r ObjectRef) prefix() string {
 }
 
 // ObjectNodes returns the sorted nodes whose NodePolicy contains rules
-// derived from the object.
+// derived from the object. A Zone's are the nodes holding rules or sets
+// named after it and every node holding zone boundary rules: the boundary
+// of an endpoint outside the zone judges the zone's members through the
+// ZoneMode/* sets or a negated set of its own zone, without naming it.
 func (e *Engine) ObjectNodes(ref ObjectRef) []string {
 	e.flush()
 	var ids []string
@@ -640,6 +683,9 @@ func (e *Engine) ObjectNodes(ref ObjectRef) []string {
 			for _, t := range ch.Tiers {
 				for _, r := range t.Rules {
 					if strings.HasPrefix(r.ID+"/", pre) || slices.Contains(ids, r.ID) {
+						found = true
+					}
+					if ref.Kind == "Zone" && (r.ID == boundaryAnyID || strings.HasPrefix(r.ID, boundaryAnyID+"/")) {
 						found = true
 					}
 				}

@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	anpv1alpha1 "sigs.k8s.io/network-policy-api/apis/v1alpha1"
@@ -120,4 +122,178 @@ func endpointsCompiledBy(e *policy.Engine, change func()) int {
 		e.NodePolicy(n)
 	}
 	return statsDelta(before, e.Stats()).EndpointsCompiled
+}
+
+// TestIncrementalZoneWork: on the incCluster with zones webz (the 10 web
+// pods, age 1) and dbz (the 10 db pods, age 2), both Enforce, adding,
+// deleting or changing a zone recompiles only the endpoints whose chains
+// it changes; the other chains' zone boundaries name the shared
+// ZoneMode/* sets, whose members change instead (docs/policy-model.md
+// "Incremental updates"). After each change the node policies equal a
+// full build of the same objects.
+func TestIncrementalZoneWork(t *testing.T) {
+	webz := mkZone("webz", 1, map[string]string{"app": "web"}, map[string]string{})
+	dbz := mkZone("dbz", 2, map[string]string{"app": "db"}, map[string]string{})
+	with := func(z *v1alpha1.Zone, fn func(*v1alpha1.Zone)) *v1alpha1.Zone {
+		z = z.DeepCopy()
+		fn(z)
+		return z
+	}
+	otherz := mkZone("otherz", 3, map[string]string{"app": "other"}, map[string]string{corev1.LabelMetadataName: "n0"})
+	webzAudit := with(webz, func(z *v1alpha1.Zone) { z.Spec.Mode = v1alpha1.ZoneModeAudit })
+	dbzAudit := with(dbz, func(z *v1alpha1.Zone) { z.Spec.Mode = v1alpha1.ZoneModeAudit })
+	dbzDeny := with(dbz, func(z *v1alpha1.Zone) { z.Spec.IntraZone = v1alpha1.IntraZoneDeny })
+	nets := &v1alpha1.Zone{ObjectMeta: metav1.ObjectMeta{Name: "partners", CreationTimestamp: metav1.NewTime(time.Unix(1003, 0))}}
+	nets.Spec.Networks = []v1alpha1.ZoneNetwork{{CIDR: "192.0.2.0/24"}}
+	zp := func(name string, action v1alpha1.ZonePolicyAction) *v1alpha1.ZonePolicy {
+		p := &v1alpha1.ZonePolicy{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		p.Spec.From, p.Spec.To, p.Spec.Action = []string{"webz"}, []string{"dbz"}, action
+		return p
+	}
+	tests := []struct {
+		name   string
+		before []*v1alpha1.Zone       // the zones compiled first
+		zps    []*v1alpha1.ZonePolicy // ZonePolicies, before and after
+		change func(t *testing.T, e *policy.Engine)
+		after  []*v1alpha1.Zone // the zones once changed
+		// compiled is derived by hand from the cluster; see each case.
+		compiled int
+	}{
+		{
+			// n0's 5 other pods join otherz; the 20 webz and dbz
+			// members keep "Deny !Zones/<own zone>", and the 5 unzoned
+			// other pods of n1 keep their rules over ZoneMode/Enforce,
+			// which gains the 5 addresses (rather than all 30).
+			name:     "adding a zone recompiles only its members",
+			before:   []*v1alpha1.Zone{webz, dbz},
+			change:   setZone(otherz),
+			after:    []*v1alpha1.Zone{webz, dbz, otherz},
+			compiled: 5,
+		},
+		{
+			// the 10 web pods become unzoned; dbz remains, so this is
+			// not the last zone going and every chain keeps a zone
+			// boundary (rather than all 30)
+			name:     "deleting a zone recompiles only its former members",
+			before:   []*v1alpha1.Zone{webz, dbz},
+			change:   func(_ *testing.T, e *policy.Engine) { e.DeleteZone("webz") },
+			after:    []*v1alpha1.Zone{dbz},
+			compiled: 10,
+		},
+		{
+			// the 10 web pods' boundary becomes "Deny ZoneMode/Enforce,
+			// Audit !Zones/webz"; for every other chain the web pods
+			// move from ZoneMode/Enforce to ZoneMode/AuditOrLearn
+			// (rather than all 30)
+			name:     "changing a zone's mode recompiles only its members",
+			before:   []*v1alpha1.Zone{webz, dbz},
+			change:   setZone(webzAudit),
+			after:    []*v1alpha1.Zone{webzAudit, dbz},
+			compiled: 10,
+		},
+		{
+			// a network zone has no pod members, and no pod changes zone
+			name:     "adding a network zone recompiles no endpoint",
+			before:   []*v1alpha1.Zone{webz, dbz},
+			change:   setZone(nets),
+			after:    []*v1alpha1.Zone{webz, dbz, nets},
+			compiled: 0,
+		},
+		{
+			// the baseline tier of the 10 db pods gains the intra-zone Deny
+			name:     "changing a zone's intra-zone posture recompiles only its members",
+			before:   []*v1alpha1.Zone{webz, dbz},
+			change:   setZone(dbzDeny),
+			after:    []*v1alpha1.Zone{webz, dbzDeny},
+			compiled: 10,
+		},
+		{
+			// the 10 db pods, and the 10 web pods (Audit) whose egress
+			// Deny to dbz becomes an Audit
+			name:     "a mode change recompiles the Audit endpoints that a Deny ZonePolicy pairs with the zone",
+			before:   []*v1alpha1.Zone{webzAudit, dbz},
+			zps:      []*v1alpha1.ZonePolicy{zp("web-to-db", v1alpha1.ActionDeny)},
+			change:   setZone(dbzAudit),
+			after:    []*v1alpha1.Zone{webzAudit, dbzAudit},
+			compiled: 20,
+		},
+		{
+			// flows from webz (Enforce) are enforced whatever dbz's
+			// mode: the web pods' Deny stays; the db pods only
+			name:     "a mode change leaves the Enforce endpoints that a Deny ZonePolicy pairs with the zone",
+			before:   []*v1alpha1.Zone{webz, dbz},
+			zps:      []*v1alpha1.ZonePolicy{zp("web-to-db", v1alpha1.ActionDeny)},
+			change:   setZone(dbzAudit),
+			after:    []*v1alpha1.Zone{webz, dbzAudit},
+			compiled: 10,
+		},
+		{
+			// an Accept does not depend on modes: the db pods only
+			name:     "a mode change leaves the endpoints that only an Accept ZonePolicy pairs with the zone",
+			before:   []*v1alpha1.Zone{webzAudit, dbz},
+			zps:      []*v1alpha1.ZonePolicy{zp("web-to-db", v1alpha1.ActionAccept)},
+			change:   setZone(dbzAudit),
+			after:    []*v1alpha1.Zone{webzAudit, dbzAudit},
+			compiled: 10,
+		},
+		{
+			// the 10 db pods join, and the web pods' egress rule of
+			// web-to-db, which named no existing zone, now names dbz
+			name:     "adding a zone recompiles the endpoints that a ZonePolicy pairs with it",
+			before:   []*v1alpha1.Zone{webz},
+			zps:      []*v1alpha1.ZonePolicy{zp("web-to-db", v1alpha1.ActionAccept)},
+			change:   setZone(dbz),
+			after:    []*v1alpha1.Zone{webz, dbz},
+			compiled: 20,
+		},
+		{
+			// with no zone left, no chain has a zone boundary
+			name:     "deleting the last zone recompiles every endpoint",
+			before:   []*v1alpha1.Zone{webz},
+			change:   func(_ *testing.T, e *policy.Engine) { e.DeleteZone("webz") },
+			compiled: 30,
+		},
+		{
+			name:     "adding the first zone recompiles every endpoint",
+			change:   setZone(webz),
+			after:    []*v1alpha1.Zone{webz},
+			compiled: 30,
+		},
+	}
+	build := func(t *testing.T, zones []*v1alpha1.Zone, zps []*v1alpha1.ZonePolicy) *policy.Engine {
+		t.Helper()
+		e, _ := incCluster(t)
+		for _, z := range zones {
+			if err := e.SetZone(z); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, p := range zps {
+			if err := e.SetZonePolicy(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return e
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := build(t, tt.before, tt.zps)
+			if n := endpointsCompiledBy(e, func() { tt.change(t, e) }); n != tt.compiled {
+				t.Errorf("endpoints compiled: %d, want %d", n, tt.compiled)
+			}
+			full := build(t, tt.after, tt.zps)
+			if diff := cmp.Diff(allNodePolicies(t, full), allNodePolicies(t, e)); diff != "" {
+				t.Errorf("incremental differs from a full build (-full +incremental):\n%s", diff)
+			}
+		})
+	}
+}
+
+func setZone(z *v1alpha1.Zone) func(*testing.T, *policy.Engine) {
+	return func(t *testing.T, e *policy.Engine) {
+		t.Helper()
+		if err := e.SetZone(z); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

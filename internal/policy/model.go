@@ -440,6 +440,13 @@ type zpInfo struct {
 func (z *zpInfo) hasFrom(n string) bool { return slices.Contains(z.from, n) }
 func (z *zpInfo) hasTo(n string) bool   { return slices.Contains(z.to, n) }
 
+// splitsByMode reports whether the policy's rules depend on the modes of
+// the zones it names: a Deny that is not auditOnly becomes a Deny rule for
+// the peer zones whose flows are enforced and an Audit rule for the rest.
+func (z *zpInfo) splitsByMode() bool {
+	return z.action != v1alpha1.ActionAccept && z.action != v1alpha1.ActionPass && !z.auditOnly
+}
+
 type qPeer struct {
 	id    string
 	zone  string

@@ -592,6 +592,32 @@ func checkChanges(t *testing.T, g *gen, w *world, full, inc *policy.Engine, prev
 			moved.Spec.Pods.PodSelector = g.labelSelector()
 			steps = append(steps, step{"move members of zone " + z.Name, func(e *policy.Engine) { _ = e.SetZone(moved) }, w.with(func(c *world) { c.zones = slices.Clone(c.zones); c.zones[i] = moved })}, restore)
 		}
+		for _, ch := range []struct {
+			what string
+			fn   func(*v1alpha1.Zone)
+		}{
+			{"change the mode of", func(z *v1alpha1.Zone) {
+				if m := z.Spec.Mode; m == v1alpha1.ZoneModeAudit || m == v1alpha1.ZoneModeLearn {
+					z.Spec.Mode = v1alpha1.ZoneMode(g.pick("", "Enforce"))
+				} else {
+					z.Spec.Mode = v1alpha1.ZoneMode(g.pick("Audit", "Learn"))
+				}
+			}},
+			{"toggle the intra-zone posture of", func(z *v1alpha1.Zone) {
+				if z.Spec.IntraZone == v1alpha1.IntraZoneDeny {
+					z.Spec.IntraZone = ""
+				} else {
+					z.Spec.IntraZone = v1alpha1.IntraZoneDeny
+				}
+			}},
+			{"change the age of", func(z *v1alpha1.Zone) {
+				z.CreationTimestamp = metav1.NewTime(time.Unix(int64(1000+g.n(3)), 0))
+			}},
+		} {
+			changed := z.DeepCopy()
+			ch.fn(changed)
+			steps = append(steps, step{ch.what + " zone " + z.Name, func(e *policy.Engine) { _ = e.SetZone(changed) }, w.with(func(c *world) { c.zones = slices.Clone(c.zones); c.zones[i] = changed })}, restore)
+		}
 	}
 	for i, z := range w.zps {
 		steps = append(steps, step{"delete zone policy " + z.Name, func(e *policy.Engine) { e.DeleteZonePolicy(z.Name) }, w.with(func(c *world) { c.zps = slices.Delete(slices.Clone(c.zps), i, i+1) })}, restore)

@@ -300,6 +300,14 @@ func TestObjectNodes(t *testing.T) {
 	if got := e.ObjectNodes(policy.ObjectRef{Kind: "NetworkPolicy", Namespace: "n2", Name: "none"}); len(got) != 0 {
 		t.Errorf("unknown policy on %v", got)
 	}
+	// a zone whose only member is on node-9: the unzoned endpoints of
+	// nodes 0..3 judge it by the ZoneMode/* sets in their boundary rules
+	if err := e.SetZone(mkZone("soloz", 1, nil, map[string]string{corev1.LabelMetadataName: "n2"})); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"node-0", "node-1", "node-2", "node-3", "node-9"}, e.ObjectNodes(policy.ObjectRef{Kind: "Zone", Name: "soloz"})); diff != "" {
+		t.Errorf("zone soloz (-want +got):\n%s", diff)
+	}
 }
 
 func TestInvalidSelectorIsRejectedAfterAValidLookalike(t *testing.T) {

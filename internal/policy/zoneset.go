@@ -5,12 +5,27 @@ import (
 	"slices"
 )
 
-// Zone sets (setZones) hold the members of a list of zones as the minimal
-// prefixes of their address ranges. A pod that changes zone, or whose
-// addresses change, changes the membership of its own addresses only, so
-// instead of rebuilding such a set from every pod, patchZoneSet rewrites
-// the few ranges around those addresses. A change of a zone's selectors
-// or networks still rebuilds the set (buildSet), through staleSets.
+// Zone sets (setZones, and setZoneMode: the members of every zone of a
+// mode) hold the members of zones as the minimal prefixes of their address
+// ranges. A pod that changes zone, or whose addresses change, changes the
+// membership of its own addresses only, so instead of rebuilding such a
+// set from every pod, patchZoneSet rewrites the few ranges around those
+// addresses. A change of a zone (selectors, networks, mode, existence)
+// still rebuilds the set (buildSet), through staleSets.
+
+// inZoneSet reports whether address a is in a zone set with description
+// d, as buildSet computes it.
+func (e *Engine) inZoneSet(d *setDesc, a netip.Addr) bool {
+	if d.kind == setZoneMode {
+		for _, z := range e.zoneList {
+			if z.audit() == d.audit && e.zoneHas(z.name, a) {
+				return true
+			}
+		}
+		return false
+	}
+	return e.zoneSetHas(d.names, a)
+}
 
 // zoneSetHas reports whether address a is in the zone set of names, as
 // buildSet computes it.
@@ -124,7 +139,7 @@ func (e *Engine) patchZoneSet(s *setState, moved []netip.Addr) []netip.Prefix {
 		x := prefixRange(hostPrefix(a))
 		i := search(x)
 		have := i < len(ps) && !rangeAfter(at(i), x)
-		if want := e.zoneSetHas(s.desc.names, a); want != have {
+		if want := e.inZoneSet(&s.desc, a); want != have {
 			changes = append(changes, zoneChange{at: x, add: want})
 		}
 	}

@@ -19,7 +19,7 @@ func zoneSets(e *policy.Engine) map[string][]string {
 	out := map[string][]string{}
 	for _, n := range e.Nodes() {
 		for _, s := range e.NodePolicy(n).Sets {
-			if !strings.HasPrefix(s.Name, "Zones/") {
+			if !strings.HasPrefix(s.Name, "Zones/") && !strings.HasPrefix(s.Name, "ZoneMode/") {
 				continue
 			}
 			var ps []string
@@ -37,8 +37,9 @@ func zoneSets(e *policy.Engine) map[string][]string {
 // address, leave and come back, one at a time and in bursts; after every
 // step the zone sets, patched at the moved addresses, equal those of an
 // engine built from scratch with the same objects. The zones are pod
-// zones, a network zone overlapping the pod addresses, "unzoned" and
-// "world" (a negated complement set).
+// zones (one of them in Audit mode), a network zone overlapping the pod
+// addresses, "unzoned", "world" (a negated complement set) and the
+// ZoneMode/* sets of the zone boundary.
 func TestZoneSetsFollowPodMoves(t *testing.T) {
 	r := rand.New(rand.NewSource(3))
 	tiers := []string{"a", "b", "c", "none"}
@@ -57,6 +58,7 @@ func TestZoneSetsFollowPodMoves(t *testing.T) {
 	for i, tier := range tiers[:3] {
 		zones = append(zones, mkZone("z"+tier, i, map[string]string{"tier": tier}, map[string]string{"env": "prod"}))
 	}
+	zones[1].Spec.Mode = v1alpha1.ZoneModeAudit // ZoneMode/AuditOrLearn holds zb
 	net := &v1alpha1.Zone{ObjectMeta: metav1.ObjectMeta{Name: "lan", CreationTimestamp: metav1.Unix(900, 0)}}
 	net.Spec.Networks = []v1alpha1.ZoneNetwork{{CIDR: "10.0.1.0/26"}, {CIDR: "fd00::/120"}}
 	zones = append(zones, net)
@@ -161,6 +163,11 @@ func TestZoneSetsFollowPodMoves(t *testing.T) {
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Fatalf("step %d: zone sets differ from a full build (-full +incremental):\n%s", step, diff)
+		}
+	}
+	for _, name := range []string{"ZoneMode/Enforce", "ZoneMode/AuditOrLearn"} {
+		if len(zoneSets(inc)["n0 "+name]) == 0 {
+			t.Fatalf("node n0 has no members in %s", name)
 		}
 	}
 	if inc.Stats().SetsPatched == 0 {
