@@ -59,7 +59,10 @@ func TestUninstallFlagRemovesOnlyTheBackendsState(t *testing.T) {
 				be, err = ebpf.New(ebpf.Options{NetNSPath: topo.NodePath})
 				if be != nil {
 					pinDir = be.PinDir()
-					t.Cleanup(func() { _ = os.RemoveAll(pinDir) })
+					t.Cleanup(func() {
+						_ = os.RemoveAll(pinDir)
+						_ = os.Remove(filepath.Dir(pinDir)) // the shared root, when empty
+					})
 				}
 				dp = be
 			} else {

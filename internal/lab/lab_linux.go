@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -397,6 +398,12 @@ func removePins(lab string) error {
 		}
 	}
 	walk(BPFRoot, 1)
+	// The agents' shared pin root goes with its last pin directory, as
+	// the backend's Uninstall does; a root still in use is not empty.
+	root := filepath.Join(BPFRoot, "bulkhead")
+	if err := os.Remove(root); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+		errs = append(errs, fmt.Errorf("removing pin root %s: %w", root, err))
+	}
 	return errors.Join(errs...)
 }
 
