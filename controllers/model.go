@@ -364,7 +364,7 @@ func refsOf(np *ir.NodePolicy) map[policy.ObjectRef]struct{} {
 					if ref, ok := refOfRuleID(r.ID); ok {
 						out[ref] = struct{}{}
 					}
-					if isBoundaryRuleID(r.ID) {
+					if policy.IsBoundaryRuleID(r.ID) {
 						out[boundaryRef] = struct{}{}
 					}
 				}
@@ -377,13 +377,6 @@ func refsOf(np *ir.NodePolicy) map[policy.ObjectRef]struct{} {
 		}
 	}
 	return out
-}
-
-// isBoundaryRuleID reports whether id is a zone boundary rule's:
-// "ZoneBoundary" (an endpoint outside every zone) or "ZoneBoundary/<zone>".
-func isBoundaryRuleID(id string) bool {
-	rest, ok := strings.CutPrefix(id, "ZoneBoundary")
-	return ok && (rest == "" || rest[0] == '/')
 }
 
 // refOfRuleID parses a rule ID without allocating: it runs for every

@@ -42,21 +42,6 @@ func TestRefOfRuleID(t *testing.T) {
 	}
 }
 
-func TestIsBoundaryRuleID(t *testing.T) {
-	for id, want := range map[string]bool{
-		"ZoneBoundary":       true,
-		"ZoneBoundary/pci":   true,
-		"ZoneBaseline/pci":   false,
-		"ZoneBoundaryX":      false,
-		"ZonePolicy/a-to-b":  false,
-		"NetworkPolicy/a/b/": false,
-	} {
-		if got := isBoundaryRuleID(id); got != want {
-			t.Errorf("isBoundaryRuleID(%q) = %v, want %v", id, got, want)
-		}
-	}
-}
-
 // TestChangedPodsNodeIsPublishedFirst checks that a publish compiles and
 // sends the node of a changed pod before the nodes that only see its
 // address move between sets.

@@ -305,7 +305,6 @@ type cachedEndpoint struct {
 	setVer  map[string]*cachedSet
 	tiers   []*tierState
 	names   [4]string // egress4, ingress4, egress6, ingress6 chain names
-	open    bool      // some direction uses chainOpen
 	chains  []*chainSpec
 	maps    []*mapSpec
 	ruleIDs map[uint32]string
@@ -375,11 +374,10 @@ func (c *compileCache) endpoint(ep *ir.Endpoint, has4, has6 bool, o compileOptio
 				if v6 {
 					i += 2
 				}
-				ce.names[i] = chainOpen
-				if !ce.open {
-					ce.open = true
+				if !slices.Contains(ce.names[:], chainOpen) {
 					ce.chains = append(ce.chains, openChain())
 				}
+				ce.names[i] = chainOpen
 				// Tiers whose maps are empty still watch their sets:
 				// a set that fills compiles the endpoint again.
 				ce.tiers = append(ce.tiers, tiers...)
@@ -936,8 +934,9 @@ func ruleVerdict(r *ir.Rule, d ir.Direction, o compileOptions, ids map[uint32]st
 		return verdict{kind: expr.VerdictAccept}, nil
 	case ir.Deny:
 		if o.logOn {
-			// No action chain: the cells go to the tier's drop-log
-			// maps (see logDropMaps), a catch-all logs in its rule.
+			// No action chain: the cells go to the run's drop-log
+			// maps (see tierState.target), a catch-all logs in its
+			// rule.
 			return verdict{kind: expr.VerdictDrop, chain: actionChainName('D', d, num)}, nil
 		}
 		return verdict{kind: expr.VerdictDrop}, nil

@@ -4,6 +4,7 @@ package nftables
 
 import (
 	"container/heap"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
@@ -267,9 +268,11 @@ func (ts *tierState) newSet(n string, v verdict, main bool) *mapSpec {
 	if main {
 		kind = mapAddrProtoPort
 	}
-	m := &mapSpec{name: n, v6: ts.v6, kind: kind, set: true, gotoChain: v.chain, elems: map[string]mapElem{}}
+	m := &mapSpec{name: n, v6: ts.v6, kind: kind, elems: map[string]mapElem{}}
 	if v.logged() {
-		m.set, m.gotoChain, m.logDrop = false, "", "bh "+v.chain[5:7]
+		m.logDrop = dropLogPrefix(v)
+	} else {
+		m.set, m.gotoChain = true, v.chain
 	}
 	ts.sets[n] = m
 	return m
@@ -279,6 +282,16 @@ func (ts *tierState) newSet(n string, v verdict, main bool) *mapSpec {
 // its rule's action chain would have (rule-D<dir>-<number>), which drop-log
 // maps and catch-all rules carry out without the chain.
 func (v verdict) logged() bool { return v.kind == expr.VerdictDrop && v.chain != "" }
+
+// dropLogPrefix returns the log prefix of the drop-log map of logged
+// drop v: "bh D<dir>", the number going in the packet mark.
+func dropLogPrefix(v verdict) string { return "bh " + v.chain[len("rule-"):len("rule-DI")] }
+
+// loggedDrop returns the logged-drop verdict of rule number num in the
+// drop-log map whose log prefix is prefix (dropLogPrefix inverted).
+func loggedDrop(prefix string, num uint32) verdict {
+	return verdict{kind: expr.VerdictDrop, chain: fmt.Sprintf("rule-%s-%08x", prefix[len("bh "):], num)}
+}
 
 // ruleNumberOf returns the rule number in the name of an action chain.
 func ruleNumberOf(chain string) uint32 {
@@ -444,7 +457,7 @@ func (v verdict) final() bool {
 	switch v.kind {
 	case expr.VerdictAccept, expr.VerdictDrop:
 		return true
-	case expr.VerdictJump, expr.VerdictGoto:
+	case expr.VerdictJump:
 		return !strings.HasPrefix(v.chain, "rule-A")
 	}
 	return false
@@ -618,19 +631,12 @@ func (d *decided) cells() *resolution {
 			// decided there alone, so that it is audited once.
 			continue
 		}
-		keep := cs
-		for _, c := range cs {
-			if c.v.kind == expr.VerdictReturn {
-				keep = nil
-				for _, c := range cs {
-					if c.v.kind != expr.VerdictReturn {
-						keep = append(keep, c)
-					}
-				}
-				break
-			}
+		isPass := func(c portCell) bool { return c.v.kind == expr.VerdictReturn }
+		if slices.ContainsFunc(cs, isPass) {
+			// a copy: cs may be shared between protocols
+			cs = slices.DeleteFunc(slices.Clone(cs), isPass)
 		}
-		main[p] = keep
+		main[p] = cs
 	}
 	// Main map: merge runs of protocols with equal port cells.
 	equal := func(a, b []portCell) bool {

@@ -140,7 +140,7 @@ func (b *Backend) verifyLocked(st *state) error {
 			if m.logDrop != "" {
 				v = verdict{}
 				if len(e.Val) == 4 {
-					v = verdict{kind: expr.VerdictDrop, chain: fmt.Sprintf("rule-D%c-%08x", m.logDrop[4], binaryutil.BigEndian.Uint32(e.Val))}
+					v = loggedDrop(m.logDrop, binaryutil.BigEndian.Uint32(e.Val))
 				}
 			}
 			got[elemID(mapElem{key: e.Key, keyEnd: e.KeyEnd})] = v

@@ -1485,6 +1485,13 @@ func (b *epBuilder) adminRules(egress bool) []ir.Rule {
 // unzoned endpoints, whose peers are the members of every zone of a mode.
 const boundaryAnyID = "ZoneBoundary"
 
+// IsBoundaryRuleID reports whether id is a zone boundary rule's:
+// "ZoneBoundary" (an endpoint outside every zone) or "ZoneBoundary/<zone>".
+func IsBoundaryRuleID(id string) bool {
+	rest, ok := strings.CutPrefix(id, boundaryAnyID)
+	return ok && (rest == "" || rest[0] == '/')
+}
+
 // boundaryRules returns the zone boundary of a chain of an endpoint in zone
 // lz (nil: unzoned). The rules depend only on lz, its mode, and whether any
 // zone exists; the members of the other zones come from the shared sets

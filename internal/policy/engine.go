@@ -685,7 +685,7 @@ func (e *Engine) ObjectNodes(ref ObjectRef) []string {
 					if strings.HasPrefix(r.ID+"/", pre) || slices.Contains(ids, r.ID) {
 						found = true
 					}
-					if ref.Kind == "Zone" && (r.ID == boundaryAnyID || strings.HasPrefix(r.ID, boundaryAnyID+"/")) {
+					if ref.Kind == "Zone" && IsBoundaryRuleID(r.ID) {
 						found = true
 					}
 				}

@@ -325,3 +325,18 @@ func TestInvalidSelectorIsRejectedAfterAValidLookalike(t *testing.T) {
 		t.Error("invalid label value accepted")
 	}
 }
+
+func TestIsBoundaryRuleID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"ZoneBoundary":       true,
+		"ZoneBoundary/pci":   true,
+		"ZoneBaseline/pci":   false,
+		"ZoneBoundaryX":      false,
+		"ZonePolicy/a-to-b":  false,
+		"NetworkPolicy/a/b/": false,
+	} {
+		if got := policy.IsBoundaryRuleID(id); got != want {
+			t.Errorf("IsBoundaryRuleID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}
