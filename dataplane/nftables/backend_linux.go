@@ -421,10 +421,10 @@ func (x *txn) setOf(m *mapSpec) *nftables.Set {
 	switch m.kind {
 	case mapAddrProtoPort:
 		s.KeyType = nftables.MustConcatSetType(at, nftables.TypeInetProto, nftables.TypeInetService)
-		s.Interval, s.Concatenation = true, true
+		s.Interval, s.Concatenation = !m.exact, true
 	case mapAddrProto:
 		s.KeyType = nftables.MustConcatSetType(at, nftables.TypeInetProto)
-		s.Interval, s.Concatenation = true, true
+		s.Interval, s.Concatenation = !m.exact, true
 	}
 	return s
 }

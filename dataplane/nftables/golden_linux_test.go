@@ -20,7 +20,8 @@ var update = flag.Bool("update", false, "rewrite golden files")
 
 // referencePolicy exercises every rule kind: selector sets, a CIDR with an
 // except, port ranges, a named port resolved to a number, TCP, UDP and
-// SCTP, every action, a negated peer, IPv4 and IPv6, and quarantine.
+// SCTP, every action, a negated peer, IPv4 and IPv6, quarantine, and
+// every kind of tier map: interval maps, exact twins and address maps.
 func referencePolicy() *ir.NodePolicy {
 	p := netip.MustParsePrefix
 	a := netip.MustParseAddr
@@ -58,6 +59,18 @@ func referencePolicy() *ir.NodePolicy {
 					dptest.Rule("Quarantine/ns/incident-1", "", false, ir.Deny))}},
 				Egress: ir.Chain{Tiers: []ir.Tier{dptest.Tier(ir.TierQuarantine,
 					dptest.Rule("Quarantine/ns/incident-1", "", false, ir.Deny))}},
+			},
+			{
+				// pod peers on one port, and on every port: single
+				// keys in hash maps (the exact twin, the address map)
+				Name: "ns/web-0",
+				IPs:  []netip.Addr{a("10.244.0.11"), a("fd00:10:244::11")},
+				Ingress: ir.Chain{Tiers: []ir.Tier{
+					dptest.Tier(ir.TierNetworkPolicy,
+						dptest.Rule("NetworkPolicy/ns/web/ingress/0", "ns/web:app=web", false, ir.Accept, tcp(8080, 8080)),
+						dptest.Rule("NetworkPolicy/ns/web/ingress/1", "ns/db:app=db", false, ir.Accept)),
+					dptest.Tier(ir.TierBaseline, dptest.Rule("Zone/web/baseline", "", false, ir.Deny)),
+				}},
 			},
 		},
 	}

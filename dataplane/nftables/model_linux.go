@@ -71,7 +71,8 @@ type verdict struct {
 }
 
 // mapElem is one verdict map element. keyEnd is set for the ranges of a
-// concatenated interval map (the inclusive end of every field).
+// concatenated interval map (the inclusive end of every field); an
+// element of an exact map (mapSpec.exact, or a mapAddr map) has none.
 type mapElem struct {
 	key, keyEnd []byte
 	v           verdict
@@ -81,7 +82,8 @@ type mapElem struct {
 type mapKind uint8
 
 const (
-	// mapAddr: exact address -> verdict (the dispatch maps).
+	// mapAddr: exact address -> verdict (the dispatch maps, and a run's
+	// address map).
 	mapAddr mapKind = iota
 	// mapAddrProtoPort: address . l4proto . dport ranges -> verdict.
 	mapAddrProtoPort
@@ -94,16 +96,21 @@ type mapSpec struct {
 	name string
 	v6   bool
 	kind mapKind
-	// set: a set without data, whose matching rule goes to gotoChain
-	// (a tier's goto set); its elements carry no verdict.
-	set       bool
-	gotoChain string
+	// set: a set without data, whose matching rule has the verdict
+	// hit (a tier's accept, drop and goto sets); its elements carry no
+	// verdict.
+	set bool
+	hit verdict
 	// logDrop, when set, makes the map a data map of rule numbers (a
 	// tier's drop-log map): its lookup rule sets the packet mark to the
 	// number found, logs with this prefix and drops. Its elements carry
 	// the logged-drop verdict of their rule.
 	logDrop string
-	elems   map[string]mapElem
+	// exact: a hash map of single keys instead of an interval map of
+	// ranges (a run's exact twins, see exactMax). mapAddr maps are
+	// always exact.
+	exact bool
+	elems map[string]mapElem
 }
 
 func elemID(e mapElem) string { return string(e.key) + "|" + string(e.keyEnd) }
@@ -852,9 +859,9 @@ func hasAudit(t ir.Tier) bool {
 }
 
 // lookupRule is the one rule of a tier chain that consults map m: the
-// peer address (the source for ingress), the layer 4 protocol and, for
-// mapAddrProtoPort, the transport destination port, concatenated in
-// registers 1.. (each field padded to 4 bytes).
+// peer address (the source for ingress) and, but for a mapAddr map, the
+// layer 4 protocol and, for mapAddrProtoPort, the transport destination
+// port, concatenated in registers 1.. (each field padded to 4 bytes).
 func lookupRule(m *mapSpec, src bool, o compileOptions) ruleSpec {
 	r1, r2 := uint32(9), uint32(10) // 32-bit registers after a 4-byte address
 	if m.v6 {
@@ -862,8 +869,12 @@ func lookupRule(m *mapSpec, src bool, o compileOptions) ruleSpec {
 		// register 2, which is how the kernel lists it
 		r1, r2 = 2, 13
 	}
-	ex := []expr.Any{addrLoad(m.v6, src), &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: r1}}
-	key := "peer . l4proto"
+	ex := []expr.Any{addrLoad(m.v6, src)}
+	key := "peer"
+	if m.kind != mapAddr {
+		ex = append(ex, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: r1})
+		key += " . l4proto"
+	}
 	if m.kind == mapAddrProtoPort {
 		ex = append(ex, &expr.Payload{DestRegister: r2, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
 		key += " . dport"
@@ -877,8 +888,8 @@ func lookupRule(m *mapSpec, src bool, o compileOptions) ruleSpec {
 		return ruleSpec{key: fmt.Sprintf("%s src=%v mark map %s log %q drop", key, src, m.name, m.logDrop), exprs: ex, lookup: m}
 	}
 	if m.set {
-		ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: m.name}, &expr.Verdict{Kind: expr.VerdictJump, Chain: m.gotoChain})
-		return ruleSpec{key: fmt.Sprintf("%s src=%v @%s jump %s", key, src, m.name, m.gotoChain), exprs: ex, lookup: m}
+		ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: m.name}, &expr.Verdict{Kind: m.hit.kind, Chain: m.hit.chain})
+		return ruleSpec{key: fmt.Sprintf("%s src=%v @%s verdict %d %s", key, src, m.name, m.hit.kind, m.hit.chain), exprs: ex, lookup: m}
 	}
 	ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: m.name, IsDestRegSet: true, DestRegister: 0})
 	return ruleSpec{key: fmt.Sprintf("%s src=%v vmap %s", key, src, m.name), exprs: ex, lookup: m}

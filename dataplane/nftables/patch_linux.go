@@ -40,8 +40,6 @@ type tierPatch struct {
 
 type specPatch struct {
 	name       string
-	main       bool   // of the main map's key layout
-	chain      string // for a new goto set: its action chain
 	adds, dels []mapElem
 }
 
@@ -121,19 +119,16 @@ func (ts *tierState) patch(sets, old map[string]*cachedSet) (*tierPatch, bool) {
 	}
 	p := &tierPatch{ts: ts, pieces: make([]piece, 0, len(ts.pieces)+2*len(cr))}
 	type change struct {
-		spec  *mapSpec
-		main  bool
-		chain string
-		dels  map[string]mapElem
-		news  []mapElem
+		spec *mapSpec
+		dels map[string]mapElem
+		news []mapElem
 	}
 	changes := map[string]*change{}
-	at := func(e mapElem, main bool) (*change, mapElem) {
-		chain := e.v.chain
-		n, m, e := ts.target(e, main)
+	at := func(e mapElem, kind mapKind) (*change, mapElem) {
+		n, m, e := ts.target(e, kind)
 		c := changes[n]
 		if c == nil {
-			c = &change{spec: m, main: main, chain: chain, dels: map[string]mapElem{}}
+			c = &change{spec: m, dels: map[string]mapElem{}}
 			changes[n] = c
 		}
 		return c, e
@@ -142,15 +137,11 @@ func (ts *tierState) patch(sets, old map[string]*cachedSet) (*tierPatch, bool) {
 	for _, w := range merged {
 		p.pieces = append(p.pieces, ts.pieces[prev:w.i]...)
 		for _, op := range ts.pieces[w.i : w.j+1] {
-			pieceElems(op,
-				func(e mapElem) { c, e := at(e, true); c.dels[elemID(e)] = e },
-				func(e mapElem) { c, e := at(e, false); c.dels[elemID(e)] = e })
+			pieceElems(op, func(e mapElem, kind mapKind) { c, e := at(e, kind); c.dels[elemID(e)] = e })
 		}
 		np := ts.piecesIn(sets, ts.pieces[w.i].lo, ts.pieces[w.j].hi)
 		for _, q := range np {
-			pieceElems(q,
-				func(e mapElem) { c, e := at(e, true); c.news = append(c.news, e) },
-				func(e mapElem) { c, e := at(e, false); c.news = append(c.news, e) })
+			pieceElems(q, func(e mapElem, kind mapKind) { c, e := at(e, kind); c.news = append(c.news, e) })
 		}
 		p.pieces = append(p.pieces, np...)
 		prev = w.j + 1
@@ -158,7 +149,7 @@ func (ts *tierState) patch(sets, old map[string]*cachedSet) (*tierPatch, bool) {
 	p.pieces = append(p.pieces, ts.pieces[prev:]...)
 	for _, n := range sortedKeys(changes) {
 		c := changes[n]
-		sp := specPatch{name: n, main: c.main, chain: c.chain}
+		sp := specPatch{name: n}
 		for _, e := range c.news {
 			id := elemID(e)
 			if d, had := c.dels[id]; had && d.v == e.v {
@@ -195,13 +186,7 @@ func (ts *tierState) patch(sets, old map[string]*cachedSet) (*tierPatch, bool) {
 func (p *tierPatch) apply(patches map[string]*elemPatch) {
 	p.ts.pieces = p.pieces
 	for _, sp := range p.specs {
-		m := p.ts.main
-		if !sp.main {
-			m = p.ts.other
-		}
-		if sp.name != m.name {
-			m = p.ts.sets[sp.name] // exists: patch refuses to fill a set
-		}
+		m := p.ts.spec(sp.name) // exists: patch refuses to fill an empty map
 		for _, e := range sp.dels {
 			delete(m.elems, elemID(e))
 		}

@@ -23,9 +23,14 @@ import (
 func largePolicy(n int) *ir.NodePolicy {
 	np := &ir.NodePolicy{Node: "node-1"}
 	for i := 0; i < 8; i++ {
+		// 40 scattered pod addresses (single keys in the tier maps'
+		// exact twins) and a block of 30 (a range in the interval maps).
 		var ps []netip.Prefix
-		for j := 0; j < 50; j++ {
-			ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(10 + i), byte(j + 1)}), 32))
+		for j := 0; j < 40; j++ {
+			ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(10 + i), byte(j*3 + 1)}), 32))
+		}
+		for j := 0; j < 30; j++ {
+			ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(10 + i), byte(200 + j)}), 32))
 		}
 		np.Sets = append(np.Sets, dptest.Set(fmt.Sprintf("sel-%02d", i), ps...))
 	}
@@ -134,17 +139,28 @@ func TestSmallChangesAreDeltasThatEqualARebuild(t *testing.T) {
 		{"one set gains an address", func(np *ir.NodePolicy) {
 			s := &np.Sets[3]
 			s.Prefixes = append(s.Prefixes, netip.MustParsePrefix("10.244.200.1/32"))
-			// Each of the ~38 tier maps naming the set gains one element.
+			// Each of the ~38 exact tier maps naming the set gains
+			// one element.
 		}, 40},
 		{"one set loses an address", func(np *ir.NodePolicy) {
 			s := &np.Sets[2]
 			s.Prefixes = s.Prefixes[1:]
-			// The set's one range shrinks: in each of the ~38 tier maps
-			// naming it, one element is replaced (a delete and an add).
+			// In each of the ~38 exact tier maps naming the set, one
+			// element goes.
+		}, 40},
+		{"one set's block of addresses grows", func(np *ir.NodePolicy) {
+			s := &np.Sets[1]
+			s.Prefixes = append(s.Prefixes, netip.MustParsePrefix("10.244.11.230/32"))
+			// The block's range grows: in each of the ~38 interval
+			// tier maps naming the set, one element is replaced (a
+			// delete and an add).
 		}, 80},
 		{"one endpoint's rule changes port", func(np *ir.NodePolicy) {
 			np.Endpoints[17].Ingress.Tiers[0].Rules[0].Ports[0] = ir.PortRange{Protocol: ir.UDP, From: 53, To: 53}
-		}, 12},
+			// Every element of the endpoint's IPv4 tier maps is
+			// replaced: 40 single keys and one range, deleted and
+			// added.
+		}, 84},
 		{"one endpoint is quarantined", func(np *ir.NodePolicy) {
 			ep := &np.Endpoints[42]
 			ep.Quarantined = true
@@ -261,7 +277,7 @@ func TestResyncRepairsDrift(t *testing.T) {
 			nft(t, ns, "replace", "rule", "inet", "bulkhead", c, "handle", m[2][1], "tcp", "dport", "5432", "accept", "comment", `"NetworkPolicy/ns/db/ingress/0"`)
 		}},
 		{"an element added to a tier map", func(t *testing.T, ns string) {
-			nft(t, ns, "add", "element", "inet", "bulkhead", "ep-"+hashName("ns/db-0")+"-i4-admin-m", "{ 10.244.0.66 . tcp . 80 : accept }")
+			nft(t, ns, "add", "element", "inet", "bulkhead", "ep-"+hashName("ns/db-0")+"-i4-admin-m", "{ 10.244.0.66 . tcp . 80 }")
 		}},
 		{"a deleted map element", func(t *testing.T, ns string) {
 			nft(t, ns, "delete", "element", "inet", "bulkhead", "ingress4", "{ 10.244.0.9 }")
@@ -377,63 +393,74 @@ func TestLargeSetsKeepEveryElement(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend(t, ns, Options{})
 	np := &ir.NodePolicy{Node: "n"}
-	var ps []netip.Prefix
-	// 24,000 non-adjacent IPv4 hosts and 6,000 IPv6 hosts, accepted on
-	// every protocol and port: one element per host in each of the
-	// tier's two maps, 48,000 and 12,000 elements.
+	// "hosts": 24,000 non-adjacent IPv4 hosts and 6,000 IPv6 hosts,
+	// accepted on every protocol and port: one element per host in the
+	// tier's address map (a hash map). "blocks": 24,000 non-adjacent
+	// IPv4 /27s, too wide for the exact maps: one range per block in each
+	// of the tier's interval maps (address . proto . port, and the
+	// fallback address . proto).
+	var hosts, blocks []netip.Prefix
 	for i := 0; i < 24000; i++ {
-		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 14), byte(i >> 6), byte(i<<2) + 1}), 32))
+		hosts = append(hosts, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 14), byte(i >> 6), byte(i<<2) + 1}), 32))
+		blocks = append(blocks, netip.PrefixFrom(netip.AddrFrom4([4]byte{11, byte(i >> 10), byte(i >> 2), byte(i << 6)}), 27))
 	}
 	for i := 0; i < 6000; i++ {
-		ps = append(ps, netip.PrefixFrom(netip.MustParseAddr(fmt.Sprintf("fd00:10:244::%x:1", i)), 128))
+		hosts = append(hosts, netip.PrefixFrom(netip.MustParseAddr(fmt.Sprintf("fd00:10:244::%x:1", i)), 128))
 	}
-	np.Sets = []ir.AddressSet{dptest.Set("big", ps...)}
+	np.Sets = []ir.AddressSet{dptest.Set("blocks", blocks...), dptest.Set("hosts", hosts...)}
 	np.Endpoints = []ir.Endpoint{{
 		Name: "ns/p", IPs: []netip.Addr{netip.MustParseAddr("10.244.0.2"), netip.MustParseAddr("fd00:10:244::2")},
-		Ingress: ir.Chain{Tiers: []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("ZonePolicy/big", "big", false, ir.Accept))}},
+		Ingress: ir.Chain{Tiers: []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("ZonePolicy/hosts", "hosts", false, ir.Accept))}},
+	}, {
+		Name: "ns/q", IPs: []netip.Addr{netip.MustParseAddr("10.244.0.3")},
+		Ingress: ir.Chain{Tiers: []ir.Tier{dptest.Tier(ir.TierAdmin, dptest.Rule("ZonePolicy/blocks", "blocks", false, ir.Accept))}},
 	}}
 	if err := b.Sync(ctx, np); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
 	t.Logf("rebuild with %d operations took %v", b.Stats().LastOps, b.Stats().LastDuration)
-	count := func() (int, int) {
-		c, err := nftables.New(nftables.WithNetNSFd(int(b.ns)))
+	c, err := nftables.New(nftables.WithNetNSFd(int(b.ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(ep string, v6 bool, suffix string) int {
+		t.Helper()
+		n := endpointChainName(ep, ir.Ingress, v6) + "-admin" + suffix
+		s, err := c.GetSetByName(b.table, n)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("reading map %s: %v", n, err)
 		}
-		var n [2]int
-		for i, v6 := range []bool{false, true} {
-			// The admin tier's two maps: address . proto . port, and
-			// the fallback address . proto.
-			for _, m := range []string{"-m", "-o"} {
-				s, err := c.GetSetByName(b.table, endpointChainName("ns/p", ir.Ingress, v6)+"-admin"+m)
-				if err != nil {
-					t.Fatalf("reading map: %v", err)
-				}
-				els, err := c.GetSetElements(s)
-				if err != nil {
-					t.Fatalf("reading elements: %v", err)
-				}
-				n[i] += len(els)
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			t.Fatalf("reading elements of %s: %v", n, err)
+		}
+		return len(els)
+	}
+	check := func(hosts4, blocks int) {
+		t.Helper()
+		for _, c := range []struct {
+			ep     string
+			v6     bool
+			suffix string
+			want   int
+		}{{"ns/p", false, "-a", hosts4}, {"ns/p", true, "-a", 6000}, {"ns/q", false, "-m", blocks}, {"ns/q", false, "-o", blocks}} {
+			if got := count(c.ep, c.v6, c.suffix); got != c.want {
+				t.Errorf("%s v6=%v map %s: the kernel holds %d elements, want %d", c.ep, c.v6, c.suffix, got, c.want)
 			}
 		}
-		return n[0], n[1]
 	}
-	if n4, n6 := count(); n4 != 48000 || n6 != 12000 {
-		t.Errorf("kernel holds %d IPv4 and %d IPv6 elements, want 48000 and 12000", n4, n6)
-	}
-	// A delta into the big set stays a delta and keeps every element.
-	np.Sets[0].Prefixes = append([]netip.Prefix{netip.MustParsePrefix("9.9.9.9/32")}, np.Sets[0].Prefixes...)
+	check(24000, 24000)
+	// A delta into each big set stays a delta and keeps every element.
+	np.Sets[1].Prefixes = append([]netip.Prefix{netip.MustParsePrefix("9.9.9.9/32")}, np.Sets[1].Prefixes...)
+	np.Sets[0].Prefixes = append([]netip.Prefix{netip.MustParsePrefix("9.0.0.0/27")}, np.Sets[0].Prefixes...)
 	if err := b.Sync(ctx, np); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
-	if s := b.Stats(); s.Deltas != 1 || s.LastOps > 2 {
-		t.Errorf("stats = %+v, want a delta of 2 elements", s)
+	if s := b.Stats(); s.Deltas != 1 || s.LastOps != 3 {
+		t.Errorf("stats = %+v, want a delta of 3 elements", s)
 	}
-	t.Logf("delta of one interval took %v", b.Stats().LastDuration)
-	if n4, n6 := count(); n4 != 48002 || n6 != 12000 {
-		t.Errorf("kernel holds %d IPv4 and %d IPv6 elements, want 48002 and 12000", n4, n6)
-	}
+	t.Logf("delta of 3 elements took %v", b.Stats().LastDuration)
+	check(24001, 24001)
 	if err := b.Verify(ctx); err != nil {
 		t.Errorf("Verify: %v", err)
 	}

@@ -4,6 +4,7 @@ package nftables
 
 import (
 	"container/heap"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -213,16 +214,17 @@ func newRunState(tn string, tiers []ir.Tier, d ir.Direction, v6 bool, o compileO
 	return ts
 }
 
-// maps returns the tier's non-empty maps and sets: the main map, its
-// goto sets, the fallback map, its goto sets.
+// maps returns the tier's non-empty maps and sets, grouped by key
+// layout: the address maps, the main map with its goto sets, drop-log
+// map and exact twins, then the fallback map with its own.
 func (ts *tierState) maps() []*mapSpec {
 	var out []*mapSpec
-	for _, m := range []*mapSpec{ts.main, ts.other} {
-		if len(m.elems) > 0 {
+	for _, kind := range []mapKind{mapAddr, mapAddrProtoPort, mapAddrProto} {
+		if m := ts.base(kind); m != nil && len(m.elems) > 0 {
 			out = append(out, m)
 		}
 		for _, n := range sortedKeys(ts.sets) {
-			if g := ts.sets[n]; g.kind == m.kind {
+			if g := ts.sets[n]; g.kind == kind {
 				out = append(out, g)
 			}
 		}
@@ -230,49 +232,93 @@ func (ts *tierState) maps() []*mapSpec {
 	return out
 }
 
-// target returns the map or set that element e of the main (or else the
-// fallback) map belongs in, and e as stored there: in a goto set, without
-// verdict. The spec is nil when the set does not exist yet.
-func (ts *tierState) target(e mapElem, main bool) (string, *mapSpec, mapElem) {
-	m := ts.other
-	if main {
-		m = ts.main
+// base returns the interval map of a key layout: the main or the
+// fallback map; nil for the address layout, whose maps are all exact
+// and kept in sets.
+func (ts *tierState) base(kind mapKind) *mapSpec {
+	switch kind {
+	case mapAddrProtoPort:
+		return ts.main
+	case mapAddrProto:
+		return ts.other
 	}
-	if e.v.logged() {
-		n := m.name + "d"
-		return n, ts.sets[n], e
-	}
-	if !ts.gotoSets || e.v.kind != expr.VerdictJump {
-		return m.name, m, e
-	}
-	n := goSetName(m.name, e.v.chain)
-	g := ts.sets[n]
-	e.v = verdict{}
-	return n, g, e
+	return nil
 }
 
-// add stores e (of the main or fallback map) where it belongs, creating
-// its goto set when needed.
-func (ts *tierState) add(e mapElem, main bool) {
-	n, m, se := ts.target(e, main)
+// layoutSuffix is the name suffix of a run's maps of each key layout.
+var layoutSuffix = [...]string{mapAddr: "-a", mapAddrProtoPort: "-m", mapAddrProto: "-o"}
+
+// target returns the map or set that element e of key layout kind
+// belongs in, and e as stored there. Every verdict but a logged drop
+// goes to a set without data whose rule carries the verdict: accepts to
+// the run's layout set itself ("<run>-m", "-o", "-a"), unlogged drops to
+// "<that>-drop", jumps to the goto set of their action chain (or, past
+// maxGotoSets, the verdict map "<that>-v"); logged drops go to the
+// drop-log map "<that>d". An element without a key end (see pieceElems)
+// goes to the exact twin "<name>-h" of that map. The spec is nil when
+// the map does not exist yet.
+//
+// Sets without data matter for commits: the kernel validates the whole
+// table when a transaction adds a rule with a jump (any endpoint chain
+// rewritten), and that walks every element of every verdict map; sets
+// and data maps it skips.
+func (ts *tierState) target(e mapElem, kind mapKind) (string, *mapSpec, mapElem) {
+	n := ts.name + layoutSuffix[kind]
+	switch {
+	case e.v.logged():
+		n += "d"
+	case e.v.kind == expr.VerdictAccept:
+		e.v = verdict{}
+	case e.v.kind == expr.VerdictDrop:
+		n += "-drop"
+		e.v = verdict{}
+	case ts.gotoSets && e.v.kind == expr.VerdictJump:
+		n = goSetName(n, e.v.chain)
+		e.v = verdict{}
+	default:
+		n += "-v"
+	}
+	if kind != mapAddr && e.keyEnd == nil {
+		n += "-h"
+	}
+	if m := ts.base(kind); m != nil && m.name == n {
+		return n, m, e
+	}
+	return n, ts.sets[n], e
+}
+
+// spec returns the map or set named n, nil when it does not exist.
+func (ts *tierState) spec(n string) *mapSpec {
+	if n == ts.main.name {
+		return ts.main
+	}
+	if n == ts.other.name {
+		return ts.other
+	}
+	return ts.sets[n]
+}
+
+// add stores e (of key layout kind) where it belongs, creating its map
+// or set when needed.
+func (ts *tierState) add(e mapElem, kind mapKind) {
+	n, m, se := ts.target(e, kind)
 	if m == nil {
-		m = ts.newSet(n, e.v, main)
+		m = ts.newSet(n, e.v, kind, kind == mapAddr || e.keyEnd == nil)
 	}
 	m.add(se)
 }
 
-// newSet creates the goto set or drop-log map n for elements of verdict
-// v of the main (or else the fallback) map.
-func (ts *tierState) newSet(n string, v verdict, main bool) *mapSpec {
-	kind := mapAddrProto
-	if main {
-		kind = mapAddrProtoPort
-	}
-	m := &mapSpec{name: n, v6: ts.v6, kind: kind, elems: map[string]mapElem{}}
-	if v.logged() {
+// newSet creates the map or set n of key layout kind for elements of
+// verdict v (see target): a drop-log map for a logged drop, a verdict map
+// for a jump past maxGotoSets, else a set without data whose rule
+// carries v.
+func (ts *tierState) newSet(n string, v verdict, kind mapKind, exact bool) *mapSpec {
+	m := &mapSpec{name: n, v6: ts.v6, kind: kind, exact: exact, elems: map[string]mapElem{}}
+	switch {
+	case v.logged():
 		m.logDrop = dropLogPrefix(v)
-	} else {
-		m.set, m.gotoChain = true, v.chain
+	case v.kind != expr.VerdictJump || ts.gotoSets:
+		m.set, m.hit = true, v
 	}
 	ts.sets[n] = m
 	return m
@@ -320,11 +366,12 @@ func (ts *tierState) build(sets map[string]*cachedSet) {
 		nm += len(p.res.main)
 		no += len(p.res.other)
 	}
-	ts.main = &mapSpec{name: ts.name + "-m", v6: ts.v6, kind: mapAddrProtoPort, elems: make(map[string]mapElem, nm)}
-	ts.other = &mapSpec{name: ts.name + "-o", v6: ts.v6, kind: mapAddrProto, elems: make(map[string]mapElem, no)}
+	accept := verdict{kind: expr.VerdictAccept}
+	ts.main = &mapSpec{name: ts.name + "-m", v6: ts.v6, kind: mapAddrProtoPort, set: true, hit: accept, elems: make(map[string]mapElem, nm)}
+	ts.other = &mapSpec{name: ts.name + "-o", v6: ts.v6, kind: mapAddrProto, set: true, hit: accept, elems: make(map[string]mapElem, no)}
 	clear(ts.sets)
 	for _, p := range ts.pieces {
-		pieceElems(p, func(e mapElem) { ts.add(e, true) }, func(e mapElem) { ts.add(e, false) })
+		pieceElems(p, ts.add)
 	}
 }
 
@@ -365,23 +412,119 @@ func (ts *tierState) piecesIn(sets map[string]*cachedSet, lo, hi netip.Addr) []p
 	return out
 }
 
-// pieceElems passes the main and fallback map elements of p to addMain
-// and addOther.
-func pieceElems(p piece, addMain, addOther func(mapElem)) {
+// exactMax is the most single keys one cell of a piece is spelled out
+// as. The kernel's concatenated interval maps (pipapo) find an element
+// to delete by searching the whole map, so a delete costs more the more
+// ranges the map holds (1.5-2.7 ms at a few hundred; see benchmarks.md);
+// a hash map deletes in constant time. A piece whose cells come to at
+// most exactMax single keys (addresses x protocols x ports: a few pod
+// addresses on one port, one address on a few ports) therefore goes to
+// the exact twins of the maps as single keys, and a piece of at most
+// exactMax addresses whose every packet gets one verdict (a peer allowed
+// or denied on everything) to the run's address map. Wider pieces stay
+// ranges. Pod churn in a peer set of single addresses then touches hash
+// maps only, whatever the size of the ranges beside them.
+const exactMax = 16
+
+// addrCount returns the number of addresses in [lo, hi] when it is at
+// most limit, and limit+1 otherwise.
+func addrCount(lo, hi netip.Addr, limit int) int {
+	var d uint64
+	if lo.Is4() {
+		l, h := lo.As4(), hi.As4()
+		d = uint64(binary.BigEndian.Uint32(h[:]) - binary.BigEndian.Uint32(l[:]))
+	} else {
+		l, h := lo.As16(), hi.As16()
+		if binary.BigEndian.Uint64(l[:8]) != binary.BigEndian.Uint64(h[:8]) {
+			return limit + 1
+		}
+		d = binary.BigEndian.Uint64(h[8:]) - binary.BigEndian.Uint64(l[8:])
+	}
+	if d >= uint64(limit) {
+		return limit + 1
+	}
+	return int(d) + 1
+}
+
+// wholePlane reports whether res gives every packet of its addresses one
+// final verdict v: one cell of every protocol and port in the main map,
+// repeated in the fallback map.
+func wholePlane(res *resolution) (verdict, bool) {
+	if len(res.main) != 1 || len(res.other) != 1 {
+		return verdict{}, false
+	}
+	m, o := res.main[0], res.other[0]
+	if m.plo != 0 || m.phi != 255 || m.lo != 0 || m.hi != 65535 || o.plo != 0 || o.phi != 255 || o.v != m.v {
+		return verdict{}, false
+	}
+	return m.v, true
+}
+
+// exactKeys returns the number of single keys the cells of res spell
+// out to, per address.
+func exactKeys(res *resolution) int {
+	n := 0
+	for _, c := range res.main {
+		n += (int(c.phi) - int(c.plo) + 1) * (int(c.hi) - int(c.lo) + 1)
+	}
+	for _, c := range res.other {
+		n += int(c.phi) - int(c.plo) + 1
+	}
+	return n
+}
+
+// pieceElems passes the elements of p to add with their key layout. A
+// piece of at most exactMax keys goes whole to the exact maps: single
+// addresses to the address map when one verdict decides its every
+// packet, else single keys (no key end) to the exact twins of the main
+// and fallback maps. Any other piece is ranges of the main and fallback
+// maps. So the addresses of one piece are in hash maps only or in
+// interval maps only (see exactMax).
+func pieceElems(p piece, add func(mapElem, mapKind)) {
+	if na := addrCount(p.lo, p.hi, exactMax); na <= exactMax {
+		addrs := func(f func([]byte)) {
+			a := p.lo
+			for range na {
+				f(a.AsSlice())
+				a = a.Next()
+			}
+		}
+		if v, ok := wholePlane(p.res); ok {
+			addrs(func(a []byte) { add(mapElem{key: a, v: v}, mapAddr) })
+			return
+		}
+		if na*exactKeys(p.res) <= exactMax {
+			addrs(func(a []byte) {
+				for _, c := range p.res.main {
+					for q := int(c.plo); q <= int(c.phi); q++ {
+						for port := int(c.lo); port <= int(c.hi); port++ {
+							add(mapElem{key: append(append(make([]byte, 0, len(a)+8), a...), byte(q), 0, 0, 0, byte(port>>8), byte(port), 0, 0), v: c.v}, mapAddrProtoPort)
+						}
+					}
+				}
+				for _, c := range p.res.other {
+					for q := int(c.plo); q <= int(c.phi); q++ {
+						add(mapElem{key: append(append(make([]byte, 0, len(a)+4), a...), byte(q), 0, 0, 0), v: c.v}, mapAddrProto)
+					}
+				}
+			})
+			return
+		}
+	}
 	lo, hi := p.lo.AsSlice(), p.hi.AsSlice()
 	for _, c := range p.res.main {
-		addMain(mapElem{
+		add(mapElem{
 			key:    append(append(make([]byte, 0, len(lo)+8), lo...), c.plo, 0, 0, 0, byte(c.lo>>8), byte(c.lo), 0, 0),
 			keyEnd: append(append(make([]byte, 0, len(hi)+8), hi...), c.phi, 0, 0, 0, byte(c.hi>>8), byte(c.hi), 0, 0),
 			v:      c.v,
-		})
+		}, mapAddrProtoPort)
 	}
 	for _, c := range p.res.other {
-		addOther(mapElem{
+		add(mapElem{
 			key:    append(append(make([]byte, 0, len(lo)+4), lo...), c.plo, 0, 0, 0),
 			keyEnd: append(append(make([]byte, 0, len(hi)+4), hi...), c.phi, 0, 0, 0),
 			v:      c.v,
-		})
+		}, mapAddrProto)
 	}
 }
 

@@ -42,20 +42,26 @@ func TestFirstCover(t *testing.T) {
 	}
 }
 
-// lookupMaps does what the kernel does with a tier chain: the main map
-// and its goto sets, then the fallback map and its goto sets; it also
-// checks that at most one element of all the maps and sets of one key
-// layout contains the key (pipapo refuses overlaps in one map, and the
-// rules of a tier chain must not depend on their order). ok is false when
-// nothing has the key: the tier hands the connection on.
+// lookupMaps does what the kernel does with a tier chain: the address
+// maps, the main map and its goto sets, drop-log maps and exact twins,
+// then the fallback map and its own; it also checks that at most one
+// element of all the maps and sets of one key layout contains the key
+// (pipapo refuses overlaps in one map, and the rules of a tier chain must
+// not depend on their order), and that an address found in an address
+// map is in no map of the other layouts. ok is false when nothing has the
+// key: the tier hands the connection on.
 func lookupMaps(t *testing.T, maps []*mapSpec, addr netip.Addr, proto uint8, port uint16, portLoads bool) (verdict, bool) {
 	t.Helper()
 	a := addr.AsSlice()
-	for _, kind := range []mapKind{mapAddrProtoPort, mapAddrProto} {
+	var inAddr, found []verdict
+	for _, kind := range []mapKind{mapAddr, mapAddrProtoPort, mapAddrProto} {
 		if kind == mapAddrProtoPort && !portLoads {
 			continue
 		}
-		key := append(append([]byte(nil), a...), proto, 0, 0, 0)
+		key := append([]byte(nil), a...)
+		if kind != mapAddr {
+			key = append(key, proto, 0, 0, 0)
+		}
 		if kind == mapAddrProtoPort {
 			key = append(key, byte(port>>8), byte(port), 0, 0)
 		}
@@ -64,26 +70,38 @@ func lookupMaps(t *testing.T, maps []*mapSpec, addr netip.Addr, proto uint8, por
 			if m.kind != kind {
 				continue
 			}
+			if m.exact != (kind == mapAddr || strings.HasSuffix(m.name, "-h")) {
+				t.Fatalf("map %s: exact=%v does not go with its name", m.name, m.exact)
+			}
 			for _, e := range m.elems {
-				if bytes.Compare(e.key, key) > 0 || bytes.Compare(key, e.keyEnd) > 0 {
-					continue
+				if (e.keyEnd == nil) != m.exact {
+					t.Fatalf("map %s (exact=%v): element %x with key end %x", m.name, m.exact, e.key, e.keyEnd)
 				}
-				// a concatenation matches field by field
-				in := true
-				for off, w := range fieldWidths(m, len(a)) {
-					k, lo, hi := key[off:off+w], e.key[off:off+w], e.keyEnd[off:off+w]
-					if bytes.Compare(k, lo) < 0 || bytes.Compare(k, hi) > 0 {
-						in = false
+				if e.keyEnd == nil {
+					if !bytes.Equal(e.key, key) {
+						continue
 					}
-				}
-				if !in {
-					continue
+				} else {
+					if bytes.Compare(e.key, key) > 0 || bytes.Compare(key, e.keyEnd) > 0 {
+						continue
+					}
+					// a concatenation matches field by field
+					in := true
+					for off, w := range fieldWidths(m, len(a)) {
+						k, lo, hi := key[off:off+w], e.key[off:off+w], e.keyEnd[off:off+w]
+						if bytes.Compare(k, lo) < 0 || bytes.Compare(k, hi) > 0 {
+							in = false
+						}
+					}
+					if !in {
+						continue
+					}
 				}
 				if m.set {
 					if e.v != (verdict{}) {
 						t.Fatalf("set %s: element with a verdict %+v", m.name, e.v)
 					}
-					hits = append(hits, verdict{kind: expr.VerdictJump, chain: m.gotoChain})
+					hits = append(hits, m.hit)
 				} else {
 					hits = append(hits, e.v)
 				}
@@ -92,9 +110,20 @@ func lookupMaps(t *testing.T, maps []*mapSpec, addr netip.Addr, proto uint8, por
 		if len(hits) > 1 {
 			t.Fatalf("%d elements of the tier's maps contain %v %d/%d", len(hits), addr, proto, port)
 		}
-		if len(hits) == 1 {
-			return hits[0], true
+		switch {
+		case kind == mapAddr:
+			inAddr = hits // the other layouts must not hold the address
+		case len(inAddr) > 0 && len(hits) > 0:
+			t.Fatalf("%v %d/%d is in an address map and in a map of key layout %d", addr, proto, port, kind)
+		case len(hits) == 1 && len(found) == 0:
+			found = hits // the first lookup that hits decides
 		}
+	}
+	if len(inAddr) == 1 {
+		return inAddr[0], true
+	}
+	if len(found) == 1 {
+		return found[0], true
 	}
 	return verdict{}, false
 }
@@ -258,13 +287,14 @@ func runChain(t *testing.T, c *chainSpec, actions map[string]*chainSpec, ids map
 			if !ok {
 				continue
 			}
-			run := r.lookup.name[:max(strings.LastIndex(r.lookup.name, "-m"), strings.LastIndex(r.lookup.name, "-o"))]
+			n := r.lookup.name
+			run := n[:max(strings.LastIndex(n, "-m"), strings.LastIndex(n, "-o"), strings.LastIndex(n, "-a"))]
 			if run == auditedRun {
 				t.Fatalf("%s: run %s audited the packet and decides it again in %s", c.name, run, r.lookup.name)
 			}
 			v = hit
 			if m := r.lookup; m.set {
-				v = verdict{kind: expr.VerdictJump, chain: m.gotoChain}
+				v = m.hit
 			}
 			if v.kind == expr.VerdictJump && !v.final() {
 				auditedRun = run
@@ -329,7 +359,14 @@ func TestEndpointChainsAgreeWithEvaluate(t *testing.T) {
 	cache := cachedSets(sets)
 	np := &ir.NodePolicy{Sets: sets}
 	shapes := map[string]int{}
+	// kinds of map seen, by name: every kind must be reached
+	layouts := map[string]int{}
+	for _, k := range []string{"accept set", "exact twin", "address map", "drop set", "drop-log map", "goto set", "verdict map"} {
+		layouts[k] = 0
+	}
 	for round := 0; round < 400; round++ {
+		// one round in four without nflog: plain drops and accepts
+		o.logOn = round%4 != 3
 		var chain ir.Chain
 		var all []ir.Rule
 		for ti, nt := 0, 1+r.IntN(4); ti < nt; ti++ {
@@ -352,6 +389,18 @@ func TestEndpointChainsAgreeWithEvaluate(t *testing.T) {
 			chain.Tiers = append(chain.Tiers, tier)
 			all = append(all, tier.Rules...)
 		}
+		if round%10 == 5 {
+			// a tier reaching more action chains than maxGotoSets:
+			// its jumps stay in a verdict map
+			tier := ir.Tier{Kind: ir.TierAdmin}
+			for j := 0; j <= maxGotoSets; j++ {
+				rule := ir.Rule{ID: fmt.Sprintf("tg/r%d", j), Peer: ir.PeerMatch{Set: names[r.IntN(len(names))]}, Action: []ir.Action{ir.Accept, ir.Audit}[j%2], Log: true}
+				rule.Ports = []ir.PortRange{ports[r.IntN(len(ports))]}
+				tier.Rules = append(tier.Rules, rule)
+			}
+			chain.Tiers = append([]ir.Tier{tier}, chain.Tiers...)
+			all = append(tier.Rules, all...)
+		}
 		for _, d := range []ir.Direction{ir.Ingress, ir.Egress} {
 			for _, v6 := range []bool{false, true} {
 				ids := map[uint32]string{}
@@ -365,6 +414,26 @@ func TestEndpointChainsAgreeWithEvaluate(t *testing.T) {
 					}
 				}
 				shapes[fmt.Sprintf("%d rules, %d maps", len(top.rules), len(maps))]++
+				for _, m := range maps {
+					switch n := m.name; {
+					case strings.HasSuffix(n, "-h"):
+						layouts["exact twin"]++
+					case m.kind == mapAddr:
+						layouts["address map"]++
+					}
+					switch {
+					case m.logDrop != "":
+						layouts["drop-log map"]++
+					case !m.set:
+						layouts["verdict map"]++
+					case m.hit.kind == expr.VerdictAccept:
+						layouts["accept set"]++
+					case m.hit.kind == expr.VerdictDrop:
+						layouts["drop set"]++
+					default:
+						layouts["goto set"]++
+					}
+				}
 				for _, peer := range peers {
 					if peer.Is6() != v6 {
 						continue
@@ -377,6 +446,8 @@ func TestEndpointChainsAgreeWithEvaluate(t *testing.T) {
 							exp = "accept" // the default allow
 						case !want.Allowed && exp == want.RuleID && !o.logOn:
 							exp = "drop"
+						case want.Allowed && exp == want.RuleID && !o.logOn:
+							exp = "accept" // a logged accept, not logged
 						}
 						for _, loads := range []bool{true, false} {
 							if !loads && isPortProto(int(pr.proto)) {
@@ -395,5 +466,10 @@ func TestEndpointChainsAgreeWithEvaluate(t *testing.T) {
 	}
 	if len(shapes) < 10 {
 		t.Errorf("the random chains compiled to only %d shapes: %v", len(shapes), shapes)
+	}
+	for k, n := range layouts {
+		if n == 0 {
+			t.Errorf("no random chain compiled to a %s: %v", k, layouts)
+		}
 	}
 }
