@@ -67,10 +67,45 @@ func BenchmarkDelta(b *testing.B) {
 			Name: "zz/tiny", IPs: []netip.Addr{netip.MustParseAddr("10.243.0.1")},
 			Ingress: ir.Chain{Tiers: []ir.Tier{dptest.Tier(ir.TierNetworkPolicy, dptest.Rule("NetworkPolicy/zz/tiny/ingress/0", "tiny", false, ir.Accept, ir.PortRange{Protocol: ir.TCP, From: 9998, To: 9998}))}},
 		})
+		// "zone": 50 endpoints in one zone of 300 scattered pods, each
+		// with the zone boundary (a Pass for members, a Deny for
+		// everyone else) and a NetworkPolicy accepting the zone's web
+		// pods on one port. A change of the zone's members touches the
+		// 50 endpoints' maps.
+		var zone, web []netip.Prefix
+		for i := 0; i < 300; i++ {
+			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 249, byte(i / 60), byte(i%60*4 + 1)}), 32)
+			zone = append(zone, p)
+			if i%3 == 0 {
+				web = append(web, p)
+			}
+		}
+		np.Sets = append(np.Sets, dptest.Set("zone", zone...), dptest.Set("zone-web", web...))
+		sortSets(np)
+		for i := 0; i < 50; i++ {
+			np.Endpoints = append(np.Endpoints, ir.Endpoint{
+				Name: fmt.Sprintf("zz/zoned-%02d", i), IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 242, 0, byte(i + 1)})},
+				Ingress: ir.Chain{Tiers: []ir.Tier{
+					dptest.Tier(ir.TierAdmin,
+						dptest.Rule("ZonePolicy/in-zone", "zone", false, ir.Pass),
+						ir.Rule{ID: "ZoneBoundary/z", Peer: ir.PeerMatch{Set: "zone", Negate: true}, Action: ir.Deny}),
+					dptest.Tier(ir.TierNetworkPolicy, dptest.Rule(fmt.Sprintf("NetworkPolicy/zz/zoned-%02d/ingress/0", i), "zone-web", false, ir.Accept, ir.PortRange{Protocol: ir.TCP, From: 8080, To: 8080})),
+					dptest.Tier(ir.TierBaseline, dptest.Rule("Zone/z/baseline", "", false, ir.Deny)),
+				}},
+			})
+		}
 		cases := []struct {
 			name string
 			edit func(np *ir.NodePolicy, on bool)
 		}{
+			{"zone-member", func(np *ir.NodePolicy, on bool) {
+				s := np.Set("zone")
+				if on {
+					s.Prefixes = append(s.Prefixes, netip.MustParsePrefix("10.249.9.9/32"))
+				} else {
+					s.Prefixes = s.Prefixes[:len(s.Prefixes)-1]
+				}
+			}},
 			{"set-element", func(np *ir.NodePolicy, on bool) {
 				s := &np.Sets[0]
 				if on {

@@ -54,6 +54,9 @@ type ruleSpec struct {
 	// through them).
 	lookup *mapSpec
 	fixed  *verdict
+	// guards are the sets the packet's key must not be in for the rule
+	// to match (a run's background behind its guard sets).
+	guards []*mapSpec
 }
 
 // chainSpec is one chain with its rules. Base chains have hook set.
@@ -101,6 +104,9 @@ type mapSpec struct {
 	// verdict.
 	set bool
 	hit verdict
+	// guard: a run's guard set (see tierState.bg), looked up by the
+	// rules of the run's background; bg: a map of the background.
+	guard, bg bool
 	// logDrop, when set, makes the map a data map of rule numbers (a
 	// tier's drop-log map): its lookup rule sets the packet mark to the
 	// number found, logs with this prefix and drops. Its elements carry
@@ -752,10 +758,8 @@ func endpointChains(ep string, d ir.Direction, v6 bool, c *ir.Chain, o compileOp
 		if ts := newRunState(runName, run, d, v6, o, ids, actions); ts != nil {
 			ts.build(sets)
 			tiers = append(tiers, ts)
-			for _, m := range ts.maps() {
-				top.rules = append(top.rules, lookupRule(m, d == ir.Ingress, o))
-				maps = append(maps, m)
-			}
+			top.rules = append(top.rules, ts.rules(d == ir.Ingress, o)...)
+			maps = append(maps, ts.maps()...)
 		}
 		run = nil
 	}
@@ -862,23 +866,61 @@ func hasAudit(t ir.Tier) bool {
 // peer address (the source for ingress) and, but for a mapAddr map, the
 // layer 4 protocol and, for mapAddrProtoPort, the transport destination
 // port, concatenated in registers 1.. (each field padded to 4 bytes).
-func lookupRule(m *mapSpec, src bool, o compileOptions) ruleSpec {
+func lookupRule(m *mapSpec, src bool, o compileOptions, guards []*mapSpec) ruleSpec {
+	ex, key := keyLoads(m.kind, m.v6, src, guards)
+	r := lookupVerdict(m, src, o, ex, key)
+	r.guards = guards
+	return r
+}
+
+// keyLoads returns the expressions that load the key of layout kind into
+// registers 1.., then require the key to be in none of guards (each
+// looked up by the leading fields of its own layout), and a text for
+// them.
+func keyLoads(kind mapKind, v6, src bool, guards []*mapSpec) ([]expr.Any, string) {
 	r1, r2 := uint32(9), uint32(10) // 32-bit registers after a 4-byte address
-	if m.v6 {
+	if v6 {
 		// after a 16-byte address: 32-bit register 12 is the 128-bit
 		// register 2, which is how the kernel lists it
 		r1, r2 = 2, 13
 	}
-	ex := []expr.Any{addrLoad(m.v6, src)}
+	ex := []expr.Any{addrLoad(v6, src)}
 	key := "peer"
-	if m.kind != mapAddr {
+	proto := kind != mapAddr
+	for _, g := range guards {
+		proto = proto || g.kind != mapAddr
+	}
+	if proto {
 		ex = append(ex, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: r1})
 		key += " . l4proto"
 	}
-	if m.kind == mapAddrProtoPort {
+	if kind == mapAddrProtoPort {
 		ex = append(ex, &expr.Payload{DestRegister: r2, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
 		key += " . dport"
 	}
+	for _, g := range guards {
+		ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: g.name, Invert: true})
+		key += " !@" + g.name
+	}
+	return ex, key
+}
+
+// guardedRule is the rule of a background that one verdict decides
+// whole (see tierState.bg): v for every packet whose peer is in none of
+// guards, with a logged drop's log.
+func guardedRule(v verdict, v6, src bool, o compileOptions, guards []*mapSpec) ruleSpec {
+	ex, key := keyLoads(mapAddr, v6, src, guards)
+	if v.logged() {
+		ex = append(ex, logExpr(o, catchAllLogPrefix(v)), &expr.Verdict{Kind: expr.VerdictDrop})
+	} else {
+		ex = append(ex, &expr.Verdict{Kind: v.kind, Chain: v.chain})
+	}
+	return ruleSpec{key: fmt.Sprintf("%s src=%v background %d %s", key, src, v.kind, v.chain), exprs: ex, fixed: &v, guards: guards}
+}
+
+// lookupVerdict completes the lookup rule of map m after the key loads
+// ex (described by key).
+func lookupVerdict(m *mapSpec, src bool, o compileOptions, ex []expr.Any, key string) ruleSpec {
 	if m.logDrop != "" {
 		ex = append(ex,
 			&expr.Lookup{SourceRegister: 1, SetName: m.name, IsDestRegSet: true, DestRegister: 1},

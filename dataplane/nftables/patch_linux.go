@@ -137,11 +137,11 @@ func (ts *tierState) patch(sets, old map[string]*cachedSet) (*tierPatch, bool) {
 	for _, w := range merged {
 		p.pieces = append(p.pieces, ts.pieces[prev:w.i]...)
 		for _, op := range ts.pieces[w.i : w.j+1] {
-			pieceElems(op, func(e mapElem, kind mapKind) { c, e := at(e, kind); c.dels[elemID(e)] = e })
+			ts.pieceElems(op, func(e mapElem, kind mapKind) { c, e := at(e, kind); c.dels[elemID(e)] = e })
 		}
 		np := ts.piecesIn(sets, ts.pieces[w.i].lo, ts.pieces[w.j].hi)
 		for _, q := range np {
-			pieceElems(q, func(e mapElem, kind mapKind) { c, e := at(e, kind); c.news = append(c.news, e) })
+			ts.pieceElems(q, func(e mapElem, kind mapKind) { c, e := at(e, kind); c.news = append(c.news, e) })
 		}
 		p.pieces = append(p.pieces, np...)
 		prev = w.j + 1

@@ -177,7 +177,7 @@ func TestSetPatchesAgreeWithEvaluateAndACompile(t *testing.T) {
 						}
 						for _, pr := range probes {
 							want := np.Evaluate(chain, peer, ir.Protocol(pr.proto), pr.port)
-							v, ok := lookupMaps(t, ts.maps(), peer, pr.proto, pr.port, true)
+							v, ok := lookupRules(t, ts.rules(d == ir.Ingress, o), peer, pr.proto, pr.port, true)
 							if got, exp := outcome(t, v, ok, actionChains, ids), expected(want, rules); got != exp {
 								t.Fatalf("%s: peer %v proto %d port %d: maps decide %q, Evaluate %q\nrules: %+v", where, peer, pr.proto, pr.port, got, exp, rules)
 							}
@@ -322,5 +322,94 @@ func membershipSteps() []membershipStep {
 		{"the set empties again: the map goes", func(np *ir.NodePolicy) {
 			set(np, "empty")
 		}, 3},
+	}
+}
+
+// TestZoneMemberChangesTouchOnlyHashMaps compiles a zone boundary run (a
+// Pass for the zone's members, a logged Deny for everyone outside the
+// zone, then a NetworkPolicy accepting some members on one port) over a
+// zone of 200 scattered pods, and checks that a member joining or leaving
+// changes single keys only: the guard and the member's cells, never a
+// range. Without the background, the Deny's cells would be the ranges
+// between the members, and every change would replace two of them.
+func TestZoneMemberChangesTouchOnlyHashMaps(t *testing.T) {
+	var zone, web []netip.Prefix
+	for i := 0; i < 200; i++ {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i / 50), byte(i%50*4 + 1)}), 32)
+		zone = append(zone, p)
+		if i%4 == 0 {
+			web = append(web, p)
+		}
+	}
+	sets := []ir.AddressSet{dptest.Set("web", web...), dptest.Set("zone", zone...)}
+	tiers := []ir.Tier{
+		dptest.Tier(ir.TierAdmin,
+			dptest.Rule("ZonePolicy/in-zone", "zone", false, ir.Pass),
+			ir.Rule{ID: "ZoneBoundary/z", Peer: ir.PeerMatch{Set: "zone", Negate: true}, Action: ir.Deny}),
+		dptest.Tier(ir.TierNetworkPolicy,
+			dptest.Rule("NetworkPolicy/ns/db/ingress/0", "web", false, ir.Accept, ir.PortRange{Protocol: ir.TCP, From: 5432, To: 5432})),
+	}
+	o := compileOptions{logGroup: 7, logOn: true}
+	ts := newRunState("t", tiers, ir.Ingress, false, o, map[uint32]string{}, map[string]*chainSpec{})
+	cur := cachedSets(sets)
+	ts.build(cur)
+	ranges := func() int {
+		n := 0
+		for _, m := range ts.maps() {
+			for _, e := range m.elems {
+				if e.keyEnd != nil {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	if n := ranges(); n != 0 {
+		t.Fatalf("the compiled run holds %d ranges, want none: %v", n, ts.maps())
+	}
+	if g := ts.sets["t-g"]; g == nil || len(g.elems) != 200 {
+		t.Fatalf("guard set %v, want the 200 members", g)
+	}
+	for _, step := range []struct {
+		name     string
+		set      string
+		prefixes []netip.Prefix
+		elems    int // element changes: the guard and the member's cells
+	}{
+		{"a pod joins the zone", "zone", append(slices.Clone(zone), netip.MustParsePrefix("10.244.9.9/32")), 1},
+		{"a pod joins the zone and the web set", "web", append(slices.Clone(web), netip.MustParsePrefix("10.244.9.9/32")), 1},
+		{"a web pod leaves both", "zone", slices.Delete(append(slices.Clone(zone), netip.MustParsePrefix("10.244.9.9/32")), 0, 1), 2},
+	} {
+		i := slices.IndexFunc(sets, func(s ir.AddressSet) bool { return s.Name == step.set })
+		sets[i] = dptest.Set(step.set, step.prefixes...)
+		if step.name == "a web pod leaves both" {
+			j := slices.IndexFunc(sets, func(s ir.AddressSet) bool { return s.Name == "web" })
+			sets[j] = dptest.Set("web", slices.Delete(slices.Clone(sets[j].Prefixes), 0, 1)...)
+		}
+		next := cachedSets(sets)
+		changed := map[string]*cachedSet{}
+		for n, c := range cur {
+			if !slices.Equal(c.prefixes, next[n].prefixes) {
+				changed[n] = c
+			}
+		}
+		p, ok := ts.patch(next, changed)
+		if !ok || p == nil {
+			t.Fatalf("%s: patch %v ok=%v, want a patch", step.name, p, ok)
+		}
+		n := 0
+		for _, sp := range p.specs {
+			for _, e := range append(slices.Clone(sp.adds), sp.dels...) {
+				if e.keyEnd != nil {
+					t.Errorf("%s: map %s: a range changes: %x-%x", step.name, sp.name, e.key, e.keyEnd)
+				}
+				n++
+			}
+		}
+		if n != step.elems {
+			t.Errorf("%s: %d element changes, want %d: %+v", step.name, n, step.elems, p.specs)
+		}
+		p.apply(map[string]*elemPatch{})
+		cur = next
 	}
 }

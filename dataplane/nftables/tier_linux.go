@@ -101,15 +101,16 @@ type segment struct {
 	mem    string
 }
 
-// compileTier returns the verdict maps of one tier (none when no rule can
-// match) and records the action chains its verdicts go to in actions.
-func compileTier(tn string, rules []ir.Rule, d ir.Direction, v6 bool, o compileOptions, ids map[uint32]string, sets map[string]*cachedSet, actions map[string]*chainSpec) []*mapSpec {
+// compileTier returns the lookup rules of one tier (none when no rule
+// can match) for a chain of direction d, and records the action chains
+// its verdicts go to in actions.
+func compileTier(tn string, rules []ir.Rule, d ir.Direction, v6 bool, o compileOptions, ids map[uint32]string, sets map[string]*cachedSet, actions map[string]*chainSpec) []ruleSpec {
 	ts := newTierState(tn, rules, d, v6, o, ids, actions)
 	if ts == nil {
 		return nil
 	}
 	ts.build(sets)
-	return ts.maps()
+	return ts.rules(d == ir.Ingress, o)
 }
 
 // piece is a maximal address range of one tier whose addresses all get
@@ -140,9 +141,25 @@ type tierState struct {
 	keys        map[*resolution]string
 	pieces      []piece
 	main, other *mapSpec
-	// sets are the goto sets by name, only the non-empty ones.
+	// sets are the other maps and sets by name, only the non-empty
+	// ones.
 	sets map[string]*mapSpec
+	// bg is the background: the resolution of the addresses in none of
+	// the run's sets, when it decides something (else nil), and bgKey
+	// its key. Then only pieces whose resolution differs from it have
+	// elements; their addresses are the run's guard sets, and the
+	// background's cells are looked up, for the addresses outside the
+	// guard sets, in maps whose address field spans the family
+	// ("<run>-b-m", ...), or are one rule when they decide every
+	// packet alike. A zone boundary ("not in my zone: deny") thus costs
+	// one element per member in hash maps instead of the ranges
+	// between the members, which change with every member.
+	bg    *resolution
+	bgKey string
 }
+
+// guardV marks the elements of a run's guard sets (see tierState.bg).
+var guardV = verdict{kind: expr.VerdictContinue, chain: "guard"}
 
 // maxGotoSets is the most action chains a tier may reach through sets of
 // their own (see splitGotos); a tier with more keeps its gotos in the
@@ -219,14 +236,52 @@ func newRunState(tn string, tiers []ir.Tier, d ir.Direction, v6 bool, o compileO
 // map and exact twins, then the fallback map with its own.
 func (ts *tierState) maps() []*mapSpec {
 	var out []*mapSpec
-	for _, kind := range []mapKind{mapAddr, mapAddrProtoPort, mapAddrProto} {
-		if m := ts.base(kind); m != nil && len(m.elems) > 0 {
-			out = append(out, m)
-		}
-		for _, n := range sortedKeys(ts.sets) {
-			if g := ts.sets[n]; g.kind == kind {
-				out = append(out, g)
+	names := sortedKeys(ts.sets)
+	for _, bg := range []bool{false, true} {
+		for _, kind := range []mapKind{mapAddr, mapAddrProtoPort, mapAddrProto} {
+			if m := ts.base(kind); !bg && m != nil && len(m.elems) > 0 {
+				out = append(out, m)
 			}
+			for _, n := range names {
+				if g := ts.sets[n]; g.kind == kind && g.bg == bg && !g.guard {
+					out = append(out, g)
+				}
+			}
+		}
+	}
+	for _, n := range names {
+		if g := ts.sets[n]; g.guard {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// rules returns the rules of the endpoint chain (of a chain judging
+// peers by source address, src, or else by destination) that look the
+// run's cells up: one per map or set of maps, the background's behind
+// the guard sets, or, when one verdict decides the whole background, one
+// rule with that verdict behind them.
+func (ts *tierState) rules(src bool, o compileOptions) []ruleSpec {
+	var guards []*mapSpec
+	for _, n := range []string{ts.name + "-g", ts.name + "-g-r"} {
+		if g := ts.sets[n]; g != nil {
+			guards = append(guards, g)
+		}
+	}
+	var out []ruleSpec
+	for _, m := range ts.maps() {
+		switch {
+		case m.guard:
+		case m.bg:
+			out = append(out, lookupRule(m, src, o, guards))
+		default:
+			out = append(out, lookupRule(m, src, o, nil))
+		}
+	}
+	if ts.bg != nil {
+		if v, ok := wholePlane(ts.bg); ok {
+			out = append(out, guardedRule(v, ts.v6, src, o, guards))
 		}
 	}
 	return out
@@ -263,7 +318,20 @@ var layoutSuffix = [...]string{mapAddr: "-a", mapAddrProtoPort: "-m", mapAddrPro
 // rewritten), and that walks every element of every verdict map; sets
 // and data maps it skips.
 func (ts *tierState) target(e mapElem, kind mapKind) (string, *mapSpec, mapElem) {
-	n := ts.name + layoutSuffix[kind]
+	if e.v == guardV {
+		n := ts.name + "-g"
+		if e.keyEnd != nil {
+			n += "-r"
+		}
+		return n, ts.sets[n], mapElem{key: e.key, keyEnd: e.keyEnd}
+	}
+	return ts.targetIn(ts.name, e, kind)
+}
+
+// targetIn is target for the maps named after run (the run's own name,
+// or its background's, "<run>-b").
+func (ts *tierState) targetIn(run string, e mapElem, kind mapKind) (string, *mapSpec, mapElem) {
+	n := run + layoutSuffix[kind]
 	switch {
 	case e.v.logged():
 		n += "d"
@@ -308,6 +376,16 @@ func (ts *tierState) add(e mapElem, kind mapKind) {
 	m.add(se)
 }
 
+// addBg stores e (of key layout kind) of the background's maps.
+func (ts *tierState) addBg(e mapElem, kind mapKind) {
+	n, m, se := ts.targetIn(ts.name+"-b", e, kind)
+	if m == nil {
+		m = ts.newSet(n, e.v, kind, false)
+		m.bg = true
+	}
+	m.add(se)
+}
+
 // newSet creates the map or set n of key layout kind for elements of
 // verdict v (see target): a drop-log map for a logged drop, a verdict map
 // for a jump past maxGotoSets, else a set without data whose rule
@@ -315,6 +393,8 @@ func (ts *tierState) add(e mapElem, kind mapKind) {
 func (ts *tierState) newSet(n string, v verdict, kind mapKind, exact bool) *mapSpec {
 	m := &mapSpec{name: n, v6: ts.v6, kind: kind, exact: exact, elems: map[string]mapElem{}}
 	switch {
+	case v == guardV:
+		m.set, m.guard = true, true
 	case v.logged():
 		m.logDrop = dropLogPrefix(v)
 	case v.kind != expr.VerdictJump || ts.gotoSets:
@@ -332,6 +412,12 @@ func (v verdict) logged() bool { return v.kind == expr.VerdictDrop && v.chain !=
 // dropLogPrefix returns the log prefix of the drop-log map of logged
 // drop v: "bh D<dir>", the number going in the packet mark.
 func dropLogPrefix(v verdict) string { return "bh " + v.chain[len("rule-"):len("rule-DI")] }
+
+// catchAllLogPrefix returns the log prefix of logged drop v in a rule of
+// its own: LogPrefix of its rule ("bh D<dir> <number>").
+func catchAllLogPrefix(v verdict) string {
+	return "bh " + v.chain[len("rule-"):len("rule-DI")] + " " + v.chain[len("rule-DI-"):]
+}
 
 // loggedDrop returns the logged-drop verdict of rule number num in the
 // drop-log map whose log prefix is prefix (dropLogPrefix inverted).
@@ -360,6 +446,12 @@ func familySpace(v6 bool) (netip.Addr, netip.Addr) {
 // build computes the pieces of the whole address space and the maps.
 func (ts *tierState) build(sets map[string]*cachedSet) {
 	lo, hi := familySpace(ts.v6)
+	if len(ts.refs) > 0 {
+		res, k := ts.resolution(string(make([]byte, (len(ts.refs)+7)/8)))
+		if len(res.main) > 0 || len(res.other) > 0 {
+			ts.bg, ts.bgKey = res, k
+		}
+	}
 	ts.pieces = ts.piecesIn(sets, lo, hi)
 	nm, no := 0, 0
 	for _, p := range ts.pieces {
@@ -371,7 +463,12 @@ func (ts *tierState) build(sets map[string]*cachedSet) {
 	ts.other = &mapSpec{name: ts.name + "-o", v6: ts.v6, kind: mapAddrProto, set: true, hit: accept, elems: make(map[string]mapElem, no)}
 	clear(ts.sets)
 	for _, p := range ts.pieces {
-		pieceElems(p, ts.add)
+		ts.pieceElems(p, ts.add)
+	}
+	if ts.bg != nil {
+		if _, ok := wholePlane(ts.bg); !ok {
+			cellElems(piece{lo: lo, hi: hi, res: ts.bg}, ts.addBg)
+		}
 	}
 }
 
@@ -480,7 +577,29 @@ func exactKeys(res *resolution) int {
 // and fallback maps. Any other piece is ranges of the main and fallback
 // maps. So the addresses of one piece are in hash maps only or in
 // interval maps only (see exactMax).
-func pieceElems(p piece, add func(mapElem, mapKind)) {
+func (ts *tierState) pieceElems(p piece, add func(mapElem, mapKind)) {
+	if ts.bg != nil {
+		if p.key == ts.bgKey {
+			return // the background's lookups decide it
+		}
+		// the guard: single addresses, or the range with every
+		// protocol (a concatenation: pipapo needs two fields)
+		if na := addrCount(p.lo, p.hi, exactMax); na <= exactMax {
+			a := p.lo
+			for range na {
+				add(mapElem{key: a.AsSlice(), v: guardV}, mapAddr)
+				a = a.Next()
+			}
+		} else {
+			add(mapElem{key: append(p.lo.AsSlice(), 0, 0, 0, 0), keyEnd: append(p.hi.AsSlice(), 255, 0, 0, 0), v: guardV}, mapAddrProto)
+		}
+	}
+	cellElems(p, add)
+}
+
+// cellElems passes the elements of the cells of p to add (see
+// pieceElems).
+func cellElems(p piece, add func(mapElem, mapKind)) {
 	if na := addrCount(p.lo, p.hi, exactMax); na <= exactMax {
 		addrs := func(f func([]byte)) {
 			a := p.lo

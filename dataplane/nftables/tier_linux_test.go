@@ -128,6 +128,49 @@ func lookupMaps(t *testing.T, maps []*mapSpec, addr netip.Addr, proto uint8, por
 	return verdict{}, false
 }
 
+// lookupRules does what the kernel does with the lookup rules of a run
+// (see lookupMaps): the maps of the rules whose guards the key misses,
+// and, when nothing else has the key, the verdict of a guarded rule.
+func lookupRules(t *testing.T, rules []ruleSpec, addr netip.Addr, proto uint8, port uint16, portLoads bool) (verdict, bool) {
+	t.Helper()
+	var maps []*mapSpec
+	var fixed []verdict
+	for _, r := range rules {
+		if guarded(t, r, addr, proto, port) {
+			continue
+		}
+		switch {
+		case r.lookup != nil:
+			maps = append(maps, r.lookup)
+		case r.fixed != nil:
+			fixed = append(fixed, *r.fixed)
+		}
+	}
+	v, ok := lookupMaps(t, maps, addr, proto, port, portLoads)
+	if len(fixed) > 1 || len(fixed) == 1 && ok {
+		t.Fatalf("%v %d/%d: %d background rules match, and the maps hit: %v", addr, proto, port, len(fixed), ok)
+	}
+	if len(fixed) == 1 {
+		return fixed[0], true
+	}
+	return v, ok
+}
+
+// guarded reports whether the peer is in one of the rule's guard sets
+// (so that the rule does not match).
+func guarded(t *testing.T, r ruleSpec, addr netip.Addr, proto uint8, port uint16) bool {
+	t.Helper()
+	for _, g := range r.guards {
+		if !g.guard {
+			t.Fatalf("rule %s: guard %s is not a guard set", r.key, g.name)
+		}
+		if _, in := lookupMaps(t, []*mapSpec{g}, addr, proto, port, true); in {
+			return true
+		}
+	}
+	return false
+}
+
 func fieldWidths(m *mapSpec, alen int) map[int]int {
 	w := map[int]int{0: alen, alen: 1}
 	if m.kind == mapAddrProtoPort {
@@ -178,7 +221,7 @@ func TestTierMapsAgreeWithEvaluate(t *testing.T) {
 			for _, v6 := range []bool{false, true} {
 				actionChains := map[string]*chainSpec{}
 				ids := map[uint32]string{}
-				maps := compileTier("t", rules, d, v6, o, ids, cache.sets, actionChains)
+				lrules := compileTier("t", rules, d, v6, o, ids, cache.sets, actionChains)
 				for _, peer := range peers {
 					if peer.Is6() != v6 {
 						continue
@@ -189,7 +232,7 @@ func TestTierMapsAgreeWithEvaluate(t *testing.T) {
 							if !loads && isPortProto(int(pr.proto)) {
 								continue // conntrack drops those as invalid
 							}
-							v, ok := lookupMaps(t, maps, peer, pr.proto, pr.port, loads)
+							v, ok := lookupRules(t, lrules, peer, pr.proto, pr.port, loads)
 							got := outcome(t, v, ok, actionChains, ids)
 							if exp := expected(want, rules); got != exp {
 								t.Fatalf("round %d %s v6=%v peer %v proto %d port %d (port loads %v): maps decide %q, Evaluate %q (%+v)\nrules: %+v",
@@ -279,6 +322,8 @@ func runChain(t *testing.T, c *chainSpec, actions map[string]*chainSpec, ids map
 	for _, r := range c.rules {
 		var v verdict
 		switch {
+		case guarded(t, r, addr, proto, port):
+			continue
 		case r.lookup != nil:
 			if r.lookup.kind == mapAddrProtoPort && !portLoads {
 				continue
@@ -288,7 +333,7 @@ func runChain(t *testing.T, c *chainSpec, actions map[string]*chainSpec, ids map
 				continue
 			}
 			n := r.lookup.name
-			run := n[:max(strings.LastIndex(n, "-m"), strings.LastIndex(n, "-o"), strings.LastIndex(n, "-a"))]
+			run := strings.TrimSuffix(n[:max(strings.LastIndex(n, "-m"), strings.LastIndex(n, "-o"), strings.LastIndex(n, "-a"))], "-b")
 			if run == auditedRun {
 				t.Fatalf("%s: run %s audited the packet and decides it again in %s", c.name, run, r.lookup.name)
 			}
@@ -361,7 +406,7 @@ func TestEndpointChainsAgreeWithEvaluate(t *testing.T) {
 	shapes := map[string]int{}
 	// kinds of map seen, by name: every kind must be reached
 	layouts := map[string]int{}
-	for _, k := range []string{"accept set", "exact twin", "address map", "drop set", "drop-log map", "goto set", "verdict map"} {
+	for _, k := range []string{"accept set", "exact twin", "address map", "drop set", "drop-log map", "goto set", "verdict map", "guard set", "range guard set", "background map", "background rule"} {
 		layouts[k] = 0
 	}
 	for round := 0; round < 400; round++ {
@@ -414,7 +459,22 @@ func TestEndpointChainsAgreeWithEvaluate(t *testing.T) {
 					}
 				}
 				shapes[fmt.Sprintf("%d rules, %d maps", len(top.rules), len(maps))]++
+				for _, r := range top.rules {
+					if r.fixed != nil && r.guards != nil {
+						layouts["background rule"]++
+					}
+				}
 				for _, m := range maps {
+					switch {
+					case m.guard && m.kind == mapAddr:
+						layouts["guard set"]++
+						continue
+					case m.guard:
+						layouts["range guard set"]++
+						continue
+					case m.bg:
+						layouts["background map"]++
+					}
 					switch n := m.name; {
 					case strings.HasSuffix(n, "-h"):
 						layouts["exact twin"]++
