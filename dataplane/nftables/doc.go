@@ -11,17 +11,21 @@
 // so both sides of a same-node flow are judged, and a drop is final.
 // Each endpoint direction and family has one chain (directions no tier
 // restricts share "ep-open"): the tiers in order, then accept (the
-// default allow). Consecutive tiers form runs compiled into one
-// concatenated interval verdict map keyed by peer address . l4proto .
-// dport, whose elements are the first-match resolution of the run's
-// rules, where a Pass or no match in a tier leaves the packet to the next
-// (plus a peer . l4proto fallback when rules match protocols without
-// ports), so a packet's cost does not grow with the rule count. A tier
-// whose first rule matches everything is one rule. Logged drops go to a
-// drop-log data map per run whose rule sets the packet mark to the rule
-// number, logs to nflog and drops; logged accepts and audits jump to
-// shared action chains, one per rule and direction, through data-less
-// sets.
+// default allow). Consecutive tiers form runs whose rules are resolved
+// first-match into cells keyed by peer address . l4proto . dport (plus a
+// peer . l4proto fallback when rules match protocols without ports),
+// where a Pass or no match in a tier leaves the packet to the next, so a
+// packet's cost does not grow with the rule count. The cells go to sets
+// and maps by verdict: accepts and unlogged drops to sets without data
+// whose rule carries the verdict, logged drops to a drop-log data map
+// whose rule sets the packet mark to the rule number, logs to nflog and
+// drops, audits and logged accepts to sets whose rule jumps to a shared
+// action chain. Narrow pieces of the address space (a few pod addresses)
+// go to hash maps as single keys, wider ones to interval (pipapo) maps.
+// The addresses in none of a run's sets (the background: everyone
+// outside a zone) have no elements: the run's members are in guard sets,
+// and the background's cells are looked up behind a guard miss, or are
+// one rule. A tier whose first rule matches everything is one rule.
 //
 // Every Sync is one netlink transaction: a full rebuild (first Sync, after
 // a failure, after drift, or for a large change) or a delta of set

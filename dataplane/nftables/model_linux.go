@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"hash/maphash"
 	"net/netip"
 	"slices"
 	"sort"
@@ -192,17 +193,18 @@ func Validate(np *ir.NodePolicy) error {
 		return errors.New("policy is nil")
 	}
 	var errs []error
-	names := map[string]bool{}
-	hashes := map[string]string{}
+	names := make(map[string]bool, len(np.Sets))
+	hashes := make(map[string]string, len(np.Sets))
 	for i := range np.Sets {
 		s := &np.Sets[i]
 		if i > 0 && np.Sets[i-1].Name > s.Name {
 			errs = append(errs, fmt.Errorf("sets[%d] %q: sets are not sorted by name", i, s.Name))
 		}
-		if o, ok := hashes[hashName(s.Name)]; ok && o != s.Name {
+		hn := hashName(s.Name)
+		if o, ok := hashes[hn]; ok && o != s.Name {
 			errs = append(errs, fmt.Errorf("set %q: name hash collides with set %q", s.Name, o))
 		}
-		hashes[hashName(s.Name)] = s.Name
+		hashes[hn] = s.Name
 		if s.Name == "" {
 			errs = append(errs, fmt.Errorf("sets[%d]: empty name", i))
 		}
@@ -216,18 +218,19 @@ func Validate(np *ir.NodePolicy) error {
 			}
 		}
 	}
-	ipOwner := map[netip.Addr]string{}
-	epNames := map[string]bool{}
-	epHashes := map[string]string{}
+	ipOwner := make(map[netip.Addr]string, 2*len(np.Endpoints))
+	epNames := make(map[string]bool, len(np.Endpoints))
+	epHashes := make(map[string]string, len(np.Endpoints))
 	for i := range np.Endpoints {
 		ep := &np.Endpoints[i]
 		if i > 0 && np.Endpoints[i-1].Name > ep.Name {
 			errs = append(errs, fmt.Errorf("endpoints[%d] %q: endpoints are not sorted by name", i, ep.Name))
 		}
-		if o, ok := epHashes[hashName(ep.Name)]; ok && o != ep.Name {
+		hn := hashName(ep.Name)
+		if o, ok := epHashes[hn]; ok && o != ep.Name {
 			errs = append(errs, fmt.Errorf("endpoint %q: name hash collides with endpoint %q", ep.Name, o))
 		}
-		epHashes[hashName(ep.Name)] = ep.Name
+		epHashes[hn] = ep.Name
 		if ep.Name == "" {
 			errs = append(errs, fmt.Errorf("endpoints[%d]: empty name", i))
 		}
@@ -288,6 +291,8 @@ type compileCache struct {
 	eps  map[string]*cachedEndpoint
 	seen map[string]bool
 	sets map[string]*cachedSet
+	// fpBuf is fingerprint's scratch space.
+	fpBuf []byte
 	// ids collects the rule numbers of freshly compiled endpoints.
 	ids map[uint32]string
 	// patches collects the in-place map changes of one compile.
@@ -353,7 +358,8 @@ func referencedSets(ep *ir.Endpoint) []string {
 // when neither ep nor the sets it references changed, patched in place
 // when only the contents of referenced sets changed, compiled otherwise.
 func (c *compileCache) endpoint(ep *ir.Endpoint, has4, has6 bool, o compileOptions) *cachedEndpoint {
-	base := fingerprint(ep, o)
+	base, buf := fingerprint(ep, o, c.fpBuf)
+	c.fpBuf = buf
 	c.seen[ep.Name] = true
 	if ce, ok := c.eps[ep.Name]; ok && ce.fp == base {
 		if c.patchEndpoint(ce) {
@@ -457,17 +463,19 @@ func (c *compileCache) sweep() {
 	clear(c.seen)
 }
 
-// fingerprint hashes everything of ep that its chains depend on.
-func fingerprint(ep *ir.Endpoint, o compileOptions) uint64 {
-	h := fnv.New64a()
-	var buf [8]byte
-	num := func(v uint64) {
-		binary.LittleEndian.PutUint64(buf[:], v)
-		_, _ = h.Write(buf[:])
-	}
+// fpSeed seeds the in-process digests of endpoints and set contents
+// (fingerprint, prefixHash). They are compared only within one process:
+// after a restart the previous state is read from the kernel.
+var fpSeed = maphash.MakeSeed()
+
+// fingerprint hashes everything of ep that its chains depend on. buf is
+// scratch space, returned for the next call.
+func fingerprint(ep *ir.Endpoint, o compileOptions, buf []byte) (uint64, []byte) {
+	b := buf[:0]
+	num := func(v uint64) { b = binary.LittleEndian.AppendUint64(b, v) }
 	str := func(s string) {
 		num(uint64(len(s)))
-		_, _ = h.Write([]byte(s))
+		b = append(b, s...)
 	}
 	str(ep.Name)
 	num(uint64(o.logGroup))
@@ -478,8 +486,13 @@ func fingerprint(ep *ir.Endpoint, o compileOptions) uint64 {
 	}
 	num(uint64(len(ep.IPs)))
 	for _, a := range ep.IPs {
-		b, _ := a.MarshalBinary()
-		str(string(b))
+		a16 := a.As16()
+		b = append(b, a16[:]...)
+		if a.Is4() {
+			b = append(b, 4)
+		} else {
+			b = append(b, 6)
+		}
 	}
 	for _, c := range []*ir.Chain{&ep.Ingress, &ep.Egress} {
 		num(uint64(len(c.Tiers)))
@@ -504,14 +517,26 @@ func fingerprint(ep *ir.Endpoint, o compileOptions) uint64 {
 			}
 		}
 	}
-	return h.Sum64()
+	return maphash.Bytes(fpSeed, b), b
+}
+
+// addrHash writes a to h: its 16 bytes and whether it is IPv4.
+func addrHash(h *maphash.Hash, a netip.Addr) {
+	b := a.As16()
+	_, _ = h.Write(b[:])
+	if a.Is4() {
+		_ = h.WriteByte(4)
+	} else {
+		_ = h.WriteByte(6)
+	}
 }
 
 func prefixHash(ps []netip.Prefix) uint64 {
-	h := fnv.New64a()
+	var h maphash.Hash
+	h.SetSeed(fpSeed)
 	for _, p := range ps {
-		b, _ := p.MarshalBinary()
-		_, _ = h.Write(b)
+		addrHash(&h, p.Addr())
+		_ = h.WriteByte(byte(p.Bits()))
 	}
 	return h.Sum64()
 }
