@@ -43,6 +43,8 @@ func BenchmarkProgram(b *testing.B) {
 			be.mu.Lock()
 			b.ReportMetric(float64(be.applied.ruleCount()), "nft-rules")
 			b.ReportMetric(float64(be.applied.elementCount()), "elements")
+			b.ReportMetric(float64(len(be.applied.maps)), "sets")
+			b.ReportMetric(float64(len(be.applied.chains)), "chains")
 			be.mu.Unlock()
 		})
 	}
@@ -72,26 +74,14 @@ func BenchmarkDelta(b *testing.B) {
 		// everyone else) and a NetworkPolicy accepting the zone's web
 		// pods on one port. A change of the zone's members touches the
 		// 50 endpoints' maps.
-		var zone, web []netip.Prefix
-		for i := 0; i < 300; i++ {
-			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 249, byte(i / 60), byte(i%60*4 + 1)}), 32)
-			zone = append(zone, p)
-			if i%3 == 0 {
-				web = append(web, p)
-			}
-		}
+		zone, web := scatteredZone(300, 3, 249)
 		np.Sets = append(np.Sets, dptest.Set("zone", zone...), dptest.Set("zone-web", web...))
 		sortSets(np)
 		for i := 0; i < 50; i++ {
 			np.Endpoints = append(np.Endpoints, ir.Endpoint{
 				Name: fmt.Sprintf("zz/zoned-%02d", i), IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 242, 0, byte(i + 1)})},
-				Ingress: ir.Chain{Tiers: []ir.Tier{
-					dptest.Tier(ir.TierAdmin,
-						dptest.Rule("ZonePolicy/in-zone", "zone", false, ir.Pass),
-						ir.Rule{ID: "ZoneBoundary/z", Peer: ir.PeerMatch{Set: "zone", Negate: true}, Action: ir.Deny}),
-					dptest.Tier(ir.TierNetworkPolicy, dptest.Rule(fmt.Sprintf("NetworkPolicy/zz/zoned-%02d/ingress/0", i), "zone-web", false, ir.Accept, ir.PortRange{Protocol: ir.TCP, From: 8080, To: 8080})),
-					dptest.Tier(ir.TierBaseline, dptest.Rule("Zone/z/baseline", "", false, ir.Deny)),
-				}},
+				Ingress: ir.Chain{Tiers: append(zoneBoundaryTiers("zone", "zone-web", fmt.Sprintf("NetworkPolicy/zz/zoned-%02d/ingress/0", i)),
+					dptest.Tier(ir.TierBaseline, dptest.Rule("Zone/z/baseline", "", false, ir.Deny)))},
 			})
 		}
 		cases := []struct {

@@ -5,11 +5,14 @@ package nftables
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/bulkhead-dev/bulkhead/dataplane"
+	"github.com/bulkhead-dev/bulkhead/dataplane/dptest"
+	"github.com/bulkhead-dev/bulkhead/internal/ir"
 	"github.com/bulkhead-dev/bulkhead/internal/netns"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
@@ -69,4 +72,29 @@ func nft(t testing.TB, nsPath string, args ...string) string {
 		t.Fatalf("nft %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// scatteredZone returns n pod addresses 10.<b>.x.y, four apart, 60 to a
+// /24 (a zone's members), and every webEvery-th of them (its web pods).
+func scatteredZone(n, webEvery int, b byte) (zone, web []netip.Prefix) {
+	for i := 0; i < n; i++ {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, b, byte(i / 60), byte(i%60*4 + 1)}), 32)
+		zone = append(zone, p)
+		if i%webEvery == 0 {
+			web = append(web, p)
+		}
+	}
+	return zone, web
+}
+
+// zoneBoundaryTiers are the tiers of a zoned endpoint: a Pass for the
+// members of set zone, a Deny for everyone outside it, then the
+// NetworkPolicy npID accepting set web on TCP 8080.
+func zoneBoundaryTiers(zone, web, npID string) []ir.Tier {
+	return []ir.Tier{
+		dptest.Tier(ir.TierAdmin,
+			dptest.Rule("ZonePolicy/in-zone", zone, false, ir.Pass),
+			ir.Rule{ID: "ZoneBoundary/z", Peer: ir.PeerMatch{Set: zone, Negate: true}, Action: ir.Deny}),
+		dptest.Tier(ir.TierNetworkPolicy, dptest.Rule(npID, web, false, ir.Accept, ir.PortRange{Protocol: ir.TCP, From: 8080, To: 8080})),
+	}
 }

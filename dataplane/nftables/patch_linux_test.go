@@ -333,22 +333,9 @@ func membershipSteps() []membershipStep {
 // range. Without the background, the Deny's cells would be the ranges
 // between the members, and every change would replace two of them.
 func TestZoneMemberChangesTouchOnlyHashMaps(t *testing.T) {
-	var zone, web []netip.Prefix
-	for i := 0; i < 200; i++ {
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i / 50), byte(i%50*4 + 1)}), 32)
-		zone = append(zone, p)
-		if i%4 == 0 {
-			web = append(web, p)
-		}
-	}
+	zone, web := scatteredZone(200, 4, 244)
 	sets := []ir.AddressSet{dptest.Set("web", web...), dptest.Set("zone", zone...)}
-	tiers := []ir.Tier{
-		dptest.Tier(ir.TierAdmin,
-			dptest.Rule("ZonePolicy/in-zone", "zone", false, ir.Pass),
-			ir.Rule{ID: "ZoneBoundary/z", Peer: ir.PeerMatch{Set: "zone", Negate: true}, Action: ir.Deny}),
-		dptest.Tier(ir.TierNetworkPolicy,
-			dptest.Rule("NetworkPolicy/ns/db/ingress/0", "web", false, ir.Accept, ir.PortRange{Protocol: ir.TCP, From: 5432, To: 5432})),
-	}
+	tiers := zoneBoundaryTiers("zone", "web", "NetworkPolicy/ns/db/ingress/0")
 	o := compileOptions{logGroup: 7, logOn: true}
 	ts := newRunState("t", tiers, ir.Ingress, false, o, map[uint32]string{}, map[string]*chainSpec{})
 	cur := cachedSets(sets)
