@@ -486,13 +486,7 @@ func fingerprint(ep *ir.Endpoint, o compileOptions, buf []byte) (uint64, []byte)
 	}
 	num(uint64(len(ep.IPs)))
 	for _, a := range ep.IPs {
-		a16 := a.As16()
-		b = append(b, a16[:]...)
-		if a.Is4() {
-			b = append(b, 4)
-		} else {
-			b = append(b, 6)
-		}
+		b = appendAddr(b, a)
 	}
 	for _, c := range []*ir.Chain{&ep.Ingress, &ep.Egress} {
 		num(uint64(len(c.Tiers)))
@@ -520,25 +514,21 @@ func fingerprint(ep *ir.Endpoint, o compileOptions, buf []byte) (uint64, []byte)
 	return maphash.Bytes(fpSeed, b), b
 }
 
-// addrHash writes a to h: its 16 bytes and whether it is IPv4.
-func addrHash(h *maphash.Hash, a netip.Addr) {
-	b := a.As16()
-	_, _ = h.Write(b[:])
+// appendAddr appends a to b: its 16 bytes and whether it is IPv4.
+func appendAddr(b []byte, a netip.Addr) []byte {
+	a16 := a.As16()
 	if a.Is4() {
-		_ = h.WriteByte(4)
-	} else {
-		_ = h.WriteByte(6)
+		return append(append(b, a16[:]...), 4)
 	}
+	return append(append(b, a16[:]...), 6)
 }
 
 func prefixHash(ps []netip.Prefix) uint64 {
-	var h maphash.Hash
-	h.SetSeed(fpSeed)
+	b := make([]byte, 0, 18*len(ps))
 	for _, p := range ps {
-		addrHash(&h, p.Addr())
-		_ = h.WriteByte(byte(p.Bits()))
+		b = append(appendAddr(b, p.Addr()), byte(p.Bits()))
 	}
-	return h.Sum64()
+	return maphash.Bytes(fpSeed, b)
 }
 
 // compile turns a validated policy into the table's desired state.

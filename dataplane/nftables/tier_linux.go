@@ -349,10 +349,7 @@ func (ts *tierState) targetIn(run string, e mapElem, kind mapKind) (string, *map
 	if kind != mapAddr && e.keyEnd == nil {
 		n += "-h"
 	}
-	if m := ts.base(kind); m != nil && m.name == n {
-		return n, m, e
-	}
-	return n, ts.sets[n], e
+	return n, ts.spec(n), e
 }
 
 // spec returns the map or set named n, nil when it does not exist.
@@ -416,7 +413,7 @@ func dropLogPrefix(v verdict) string { return "bh " + v.chain[len("rule-"):len("
 // catchAllLogPrefix returns the log prefix of logged drop v in a rule of
 // its own: LogPrefix of its rule ("bh D<dir> <number>").
 func catchAllLogPrefix(v verdict) string {
-	return "bh " + v.chain[len("rule-"):len("rule-DI")] + " " + v.chain[len("rule-DI-"):]
+	return dropLogPrefix(v) + " " + v.chain[len("rule-DI-"):]
 }
 
 // loggedDrop returns the logged-drop verdict of rule number num in the
@@ -509,8 +506,8 @@ func (ts *tierState) piecesIn(sets map[string]*cachedSet, lo, hi netip.Addr) []p
 	return out
 }
 
-// exactMax is the most single keys one cell of a piece is spelled out
-// as. The kernel's concatenated interval maps (pipapo) find an element
+// exactMax is the most single keys a piece of a run's address space is
+// spelled out as. The kernel's concatenated interval maps (pipapo) find an element
 // to delete by searching the whole map, so a delete costs more the more
 // ranges the map holds (1.5-2.7 ms at a few hundred; see benchmarks.md);
 // a hash map deletes in constant time. A piece whose cells come to at
@@ -570,60 +567,68 @@ func exactKeys(res *resolution) int {
 	return n
 }
 
-// pieceElems passes the elements of p to add with their key layout. A
-// piece of at most exactMax keys goes whole to the exact maps: single
-// addresses to the address map when one verdict decides its every
-// packet, else single keys (no key end) to the exact twins of the main
-// and fallback maps. Any other piece is ranges of the main and fallback
-// maps. So the addresses of one piece are in hash maps only or in
-// interval maps only (see exactMax).
+// pieceElems passes the elements of p to add with their key layout:
+// when the run has a background, nothing for a piece that resolves like
+// it, and the guard elements of any other piece (its single addresses,
+// or its range with every protocol: pipapo needs two fields); then the
+// elements of its cells (cellElems).
 func (ts *tierState) pieceElems(p piece, add func(mapElem, mapKind)) {
 	if ts.bg != nil {
 		if p.key == ts.bgKey {
 			return // the background's lookups decide it
 		}
-		// the guard: single addresses, or the range with every
-		// protocol (a concatenation: pipapo needs two fields)
 		if na := addrCount(p.lo, p.hi, exactMax); na <= exactMax {
-			a := p.lo
-			for range na {
-				add(mapElem{key: a.AsSlice(), v: guardV}, mapAddr)
-				a = a.Next()
-			}
+			forAddrs(p.lo, na, func(a []byte) { add(mapElem{key: a, v: guardV}, mapAddr) })
 		} else {
-			add(mapElem{key: append(p.lo.AsSlice(), 0, 0, 0, 0), keyEnd: append(p.hi.AsSlice(), 255, 0, 0, 0), v: guardV}, mapAddrProto)
+			add(mapElem{key: protoKey(p.lo.AsSlice(), 0), keyEnd: protoKey(p.hi.AsSlice(), 255), v: guardV}, mapAddrProto)
 		}
 	}
 	cellElems(p, add)
 }
 
-// cellElems passes the elements of the cells of p to add (see
-// pieceElems).
+// forAddrs calls f with each of the n addresses from lo.
+func forAddrs(lo netip.Addr, n int, f func([]byte)) {
+	for a := lo; n > 0; n-- {
+		f(a.AsSlice())
+		a = a.Next()
+	}
+}
+
+// protoPortKey and protoKey return the key address . proto . port, and
+// address . proto, each field padded to 4 bytes.
+func protoPortKey(a []byte, proto uint8, port uint16) []byte {
+	return append(append(make([]byte, 0, len(a)+8), a...), proto, 0, 0, 0, byte(port>>8), byte(port), 0, 0)
+}
+
+func protoKey(a []byte, proto uint8) []byte {
+	return append(append(make([]byte, 0, len(a)+4), a...), proto, 0, 0, 0)
+}
+
+// cellElems passes the elements of the cells of p to add. A piece of at
+// most exactMax keys goes whole to the exact maps: single addresses to
+// the address map when one verdict decides its every packet, else single
+// keys (no key end) to the exact twins of the main and fallback maps.
+// Any other piece is ranges of the main and fallback maps. So the
+// addresses of one piece are in hash maps only or in interval maps only
+// (see exactMax).
 func cellElems(p piece, add func(mapElem, mapKind)) {
 	if na := addrCount(p.lo, p.hi, exactMax); na <= exactMax {
-		addrs := func(f func([]byte)) {
-			a := p.lo
-			for range na {
-				f(a.AsSlice())
-				a = a.Next()
-			}
-		}
 		if v, ok := wholePlane(p.res); ok {
-			addrs(func(a []byte) { add(mapElem{key: a, v: v}, mapAddr) })
+			forAddrs(p.lo, na, func(a []byte) { add(mapElem{key: a, v: v}, mapAddr) })
 			return
 		}
 		if na*exactKeys(p.res) <= exactMax {
-			addrs(func(a []byte) {
+			forAddrs(p.lo, na, func(a []byte) {
 				for _, c := range p.res.main {
 					for q := int(c.plo); q <= int(c.phi); q++ {
 						for port := int(c.lo); port <= int(c.hi); port++ {
-							add(mapElem{key: append(append(make([]byte, 0, len(a)+8), a...), byte(q), 0, 0, 0, byte(port>>8), byte(port), 0, 0), v: c.v}, mapAddrProtoPort)
+							add(mapElem{key: protoPortKey(a, uint8(q), uint16(port)), v: c.v}, mapAddrProtoPort)
 						}
 					}
 				}
 				for _, c := range p.res.other {
 					for q := int(c.plo); q <= int(c.phi); q++ {
-						add(mapElem{key: append(append(make([]byte, 0, len(a)+4), a...), byte(q), 0, 0, 0), v: c.v}, mapAddrProto)
+						add(mapElem{key: protoKey(a, uint8(q)), v: c.v}, mapAddrProto)
 					}
 				}
 			})
@@ -632,18 +637,10 @@ func cellElems(p piece, add func(mapElem, mapKind)) {
 	}
 	lo, hi := p.lo.AsSlice(), p.hi.AsSlice()
 	for _, c := range p.res.main {
-		add(mapElem{
-			key:    append(append(make([]byte, 0, len(lo)+8), lo...), c.plo, 0, 0, 0, byte(c.lo>>8), byte(c.lo), 0, 0),
-			keyEnd: append(append(make([]byte, 0, len(hi)+8), hi...), c.phi, 0, 0, 0, byte(c.hi>>8), byte(c.hi), 0, 0),
-			v:      c.v,
-		}, mapAddrProtoPort)
+		add(mapElem{key: protoPortKey(lo, c.plo, c.lo), keyEnd: protoPortKey(hi, c.phi, c.hi), v: c.v}, mapAddrProtoPort)
 	}
 	for _, c := range p.res.other {
-		add(mapElem{
-			key:    append(append(make([]byte, 0, len(lo)+4), lo...), c.plo, 0, 0, 0),
-			keyEnd: append(append(make([]byte, 0, len(hi)+4), hi...), c.phi, 0, 0, 0),
-			v:      c.v,
-		}, mapAddrProto)
+		add(mapElem{key: protoKey(lo, c.plo), keyEnd: protoKey(hi, c.phi), v: c.v}, mapAddrProto)
 	}
 }
 
